@@ -1,0 +1,1 @@
+"""Run a WSGI app as a cluster of single-threaded waitress processes."""

@@ -1,0 +1,32 @@
+from setuptools import find_packages, setup
+
+with open("README.rst", encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="prefork_waitress",
+    version="0.1.0",
+    description=(
+        "Run a WSGI app as a cluster of single-threaded waitress processes, "
+        "one port each, under a master your own Python code controls."
+    ),
+    long_description=long_description,
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    packages=find_packages(include=["prefork_waitress", "prefork_waitress.*"]),
+    package_data={"prefork_waitress": ["py.typed"]},
+    python_requires=">=3.9",
+    install_requires=["waitress>=3.0.2,<4", "typing-extensions"],
+    extras_require={
+        "testing": ["pytest", "pytest-timeout", "PasteDeploy"],
+    },
+    entry_points={
+        "console_scripts": ["prefork-waitress = prefork_waitress.__main__:main"],
+        "paste.server_runner": ["main = prefork_waitress.paste:serve_paste"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Server",
+    ],
+)
