@@ -1,1 +1,19 @@
-"""Run a WSGI app as a cluster of single-threaded waitress processes."""
+"""Run a WSGI app as a cluster of single-threaded waitress processes, one port each,
+under a master that your own Python code controls."""
+
+from ._slots import WorkerInfo
+from .errors import BootError, CommandError, StartError
+from .master import Master
+from .options import Settings, make_settings
+from .worker import Worker
+
+__all__ = [
+    "BootError",
+    "CommandError",
+    "Master",
+    "Settings",
+    "StartError",
+    "Worker",
+    "WorkerInfo",
+    "make_settings",
+]

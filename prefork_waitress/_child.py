@@ -1,0 +1,250 @@
+"""What a forked worker process does, from the fork to ``os._exit``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import _platform
+from ._loading import resolve
+from ._waitress import DrainableServer, RequestHooks
+from .worker import Worker
+
+log = logging.getLogger("prefork_waitress.worker")
+
+EXIT_OK = 0
+EXIT_BOOT_FAILED = 3
+EXIT_CRASHED = 4
+
+
+@dataclasses.dataclass
+class ChildSpec:
+    """Everything a worker process needs, handed over by fork (never pickled)."""
+
+    slot_id: int
+    port: int
+    generation: int
+    sock: socket.socket
+    conn: Connection
+    app: Any  # the WSGI callable (preload) or a "module:attr" string
+    worker_class: type
+    waitress_options: Dict[str, Any]
+    output: Any
+    cpus: Optional[Tuple[int, ...]]
+    graceful_timeout: float
+    max_requests: int
+    master_pid: int
+    inherited: Sequence[Any]  # the master's objects and fds this worker must close
+    meter: Any = None  # shared request clock for request_timeout, or None
+
+
+class WorkerRequests(RequestHooks):
+    """Counts requests, publishes the running request's start, stops after max_requests."""
+
+    def __init__(self, worker: Worker, max_requests: int, meter: Any) -> None:
+        self.worker = worker
+        self.max_requests = max_requests
+        self.meter = meter
+        self.on_limit: Callable[[], None] = lambda: None
+
+    def request_started(self) -> bool:
+        worker = self.worker
+        worker.in_flight = 1
+        if self.meter is not None:
+            self.meter.started()
+        return bool(self.max_requests) and worker.requests_served + 1 >= self.max_requests
+
+    def request_finished(self) -> None:
+        worker = self.worker
+        worker.in_flight = 0
+        worker.requests_served += 1
+        if self.meter is not None:
+            self.meter.finished()
+        if self.max_requests and worker.requests_served >= self.max_requests:
+            self.on_limit()
+
+
+class Channel:
+    """The worker's end of the master's Pipe; sends are serialised by a lock."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def send(self, message: Tuple[Any, ...]) -> bool:
+        try:
+            with self.lock:
+                self.conn.send(message)
+            return True
+        except (OSError, EOFError, ValueError):
+            return False
+
+
+def _reset_inherited_state(spec: ChildSpec) -> None:
+    """Drop the master's signal handling and every fd the slot does not own."""
+    signal.set_wakeup_fd(-1)
+    for signum in _platform.handled_signals():
+        signal.signal(signum, signal.SIG_DFL)
+    own = {spec.sock.fileno(), spec.conn.fileno()}
+    for obj in spec.inherited:
+        _platform.close_quietly(obj, keep=own)
+    _platform.set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != spec.master_pid:
+        os._exit(EXIT_OK)  # the master died before we could ask to follow it
+
+
+def _redirect_stdio(output: Any) -> None:
+    """stdin from /dev/null; stdout and stderr to ``output`` if given."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if output is None:
+        return
+    if isinstance(output, str):
+        fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    else:
+        sys.stdout.flush() if sys.stdout else None
+        fd = os.dup(output.fileno())
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+
+
+def _load_app(spec: ChildSpec) -> Any:
+    return resolve(spec.app) if isinstance(spec.app, str) else spec.app
+
+
+def _serve_commands(worker: Worker, channel: Channel, on_eof: Callable[[], None]) -> None:
+    """Command thread: run each command from the master and send its reply."""
+    while True:
+        try:
+            message = channel.conn.recv()
+        except (EOFError, OSError):
+            log.warning("worker %d: the master is gone; stopping", worker.id)
+            on_eof()
+            return
+        except Exception as exc:  # an unpicklable message: answer nothing, keep going
+            log.error("worker %d: unreadable message from the master: %s", worker.id, exc)
+            continue
+        _, seq, name, args, kwargs = message
+        try:
+            reply: Tuple[Any, ...] = ("reply", seq, True, worker.run_command(name, args, kwargs))
+        except BaseException as exc:
+            reply = ("reply", seq, False, _describe_error(exc))
+        if not _send_reply(channel, reply):
+            return
+
+
+def _describe_error(exc: BaseException) -> Tuple[str, str, str]:
+    return (type(exc).__name__, str(exc), traceback.format_exc())
+
+
+def _send_reply(channel: Channel, reply: Tuple[Any, ...]) -> bool:
+    try:
+        pickle.dumps(reply)
+    except Exception as exc:
+        reply = ("reply", reply[1], False, (
+            "PicklingError", f"the reply cannot be sent to the master: {exc}", "",
+        ))
+    return channel.send(reply)
+
+
+def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, WorkerRequests]:
+    """Load the app, run on_start, create the server: everything before 'ready'."""
+    _platform.pin_to_cpus(spec.cpus)
+    app = _load_app(spec)
+    worker = spec.worker_class(spec.slot_id, spec.port, spec.generation, app)
+    requests = WorkerRequests(worker, spec.max_requests, spec.meter)
+    worker.on_start()
+    server = DrainableServer(app, spec.sock, requests, dict(spec.waitress_options))
+    return worker, server, requests
+
+
+def _report_boot_failure(channel: Channel, exc: BaseException) -> None:
+    message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    log.error("worker failed to start: %s", message, exc_info=True)
+    channel.send(("boot_failed", message, traceback.format_exc()))
+
+
+def run(spec: ChildSpec) -> None:
+    """The worker process: never returns, leaves through ``os._exit``."""
+    code = EXIT_CRASHED
+    try:
+        _reset_inherited_state(spec)
+        _redirect_stdio(spec.output)
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        code = _run(spec)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        _flush_stdio()
+        os._exit(code)
+
+
+def _run(spec: ChildSpec) -> int:
+    channel = Channel(spec.conn)
+    try:
+        worker, server, requests = _boot(spec, channel)
+    except BaseException as exc:
+        _report_boot_failure(channel, exc)
+        return EXIT_BOOT_FAILED
+    stop = _install_stop(worker, server, requests, spec)
+    threading.Thread(
+        target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True
+    ).start()
+    channel.send(("ready", worker.pid, worker.started_at))
+    server.serve()
+    worker.on_stop()
+    return EXIT_OK
+
+
+def _install_stop(
+    worker: Worker, server: DrainableServer, requests: WorkerRequests, spec: ChildSpec
+) -> Callable[[], None]:
+    """Wire every way of stopping (signal, command, EOF, max_requests) to one drain."""
+
+    def stop() -> None:
+        if not stopping:
+            stopping.append(True)
+            _start_exit_deadline(spec.graceful_timeout)
+        server.request_stop()
+
+    stopping: List[bool] = []
+    worker._stop = stop
+    requests.on_limit = stop
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop())
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_OK))
+    return stop
+
+
+def _start_exit_deadline(seconds: float) -> None:
+    """A worker that cannot drain in time leaves anyway (its master may be gone)."""
+
+    def leave() -> None:
+        time.sleep(seconds)
+        log.error("worker %d did not stop within %.1f s; exiting", os.getpid(), seconds)
+        _flush_stdio()
+        os._exit(EXIT_CRASHED)
+
+    threading.Thread(target=leave, name="prefork-exit-deadline", daemon=True).start()
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass

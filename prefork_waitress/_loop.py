@@ -1,0 +1,177 @@
+"""The master's single-threaded event loop: readable objects, timers, signals.
+
+Everything waits in one :func:`multiprocessing.connection.wait` call whose
+timeout is the next timer deadline, so an idle master sleeps in the kernel.
+Signals arrive through :func:`signal.set_wakeup_fd` and their callbacks run
+in the loop, never inside the signal handler.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import signal
+import socket
+import time
+from multiprocessing.connection import wait
+from types import FrameType
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+log = logging.getLogger("prefork_waitress")
+
+Callback = Callable[[], None]
+
+
+def _ignore_signal(signum: int, frame: Optional[FrameType]) -> None:
+    """Python-level handler; the real work is done by the wakeup fd."""
+
+
+class Timer:
+    """A callback due at a monotonic deadline; cancel() makes it a no-op."""
+
+    __slots__ = ("deadline", "callback", "cancelled")
+
+    def __init__(self, deadline: float, callback: Callback) -> None:
+        self.deadline = deadline
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class EventLoop:
+    """Dispatches readable objects, due timers and received signals."""
+
+    def __init__(self) -> None:
+        self._readers: Dict[Any, Callable[[Any], None]] = {}
+        self._timers: List[Tuple[float, int, Timer]] = []
+        self._counter = itertools.count()
+        self._signal_callbacks: Dict[int, Callback] = {}
+        self._previous_handlers: Dict[int, Any] = {}
+        self._wakeup_r: Optional[socket.socket] = None
+        self._wakeup_w: Optional[socket.socket] = None
+        self._previous_wakeup_fd = -1
+        self._soon: List[Callback] = []
+
+    # readable objects -------------------------------------------------
+    def add_reader(self, obj: Any, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(obj)`` whenever ``obj`` (fd int or has fileno()) is readable."""
+        self._readers[obj] = callback
+
+    def remove_reader(self, obj: Any) -> None:
+        self._readers.pop(obj, None)
+
+    def readers(self) -> List[Any]:
+        return list(self._readers)
+
+    # timers -------------------------------------------------------------
+    def call_at(self, deadline: float, callback: Callback) -> Timer:
+        """Run ``callback`` once ``time.monotonic()`` reaches ``deadline``."""
+        timer = Timer(deadline, callback)
+        heapq.heappush(self._timers, (deadline, next(self._counter), timer))
+        return timer
+
+    def call_later(self, delay: float, callback: Callback) -> Timer:
+        return self.call_at(time.monotonic() + delay, callback)
+
+    def call_soon(self, callback: Callback) -> None:
+        """Run ``callback`` on the next turn of the loop (used to defer events)."""
+        self._soon.append(callback)
+
+    def _next_timeout(self) -> Optional[float]:
+        if self._soon:
+            return 0.0
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - time.monotonic())
+
+    def _run_due_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.cancelled = True
+                self._guarded(timer.callback)
+
+    # signals ------------------------------------------------------------
+    def add_signal(self, signum: int, callback: Callback) -> None:
+        """Run ``callback()`` in the loop when ``signum`` arrives."""
+        self._signal_callbacks[signum] = callback
+        if self._wakeup_w is not None:
+            self._install_signal(signum)
+
+    def _install_signal(self, signum: int) -> None:
+        if signum not in self._previous_handlers:
+            self._previous_handlers[signum] = signal.getsignal(signum)
+        signal.signal(signum, _ignore_signal)
+
+    def open_signals(self) -> None:
+        """Start receiving signals through the wakeup fd (main thread only)."""
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._wakeup_r.setblocking(False)
+        self._wakeup_w.setblocking(False)
+        self._previous_wakeup_fd = signal.set_wakeup_fd(
+            self._wakeup_w.fileno(), warn_on_full_buffer=False
+        )
+        for signum in self._signal_callbacks:
+            self._install_signal(signum)
+        self.add_reader(self._wakeup_r, self._read_signals)
+
+    def close_signals(self) -> None:
+        """Give back the handlers and wakeup fd that were there before."""
+        if self._wakeup_r is None or self._wakeup_w is None:
+            return
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers.clear()
+        signal.set_wakeup_fd(self._previous_wakeup_fd)
+        self.remove_reader(self._wakeup_r)
+        self._wakeup_r.close()
+        self._wakeup_w.close()
+        self._wakeup_r = self._wakeup_w = None
+
+    def signal_sockets(self) -> List[socket.socket]:
+        return [s for s in (self._wakeup_r, self._wakeup_w) if s is not None]
+
+    def _read_signals(self, sock: Any) -> None:
+        try:
+            data = sock.recv(512)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in data:
+            callback = self._signal_callbacks.get(signum)
+            if callback is not None:
+                self._guarded(callback)
+
+    # running ------------------------------------------------------------
+    def run_once(self) -> None:
+        """Wait for the next event(s) and dispatch them."""
+        timeout = self._next_timeout()
+        ready = wait(list(self._readers), timeout) if self._readers else []
+        if not self._readers and timeout is not None:
+            time.sleep(timeout)
+        # Signals first: a stop request must win over a respawn of the same turn.
+        if self._wakeup_r is not None and self._wakeup_r in ready:
+            self._read_signals(self._wakeup_r)
+        for obj in ready:
+            if obj is self._wakeup_r:
+                continue
+            callback = self._readers.get(obj)
+            if callback is not None:
+                self._guarded(callback, obj)
+        soon, self._soon = self._soon, []
+        for callback in soon:
+            self._guarded(callback)
+        self._run_due_timers()
+
+    @staticmethod
+    def _guarded(callback: Callable[..., None], *args: Any) -> None:
+        """Run a callback; an exception is logged, never fatal to the master."""
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("error in master callback %r", callback)

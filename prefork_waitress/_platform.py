@@ -1,0 +1,80 @@
+"""Small OS-specific helpers: parent-death signal, CPU pinning, fd hygiene."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import sys
+from typing import Any, Collection, List, Optional, Sequence, Tuple, Union
+
+log = logging.getLogger("prefork_waitress")
+
+PR_SET_PDEATHSIG = 1
+
+
+def handled_signals() -> List[int]:
+    """Signals that currently run a Python handler (inherited from the master)."""
+    found = []
+    for signum in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(signum)):
+                found.append(int(signum))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send ``signum`` when the parent dies; False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return bool(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def close_quietly(obj: Any, keep: Collection[int] = ()) -> None:
+    """Close an fd or an object with close(), unless its fd is in ``keep``."""
+    try:
+        fd = obj if isinstance(obj, int) else obj.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    if fd in keep or fd < 0:
+        return
+    try:
+        if isinstance(obj, int):
+            os.close(obj)
+        else:
+            obj.close()
+    except Exception:
+        pass
+
+
+def cpus_for(slot_id: int, affinity: Union[bool, Tuple[int, ...]]) -> Optional[Tuple[int, ...]]:
+    """The CPU set worker ``slot_id`` is pinned to, or None for no pinning."""
+    if affinity is False or not hasattr(os, "sched_getaffinity"):
+        return None
+    if affinity is True:
+        available = sorted(os.sched_getaffinity(0))
+        if len(available) < 2:
+            return None
+        return (available[slot_id % len(available)],)
+    return (affinity[slot_id % len(affinity)],)
+
+
+def pin_to_cpus(cpus: Optional[Sequence[int]]) -> None:
+    """Pin this process (before it starts threads, so they inherit it)."""
+    if not cpus:
+        return
+    if not hasattr(os, "sched_setaffinity"):
+        log.info("cpu_affinity ignored: this platform has no sched_setaffinity")
+        return
+    try:
+        os.sched_setaffinity(0, set(cpus))
+    except OSError as exc:
+        log.warning("cannot pin worker %d to CPUs %s: %s", os.getpid(), list(cpus), exc)

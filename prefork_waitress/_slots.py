@@ -1,0 +1,124 @@
+"""Worker slots (the unit of state) and the processes that fill them."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import signal
+import socket
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Optional
+
+from ._loop import Timer
+from .errors import StartError
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """A snapshot of one worker process: which slot and port, which pid and generation."""
+
+    id: int
+    port: int
+    pid: Optional[int]
+    generation: int
+    started_at: Optional[float]
+    restarts: int
+
+
+class WorkerProcess:
+    """One forked worker: its process, its end of the Pipe, its state."""
+
+    def __init__(self, slot: "Slot", generation: int, process: BaseProcess, conn: Connection) -> None:
+        self.slot = slot
+        self.generation = generation
+        self.process = process
+        self.conn = conn
+        self.pid: int = process.pid or 0
+        self.sentinel: int = process.sentinel
+        self.forked_at = time.monotonic()
+        self.started_at: Optional[float] = None
+        self.ready = False
+        self.stopping = False
+        self.boot_error: Optional[str] = None
+        self.timers: "list[Timer]" = []
+        self.meter: Any = None
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            id=self.slot.id,
+            port=self.slot.port,
+            pid=self.pid,
+            generation=self.generation,
+            started_at=self.started_at,
+            restarts=self.slot.restarts,
+        )
+
+    def cancel_timers(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
+
+    def __repr__(self) -> str:
+        return f"<worker {self.slot.id} pid={self.pid} gen={self.generation}>"
+
+
+class Slot:
+    """A port and its listening socket; its process is replaced, the slot stays."""
+
+    def __init__(self, id: int, sock: socket.socket) -> None:
+        self.id = id
+        self.sock = sock
+        self.port: int = sock.getsockname()[1]
+        self.current: Optional[WorkerProcess] = None
+        self.generations = 0
+        self.restarts = 0
+        self.boot_failures = 0
+        self.retiring = False
+        self.respawn_timer: Optional[Timer] = None
+
+    def next_generation(self) -> int:
+        self.generations += 1
+        return self.generations
+
+    def info(self) -> WorkerInfo:
+        if self.current is not None:
+            return self.current.info()
+        return WorkerInfo(self.id, self.port, None, self.generations, None, self.restarts)
+
+
+def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """Bind and listen on host:port, with an error that names the address."""
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartError(f"cannot resolve host {host!r}: {exc}") from None
+    family, socktype, proto, _, address = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartError(
+                f"cannot listen on {host}:{port}: address already in use "
+                "(another server is running there; pick another base_port)"
+            ) from None
+        raise StartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def describe_exit(exitcode: Optional[int]) -> str:
+    """'exit code 3' or 'signal SIGKILL' for a log line."""
+    if exitcode is None:
+        return "an unknown status"
+    if exitcode < 0:
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"

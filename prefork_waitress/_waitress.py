@@ -1,0 +1,156 @@
+"""Everything that touches waitress internals lives here, and only here.
+
+Waitress has no public graceful-stop API, so a worker runs the waitress
+loop itself and drains it: stop accepting, let in-flight requests finish
+with ``Connection: close``, close idle keep-alive connections, stop the task
+thread. ``tests/test_waitress_internals.py`` pins every attribute this
+relies on, so a waitress release that changes them fails loudly.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from typing import Any, Callable, Optional
+
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
+from waitress.task import WSGITask
+
+# A connection with no request in progress is closed once it has been quiet
+# this long during a drain: long enough for a keep-alive client under load to
+# send its next request (answered with Connection: close), short enough to
+# keep a reload quick.
+IDLE_GRACE = 0.25
+DRAIN_TICK = 0.05
+
+
+class RequestHooks:
+    """What a worker wants to know about each request (runs on the task thread)."""
+
+    def request_started(self) -> bool:
+        """Called before the app runs; return True to close the connection after it."""
+        return False
+
+    def request_finished(self) -> None:
+        """Called after the response was handed to waitress."""
+
+
+class _DrainAwareTask(WSGITask):  # type: ignore[misc]
+    """A WSGI task that closes its connection when the server is draining."""
+
+    def service(self) -> None:
+        server = self.channel.server
+        if server.pw_hooks.request_started():
+            server.pw_closing = True
+        try:
+            super().service()
+        finally:
+            server.pw_hooks.request_finished()
+
+    def build_response_header(self) -> Any:
+        if self.channel.server.pw_closing:
+            self.set_close_on_finish()
+        return super().build_response_header()
+
+
+class _DrainAwareChannel(HTTPChannel):  # type: ignore[misc]
+    task_class = _DrainAwareTask
+
+
+def _has_pending_bytes(sock: socket.socket) -> bool:
+    """True if the peer sent something not read yet (or closed: let waitress see it)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError as exc:
+        return exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK)
+    return True
+
+
+def _is_idle(channel: Any) -> bool:
+    """No request queued, none half-received, nothing left to send."""
+    return not (
+        channel.requests
+        or channel.request is not None
+        or channel.total_outbufs_len
+        or channel.will_close
+        or channel.close_when_flushed
+    )
+
+
+class DrainableServer:
+    """A waitress server on one pre-bound socket that can be drained gracefully."""
+
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        sock: socket.socket,
+        hooks: RequestHooks,
+        options: "dict[str, Any]",
+    ) -> None:
+        self.server: BaseWSGIServer = create_server(app, sockets=[sock], threads=1, **options)
+        self.server.channel_class = _DrainAwareChannel
+        self.server.pw_hooks = hooks
+        self.server.pw_closing = False
+        self._map = self.server._map
+        self._stop_requested = False
+        self._drain_started: Optional[float] = None
+
+    @property
+    def in_flight(self) -> int:
+        """Connections with a request queued or running (0 or 1 with threads=1)."""
+        return sum(1 for ch in list(self.server.active_channels.values()) if ch.requests)
+
+    def request_stop(self) -> None:
+        """Ask the loop to drain and return; safe from any thread and from signal handlers."""
+        self._stop_requested = True
+        self.server.pw_closing = True
+        try:
+            # No thunk: a thunk takes the trigger's lock, which a signal
+            # handler interrupting the loop thread could already hold.
+            self.server.pull_trigger()
+        except OSError:
+            pass
+
+    def serve(self, deadline: Optional[Callable[[], Optional[float]]] = None) -> None:
+        """Run the waitress loop until a requested drain has finished."""
+        adj = self.server.adj
+        while True:
+            timeout = DRAIN_TICK if self._stop_requested else adj.asyncore_loop_timeout
+            wasyncore.loop(timeout=timeout, map=self._map, use_poll=adj.asyncore_use_poll, count=1)
+            if not self._stop_requested:
+                continue
+            if self._drain_started is None:
+                self._stop_accepting()
+            if self._drain_step():
+                break
+        self._shutdown()
+
+    def _stop_accepting(self) -> None:
+        self._drain_started = time.monotonic()
+        server = self.server
+        server.accepting = False
+        server.del_channel()
+        # Only this process's copy of the listening fd: the master keeps its
+        # own, so connections still in the kernel queue go to a successor.
+        server.socket.close()
+
+    def _drain_step(self) -> bool:
+        """Close idle connections; True once none is left."""
+        now = time.time()
+        for channel in list(self.server.active_channels.values()):
+            if not _is_idle(channel) or now - channel.last_activity < IDLE_GRACE:
+                continue
+            if channel.socket is not None and _has_pending_bytes(channel.socket):
+                continue
+            channel.handle_close()
+        return not self.server.active_channels
+
+    def _shutdown(self) -> None:
+        self.server.task_dispatcher.shutdown(timeout=1)
+        self.server.trigger.close()
+        wasyncore.close_all(self._map)

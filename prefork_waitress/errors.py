@@ -1,0 +1,49 @@
+"""Exceptions of the public API."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class CommandError(Exception):
+    """A worker could not answer a command: unknown, raised, timed out or gone.
+
+    Stands in ``master.command()``'s result for that slot, so one failing
+    worker never hides the other workers' replies.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: Optional[int] = None,
+        command: Optional[str] = None,
+        exc_type: Optional[str] = None,
+        traceback: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.worker = worker
+        self.command = command
+        self.exc_type = exc_type
+        self.traceback = traceback
+
+    def __repr__(self) -> str:
+        return f"CommandError({self.message!r}, worker={self.worker!r}, exc_type={self.exc_type!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, CommandError)
+            and (self.message, self.worker, self.exc_type)
+            == (other.message, other.worker, other.exc_type)
+        )
+
+    __hash__ = Exception.__hash__
+
+
+class BootError(RuntimeError):
+    """The app could not be started at all: no worker ever became ready."""
+
+
+class StartError(RuntimeError):
+    """The master cannot start: port in use, live pid file, bad environment."""

@@ -1,0 +1,425 @@
+"""The Master: one thread, one event loop, one state machine over the worker slots."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from . import _child, _platform
+from ._commands import CommandChannel, targets
+from ._loading import AppImportError, resolve
+from ._loop import EventLoop
+from ._pidfile import PidFile
+from ._rolling import RollingReload
+from ._slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
+from .errors import BootError
+from .options import Settings, make_settings
+from .worker import Worker
+
+log = logging.getLogger("prefork_waitress")
+
+NEW, BOOTING, RUNNING, STOPPING, STOPPED = "new", "booting", "running", "stopping", "stopped"
+IMMEDIATE_STOP_TIMEOUT = 5.0
+BACKOFF_START, BACKOFF_CAP = 0.1, 30.0
+
+
+class Master:
+    """Runs ``app`` in ``workers`` waitress processes, one port each, and keeps them up."""
+
+    def __init__(self, app: Any, **options: Any) -> None:
+        self.settings: Settings = make_settings(**options)
+        if not (callable(app) or isinstance(app, str)):
+            raise TypeError(f"app: expected a WSGI callable or a 'module:attr' string, got {app!r}")
+        self.app_spec: Any = app
+        self._app: Any = app
+        self.worker_class = self.settings.worker_class or Worker
+        self._context = multiprocessing.get_context("fork")
+        self._loop = EventLoop()
+        self._slots: List[Slot] = []
+        self._processes: Dict[int, WorkerProcess] = {}
+        self._commands = CommandChannel()
+        self._io_handlers: Dict[Any, Callable[[Any], None]] = {}
+        self._owned: List[Any] = []  # other master-only objects a worker must close
+        self._pidfile = PidFile(self.settings.pidfile) if self.settings.pidfile else None
+        self._state = NEW
+        self._boot_error: Optional[str] = None
+        self._rolling = RollingReload(self)
+        self._pending_ports: bool = False
+        self._install_default_signals()
+
+    # public state ---------------------------------------------------------
+    @property
+    def workers(self) -> List[WorkerInfo]:
+        """One WorkerInfo per slot, in slot order (pid None while respawning)."""
+        return [slot.info() for slot in self._slots]
+
+    @property
+    def ports(self) -> List[int]:
+        """The ports of the slots, in slot order."""
+        return [slot.port for slot in self._slots]
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    # hooks (override in a subclass; all run in the master loop) -----------
+    def when_ready(self) -> None:
+        """Every slot is serving, once, at start."""
+
+    def worker_started(self, info: WorkerInfo) -> None:
+        """A worker reported ready: it serves on ``info.port``."""
+
+    def worker_exited(self, info: WorkerInfo, exitcode: Optional[int]) -> None:
+        """The process ``info`` describes has exited (negative exitcode: a signal)."""
+
+    def ports_changed(self, ports: List[int]) -> None:
+        """The set of ports changed (scale)."""
+
+    def reloaded(self, ok: bool) -> None:
+        """A rolling reload finished (True) or was abandoned (False)."""
+
+    def stopping(self) -> None:
+        """The master begins to stop."""
+
+    # control --------------------------------------------------------------
+    def add_io_handler(self, fileobj: Any, callback: Callable[[Any], None]) -> None:
+        """Run ``callback(fileobj)`` in the master loop whenever ``fileobj`` is readable."""
+        if not (isinstance(fileobj, int) or hasattr(fileobj, "fileno")):
+            raise TypeError(f"add_io_handler: {fileobj!r} has no fileno()")
+        self._io_handlers[fileobj] = callback
+        self._loop.add_reader(fileobj, callback)
+
+    def remove_io_handler(self, fileobj: Any) -> None:
+        self._io_handlers.pop(fileobj, None)
+        self._loop.remove_reader(fileobj)
+
+    def add_signal_handler(self, signum: int, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` in the master loop when ``signum`` arrives (replaces the default)."""
+        self._loop.add_signal(signum, callback)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
+        """Run ``callback()`` in the master loop after ``delay`` seconds; returns a cancellable timer."""
+        return self._loop.call_later(delay, callback)
+
+    def own(self, obj: Any) -> None:
+        """Mark an fd or object as the master's, so every worker closes its copy."""
+        self._owned.append(obj)
+
+    def _install_default_signals(self) -> None:
+        self._loop.add_signal(signal.SIGTERM, self.stop)
+        self._loop.add_signal(signal.SIGINT, self.stop)
+        self._loop.add_signal(signal.SIGQUIT, lambda: self.stop(graceful=False))
+
+    # lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        """Bind, fork the workers, and run the event loop until stopped."""
+        if self._state != NEW:
+            raise RuntimeError("a Master can be started once")
+        self._state = BOOTING
+        try:
+            self._prepare()
+            for slot in self._slots:
+                self._spawn(slot)
+            while self._state != STOPPED:
+                self._loop.run_once()
+                if self._state == STOPPING and not self._processes:
+                    self._state = STOPPED
+        finally:
+            self._cleanup()
+        if self._boot_error is not None:
+            raise BootError(f"the app could not start: {self._boot_error}")
+
+    def _prepare(self) -> None:
+        """Everything that can fail before a fork: pid file, sockets, preload."""
+        if self._pidfile is not None:
+            self._pidfile.create()
+        base = self.settings.base_port
+        for slot_id in range(self.settings.workers):
+            self._add_slot(slot_id, base + slot_id if base else 0)
+        if self.settings.preload:
+            self._app = self.load_app()
+        self._loop.open_signals()
+
+    def load_app(self) -> Any:
+        """Resolve the app in the master (preload); raises AppImportError with the cause."""
+        if not isinstance(self.app_spec, str):
+            return self.app_spec
+        try:
+            return resolve(self.app_spec)
+        except AppImportError:
+            raise
+        except Exception as exc:
+            raise AppImportError(f"cannot load {self.app_spec!r}: {type(exc).__name__}: {exc}") from exc
+
+    def reload_code(self) -> None:
+        """Before a rolling reload: in preload mode, import the app's code again."""
+        if self.settings.preload and isinstance(self.app_spec, str):
+            module_name = self.app_spec.partition(":")[0]
+            module = sys.modules.get(module_name)
+            if module is not None:
+                importlib.reload(module)
+            self._app = self.load_app()
+
+    def _add_slot(self, slot_id: int, port: int) -> Slot:
+        slot = Slot(slot_id, bind_socket(self.settings.host, port))
+        self._slots.append(slot)
+        return slot
+
+    def _cleanup(self) -> None:
+        for process in list(self._processes.values()):
+            self._kill(process)
+            self._reap(process)
+        for slot in self._slots:
+            slot.sock.close()
+        self._loop.close_signals()
+        if self._pidfile is not None:
+            self._pidfile.remove()
+        self._state = STOPPED
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop every worker (gracefully: finish in-flight requests) and leave start()."""
+        if self._state in (NEW, STOPPED):
+            return
+        if self._state == STOPPING:
+            if not graceful:
+                for process in list(self._processes.values()):
+                    self._stop_process(process, graceful=False)
+            return
+        log.info("stopping %s", "gracefully" if graceful else "at once")
+        self._state = STOPPING
+        self._rolling.abandon("the master is stopping")
+        self._loop._guarded(self.stopping)
+        for slot in self._slots:
+            if slot.respawn_timer is not None:
+                slot.respawn_timer.cancel()
+        for process in list(self._processes.values()):
+            self._stop_process(process, graceful)
+
+    def reload(self) -> None:
+        """Rolling restart: each slot gets a new worker, then its old one is stopped."""
+        self._rolling.request()
+
+    def scale(self, n: int) -> None:
+        """Grow to ``n`` slots on the next ports, or gracefully retire the highest ones."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"scale: expected a whole number of workers >= 1, got {n!r}")
+        if self._state not in (BOOTING, RUNNING):
+            raise RuntimeError(f"scale: the master is {self._state}")
+        while len(self._slots) < n:
+            slot_id = self._slots[-1].id + 1 if self._slots else 0
+            base = self.settings.base_port
+            self._add_slot(slot_id, base + slot_id if base else 0)
+            self._pending_ports = True
+            self._spawn(self._slots[-1])
+        retiring = self._slots[n:]
+        if retiring:
+            del self._slots[n:]
+            self._loop._guarded(self.ports_changed, self.ports)
+        for slot in retiring:
+            self._retire(slot)
+        if self._pending_ports:
+            self._maybe_announce_ports()
+
+    def _retire(self, slot: Slot) -> None:
+        slot.retiring = True
+        if slot.respawn_timer is not None:
+            slot.respawn_timer.cancel()
+        log.info("retiring worker slot %d (port %d)", slot.id, slot.port)
+        if slot.current is None:
+            slot.sock.close()
+        else:
+            self._stop_process(slot.current, graceful=True)
+
+    def command(self, name: str, *args: Any, worker: Optional[int] = None, timeout: float = 5.0) -> Dict[int, Any]:
+        """Run command ``name`` in every worker (or slot ``worker``); replies by slot id."""
+        chosen = targets(self._slots, worker)
+        results, pending = self._commands.send(chosen, name, args)
+        results.update(self._commands.collect(pending, name, timeout, self._receive))
+        return {slot.id: results[slot.id] for slot in chosen}
+
+    # processes ------------------------------------------------------------
+    def _spawn(self, slot: Slot) -> WorkerProcess:
+        """Fork a worker for ``slot``; it becomes the slot's current one unless told otherwise."""
+        parent_conn, child_conn = self._context.Pipe(duplex=True)
+        generation = slot.next_generation()
+        spec = _child.ChildSpec(
+            slot_id=slot.id,
+            port=slot.port,
+            generation=generation,
+            sock=slot.sock,
+            conn=child_conn,
+            app=self._app,
+            worker_class=self.worker_class,
+            waitress_options=dict(self.settings.waitress),
+            output=self.settings.output,
+            cpus=_platform.cpus_for(slot.id, self.settings.cpu_affinity),
+            graceful_timeout=self.settings.graceful_timeout,
+            max_requests=self._max_requests(),
+            master_pid=os.getpid(),
+            inherited=self._inherited() + [parent_conn],
+        )
+        process = self._context.Process(
+            target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}"
+        )
+        process.start()
+        child_conn.close()
+        worker = WorkerProcess(slot, generation, process, parent_conn)
+        self._processes[worker.pid] = worker
+        self._loop.add_reader(parent_conn, lambda conn: self._receive(worker))
+        self._loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
+        worker.timers.append(
+            self._loop.call_later(self.settings.boot_timeout, lambda: self.boot_timed_out(worker))
+        )
+        if slot.current is None:
+            slot.current = worker
+        return worker
+
+    def _inherited(self) -> List[Any]:
+        objects: List[Any] = [slot.sock for slot in self._slots]
+        for process in self._processes.values():
+            objects += [process.conn, process.sentinel]
+        objects += self._loop.signal_sockets()
+        objects += list(self._io_handlers)
+        return objects + self._owned
+
+    def _max_requests(self) -> int:
+        limit = self.settings.max_requests
+        if limit and self.settings.max_requests_jitter:
+            limit += random.randint(0, self.settings.max_requests_jitter)
+        return limit
+
+    def _receive(self, worker: WorkerProcess) -> None:
+        """Read one message from a worker's Pipe and act on it."""
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            self._loop.remove_reader(worker.conn)
+            worker.conn.close()
+            return
+        kind = message[0]
+        if kind == "reply":
+            self._commands.store_reply(*message[1:])
+        elif kind == "ready":
+            self._loop.call_soon(lambda: self._ready(worker, message[2]))
+        elif kind == "boot_failed":
+            worker.boot_error = message[1]
+            log.error("worker %d (pid %d) failed to start:\n%s", worker.slot.id, worker.pid, message[2])
+
+    def _ready(self, worker: WorkerProcess, started_at: float) -> None:
+        if worker.pid not in self._processes or worker.stopping:
+            return
+        worker.ready = True
+        worker.started_at = started_at
+        worker.slot.boot_failures = 0
+        worker.cancel_timers()
+        log.info("worker %d (pid %d, generation %d) serving on port %d",
+                 worker.slot.id, worker.pid, worker.generation, worker.slot.port)
+        if self._rolling.successor_ready(worker):
+            return
+        self._loop._guarded(self.worker_started, worker.info())
+        self._after_ready()
+
+    def _after_ready(self) -> None:
+        if self._state == BOOTING and all(s.current and s.current.ready for s in self._slots):
+            self._state = RUNNING
+            self._pending_ports = False
+            log.info("all %d workers serving on ports %s", len(self._slots), self.ports)
+            self._loop._guarded(self.when_ready)
+            self._rolling.start_queued()
+        elif self._pending_ports:
+            self._maybe_announce_ports()
+
+    def _maybe_announce_ports(self) -> None:
+        if self._state == RUNNING and all(s.current and s.current.ready for s in self._slots):
+            self._pending_ports = False
+            self._loop._guarded(self.ports_changed, self.ports)
+
+    def _exited(self, worker: WorkerProcess) -> None:
+        """A worker's sentinel fired: reap it, tell the hooks, refill its slot."""
+        exitcode = self._reap(worker)
+        slot = worker.slot
+        was_current = slot.current is worker
+        if was_current:
+            slot.current = None
+        self._loop._guarded(self.worker_exited, worker.info(), exitcode)
+        if self._rolling.process_exited(worker):
+            return
+        if not was_current or self._state == STOPPING:
+            return
+        if slot.retiring:
+            slot.sock.close()
+            return
+        self._refill(slot, worker, exitcode)
+
+    def _refill(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int]) -> None:
+        why = describe_exit(exitcode)
+        if worker.ready:
+            log.warning("worker %d (pid %d) died with %s; respawning on port %d", slot.id, worker.pid, why, slot.port)
+            slot.restarts += 1
+            self._spawn(slot)
+            return
+        reason = worker.boot_error or f"it exited with {why} before it was ready"
+        if self._state == BOOTING:
+            self._boot_error = reason
+            log.error("worker %d could not start (%s); stopping", slot.id, reason)
+            self.stop()
+            return
+        delay = min(BACKOFF_CAP, BACKOFF_START * 2 ** slot.boot_failures)
+        slot.boot_failures += 1
+        slot.restarts += 1
+        log.error("worker %d could not start (%s); retrying in %.1f s", slot.id, reason, delay)
+        slot.respawn_timer = self._loop.call_later(delay, lambda: self._respawn_after_backoff(slot))
+
+    def _respawn_after_backoff(self, slot: Slot) -> None:
+        slot.respawn_timer = None
+        if self._state in (BOOTING, RUNNING) and not slot.retiring and slot.current is None:
+            self._spawn(slot)
+
+    def _reap(self, worker: WorkerProcess) -> Optional[int]:
+        if self._processes.pop(worker.pid, None) is None:
+            return worker.process.exitcode
+        worker.cancel_timers()
+        self._loop.remove_reader(worker.conn)
+        self._loop.remove_reader(worker.sentinel)
+        worker.process.join()
+        exitcode = worker.process.exitcode
+        worker.conn.close()
+        worker.process.close()
+        return exitcode
+
+    def _stop_process(self, worker: WorkerProcess, graceful: bool) -> None:
+        """Ask a worker to leave (SIGTERM drains, SIGINT leaves now); kill it after the timeout."""
+        worker.stopping = True
+        timeout = self.settings.graceful_timeout if graceful else IMMEDIATE_STOP_TIMEOUT
+        try:
+            os.kill(worker.pid, signal.SIGTERM if graceful else signal.SIGINT)
+        except ProcessLookupError:
+            return
+        worker.timers.append(self._loop.call_later(timeout, lambda: self._kill(worker, timeout)))
+
+    def _kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
+        if worker.pid not in self._processes:
+            return
+        if after is not None:
+            log.error("worker %d (pid %d) did not stop within %.1f s; killing it", worker.slot.id, worker.pid, after)
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def boot_timed_out(self, worker: WorkerProcess) -> None:
+        """A worker took longer than boot_timeout to become ready: kill it."""
+        log.error("worker %d (pid %d) not ready after %.1f s; killing it",
+                  worker.slot.id, worker.pid, self.settings.boot_timeout)
+        worker.boot_error = f"not ready within boot_timeout ({self.settings.boot_timeout:g} s)"
+        self._kill(worker)
+
+    def _now(self) -> float:
+        return time.monotonic()

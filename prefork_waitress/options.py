@@ -1,0 +1,310 @@
+"""Every option of the master, defined once: type, default, conversion, help.
+
+The API, the CLI, the control socket and the PasteDeploy runner all go
+through :func:`make_settings`, so a value given as ``"4"`` in an ini file and
+as ``4`` in Python is converted and checked the same way, with the same
+error message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from waitress.adjustments import Adjustments
+
+__all__ = ["OPTIONS", "Option", "Settings", "make_settings", "waitress_options"]
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f", ""})
+
+# waitress options this library sets itself: the master owns the sockets.
+MANAGED_WAITRESS_OPTIONS = ("host", "port", "listen", "sockets", "unix_socket")
+
+
+def as_bool(value: Any) -> bool:
+    """Accept a bool, or one of the usual yes/no words from an ini file."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _number(value: Any, kind: Callable[[Any], Any]) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+
+
+def int_at_least(minimum: int, maximum: Optional[int] = None) -> Callable[[Any], int]:
+    """Converter to an int within [minimum, maximum]."""
+
+    def convert(value: Any) -> int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"expected a whole number, got {value!r}")
+        number = int(_number(value, int if not isinstance(value, float) else float))
+        if number < minimum or (maximum is not None and number > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise ValueError(f"must be at least {minimum}{upper}, got {number}")
+        return number
+
+    return convert
+
+
+def positive_seconds(value: Any) -> float:
+    """Converter to a duration in seconds, strictly positive."""
+    number = float(_number(value, float))
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Let None (or an empty / "none" string) through, convert the rest."""
+
+    def convert_optional(value: Any) -> Any:
+        if value is None or (
+            isinstance(value, str) and value.strip().lower() in ("", "none", "off", "0")
+        ):
+            return None
+        return convert(value)
+
+    return convert_optional
+
+
+def as_path(value: Any) -> str:
+    """A filesystem path, made absolute now so a later chdir cannot move it."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise ValueError(f"expected a file path, got {value!r}")
+    return os.path.abspath(os.fspath(value))
+
+
+def as_output(value: Any) -> Any:
+    """A path, or an open file object that has a real file descriptor."""
+    if hasattr(value, "fileno") and not isinstance(value, (str, os.PathLike)):
+        try:
+            value.fileno()
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"the file object has no usable fileno(): {exc}") from None
+        return value
+    return as_path(value)
+
+
+def as_host(value: Any) -> str:
+    """The address the worker sockets bind to."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a host name or address, got {value!r}")
+    return value.strip()
+
+
+def as_cpu_affinity(value: Any) -> Union[bool, Tuple[int, ...]]:
+    """True: worker i on CPU i mod n; False: no pinning; a list: worker i on list[i mod len]."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("auto", "") or word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS or word == "none":
+            return False
+        value = [part for part in word.replace(",", " ").split()]
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)) and value:
+        cpus = tuple(int_at_least(0)(cpu) for cpu in value)
+        return cpus
+    raise ValueError(f"expected 'auto', true, false or a list of CPU numbers, got {value!r}")
+
+
+def as_upstream_format(value: Any) -> str:
+    """The frontend dialect of the upstream file."""
+    if value not in ("nginx", "haproxy"):
+        raise ValueError(f"expected 'nginx' or 'haproxy', got {value!r}")
+    return str(value)
+
+
+def as_log_level(value: Any) -> str:
+    """A logging level name."""
+    if not isinstance(value, str) or value.upper() not in (
+        "DEBUG",
+        "INFO",
+        "WARNING",
+        "ERROR",
+        "CRITICAL",
+    ):
+        raise ValueError(f"expected debug, info, warning, error or critical, got {value!r}")
+    return value.upper()
+
+
+def as_worker_class(value: Any) -> Any:
+    """A Worker subclass, or a "module:Class" string naming one."""
+    from .worker import Worker
+
+    if isinstance(value, str):
+        from ._loading import resolve
+
+        value = resolve(value)
+    if not (isinstance(value, type) and issubclass(value, Worker)):
+        raise ValueError(f"expected a subclass of prefork_waitress.Worker, got {value!r}")
+    return value
+
+
+def identity(value: Any) -> Any:
+    """No conversion (the value is checked elsewhere)."""
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One master option: its name, default, converter and one line of help."""
+
+    name: str
+    default: Any
+    convert: Callable[[Any], Any]
+    help: str
+    cli: bool = True
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: Tuple[Option, ...] = (
+    Option("workers", 3, int_at_least(1, 512), "number of worker slots (processes)"),
+    Option("host", "127.0.0.1", as_host, "address every worker listens on"),
+    Option("base_port", 8080, int_at_least(0, 65535), "slot i listens on BASE_PORT+i (0: OS-chosen ports)"),
+    Option("pidfile", None, optional(as_path), "path of the master's pid file"),
+    Option("output", None, optional(as_output), "file the workers' stdout and stderr go to"),
+    Option("worker_class", None, optional(as_worker_class), "Worker subclass, as module:Class"),
+    Option("preload", False, as_bool, "import the app in the master before forking"),
+    Option("graceful_timeout", 30.0, positive_seconds, "seconds a stopping worker may take"),
+    Option("boot_timeout", 60.0, positive_seconds, "seconds a new worker may take to become ready"),
+    Option("reload", False, as_bool, "reload the app when its source files change"),
+    Option("request_timeout", None, optional(positive_seconds), "replace a worker whose request runs longer"),
+    Option("max_requests", 0, int_at_least(0), "recycle a worker after this many requests (0: never)"),
+    Option("max_requests_jitter", 0, int_at_least(0), "add a random 0..N to max_requests per worker"),
+    Option("cpu_affinity", True, as_cpu_affinity, "pin workers to CPUs: auto, off, or a CPU list"),
+    Option("control_socket", None, optional(as_path), "UNIX socket for prefork-waitress ctl"),
+    Option("upstream_file", None, optional(as_path), "write the live ports to this file"),
+    Option("upstream_format", "nginx", as_upstream_format, "upstream file dialect: nginx or haproxy"),
+    Option("on_ports_changed", None, optional(str), "shell command run after the upstream file changes"),
+)
+OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The validated options of one master."""
+
+    workers: int = 3
+    host: str = "127.0.0.1"
+    base_port: int = 8080
+    pidfile: Optional[str] = None
+    output: Any = None
+    worker_class: Any = None
+    preload: bool = False
+    graceful_timeout: float = 30.0
+    boot_timeout: float = 60.0
+    reload: bool = False
+    request_timeout: Optional[float] = None
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    cpu_affinity: Union[bool, Tuple[int, ...]] = True
+    control_socket: Optional[str] = None
+    upstream_file: Optional[str] = None
+    upstream_format: str = "nginx"
+    on_ports_changed: Optional[str] = None
+    waitress: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some options changed, validated like the originals."""
+        merged = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name != "waitress"
+        }
+        merged.update(self.waitress)
+        merged.update(changes)
+        return make_settings(**merged)
+
+
+def convert_option(name: str, value: Any) -> Any:
+    """Convert one option by the table, with an error that names it."""
+    option = OPTION_BY_NAME[name]
+    try:
+        return option.convert(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"option {name}: {exc}") from None
+
+
+def waitress_options(given: Mapping[str, Any]) -> Dict[str, Any]:
+    """Check pass-through options against waitress itself; threads must be 1."""
+    options = dict(given)
+    for name in MANAGED_WAITRESS_OPTIONS:
+        if name in options:
+            raise ValueError(
+                f"option {name}: set by prefork_waitress itself "
+                "(use host and base_port; each worker serves one pre-bound socket)"
+            )
+    if "threads" in options:
+        try:
+            threads = int(options["threads"])
+        except (TypeError, ValueError):
+            threads = -1
+        if threads != 1:
+            raise ValueError(
+                f"option threads: must be 1, got {options['threads']!r} "
+                "(each worker serves one request at a time; add workers instead)"
+            )
+        del options["threads"]
+    try:
+        adjustments = Adjustments(**options)
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        if message.startswith("Unknown adjustment"):
+            message = f"unknown option {message.split(' ', 2)[2]}: not a prefork_waitress or waitress option"
+        raise ValueError(message) from None
+    return {name: getattr(adjustments, name) for name in options}
+
+
+def make_settings(**given: Any) -> Settings:
+    """Validate and convert every option at once; unknown names go to waitress."""
+    values: Dict[str, Any] = {}
+    passthrough: Dict[str, Any] = {}
+    for name, value in given.items():
+        if name in OPTION_BY_NAME:
+            values[name] = convert_option(name, value)
+        else:
+            passthrough[name] = value
+    settings = Settings(waitress=waitress_options(passthrough), **values)
+    if settings.base_port and settings.base_port + settings.workers - 1 > 65535:
+        raise ValueError(
+            f"option base_port: {settings.base_port} + {settings.workers} workers "
+            "runs past port 65535"
+        )
+    return settings
+
+
+def option_names() -> List[str]:
+    """Names of the master's own options (waitress ones not included)."""
+    return [option.name for option in OPTIONS]
+
+
+def split_known(given: Mapping[str, Any], names: Sequence[str]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Split a mapping into (the named keys, the rest)."""
+    known = {k: v for k, v in given.items() if k in names}
+    rest = {k: v for k, v in given.items() if k not in names}
+    return known, rest

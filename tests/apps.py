@@ -1,0 +1,76 @@
+"""WSGI apps and Worker classes used by the test clusters."""
+
+import os
+import time
+from urllib.parse import parse_qs
+
+from prefork_waitress import Worker
+
+
+def hello(environ, start_response):
+    """Answers with the pid and port, so a test sees which process served it."""
+    body = f"{os.getpid()} {environ['SERVER_PORT']}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def slow(environ, start_response):
+    """Sleeps ?s=seconds before answering (a long request)."""
+    seconds = float(parse_qs(environ.get("QUERY_STRING", "")).get("s", ["1"])[0])
+    time.sleep(seconds)
+    return hello(environ, start_response)
+
+
+def app(environ, start_response):
+    """/slow?s=N sleeps, anything else is hello."""
+    if environ.get("PATH_INFO") == "/slow":
+        return slow(environ, start_response)
+    if environ.get("PATH_INFO") == "/print":
+        print("printed by", os.getpid(), flush=True)
+        import sys
+        sys.stderr.write(f"stderr of {os.getpid()}\n")
+        sys.stderr.flush()
+        stdin = os.readlink("/proc/self/fd/0") if os.path.exists("/proc/self/fd/0") else ""
+        body = stdin.encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    return hello(environ, start_response)
+
+
+class GreetCommands:
+    """A command mixin: on_greet runs first and leaves a trace child_greet returns."""
+
+    def on_greet(self, name):
+        self.greeted = f"noticed {name}"
+
+    def child_greet(self, name):
+        return f"{self.greeted}; hello {name} from {self.id}"
+
+
+class TestWorker(GreetCommands, Worker):
+    """Adds commands for failure cases and records on_start/on_stop in a file."""
+
+    def on_start(self):
+        path = os.environ.get("PW_TEST_HOOK_LOG")
+        if path:
+            with open(path, "a") as f:
+                f.write(f"start {self.id} {os.getpid()}\n")
+
+    def on_stop(self):
+        path = os.environ.get("PW_TEST_HOOK_LOG")
+        if path:
+            with open(path, "a") as f:
+                f.write(f"stop {self.id} {os.getpid()}\n")
+
+    def child_boom(self):
+        raise KeyError("boom")
+
+    def child_sleep(self, seconds):
+        time.sleep(seconds)
+        return "slept"
+
+    def child_unpicklable(self):
+        return lambda: None
+
+    def child_exit(self):
+        os._exit(7)

@@ -1,0 +1,187 @@
+"""Test clusters: a real master in a subprocess, real workers, real sockets."""
+
+import http.client
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def wait_until(condition, timeout=10.0, interval=0.01, message="condition"):
+    """Poll ``condition`` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def get(port, path="/", timeout=10.0, headers=None, conn=None):
+    """One HTTP GET on 127.0.0.1:port; returns (status, body, response headers)."""
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read().decode(), dict(response.getheaders())
+    finally:
+        if own:
+            conn.close()
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def port_is_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Cluster:
+    """A master started from a small script; its hook events arrive as JSON lines."""
+
+    def __init__(self, tmp_path, body, env=None):
+        self.tmp_path = tmp_path
+        script = tmp_path / "cluster_main.py"
+        script.write_text(
+            "import logging, sys\n"
+            "logging.basicConfig(level=logging.INFO, stream=sys.stderr,\n"
+            "    format='%(asctime)s %(process)d %(name)s %(message)s')\n"
+            "from support import RecordingMaster, emit\n"
+            "import apps\n" + textwrap.dedent(body)
+        )
+        self.stderr_path = tmp_path / "master.stderr"
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, ROOT]))
+        environment.update(env or {})
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script)], cwd=str(tmp_path), env=environment,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+            start_new_session=True,
+        )
+        self.events = []
+        self._queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                self._queue.put(json.loads(line))
+            except ValueError:
+                self._queue.put({"event": "noise", "line": line.decode(errors="replace")})
+        self._queue.put({"event": "eof"})
+
+    def wait_event(self, event, timeout=15.0, where=lambda e: True):
+        """The next event named ``event`` (matching ``where``); earlier ones stay in ``events``."""
+        for seen in self.events:
+            if seen["event"] == event and where(seen) and not seen.get("_taken"):
+                seen["_taken"] = True
+                return seen
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {event!r} event within {timeout} s; got {self.events}\n{self.log()}")
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            self.events.append(item)
+            if item["event"] == event and where(item):
+                item["_taken"] = True
+                return item
+            if item["event"] == "eof" and event != "eof":
+                raise AssertionError(f"master exited before {event!r}: {self.events}\n{self.log()}")
+
+    def ready(self, timeout=20.0):
+        return self.wait_event("ready", timeout)
+
+    def order(self, call, *args, wait=20.0, **kwargs):
+        """Ask the master loop to run ``call``; returns its result event."""
+        tag = f"{call}-{time.monotonic_ns()}"
+        line = json.dumps({"call": call, "args": list(args), "kwargs": kwargs, "tag": tag})
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self.wait_event("result", wait, where=lambda e: e.get("tag") == tag)
+
+    def signal(self, signum):
+        os.kill(self.proc.pid, signum)
+
+    def wait_exit(self, timeout=20.0):
+        return self.proc.wait(timeout)
+
+    def log(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def close(self):
+        """Stop the master, then kill anything of its session that is left."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.wait(5)
+        self._stderr.close()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Factory: cluster(body) starts a master script; all are torn down after the test."""
+    started = []
+
+    def start(body, env=None):
+        c = Cluster(tmp_path, body, env)
+        started.append(c)
+        return c
+
+    yield start
+    for c in started:
+        c.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,74 @@
+"""Runs inside a test cluster's master process: a Master that reports every
+hook as a JSON line on stdout and takes orders as JSON lines on stdin."""
+
+import json
+import os
+import sys
+
+from prefork_waitress import CommandError, Master
+
+
+def emit(event, **fields):
+    sys.stdout.write(json.dumps({"event": event, **fields}, default=repr) + "\n")
+    sys.stdout.flush()
+
+
+def _jsonable(value):
+    if isinstance(value, CommandError):
+        return {"error": value.message, "exc_type": value.exc_type}
+    return value
+
+
+class RecordingMaster(Master):
+    """Emits hook calls; executes {"call": ..., "args": [...]} lines from stdin."""
+
+    def start(self):
+        os.set_blocking(sys.stdin.fileno(), True)
+        self.add_io_handler(sys.stdin, self._order)
+        super().start()
+
+    _pending = b""
+
+    def _order(self, stdin):
+        data = os.read(stdin.fileno(), 65536)
+        if not data:
+            self.remove_io_handler(stdin)
+            return
+        self._pending += data
+        *lines, self._pending = self._pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._run_order(json.loads(line))
+
+    def _run_order(self, order):
+        call = order["call"]
+        try:
+            if call == "command":
+                replies = self.command(*order["args"], **order.get("kwargs", {}))
+                result = {str(k): _jsonable(v) for k, v in replies.items()}
+            else:
+                result = getattr(self, call)(*order.get("args", []))
+            emit("result", call=call, result=result, tag=order.get("tag"))
+        except Exception as exc:
+            emit("result", call=call, error=f"{type(exc).__name__}: {exc}", tag=order.get("tag"))
+
+    def _snapshot(self):
+        return [w.__dict__ for w in self.workers]
+
+    def when_ready(self):
+        emit("ready", ports=self.ports, workers=self._snapshot())
+
+    def worker_started(self, info):
+        emit("worker_started", info=info.__dict__)
+
+    def worker_exited(self, info, exitcode):
+        emit("worker_exited", info=info.__dict__, exitcode=exitcode)
+
+    def ports_changed(self, ports):
+        emit("ports_changed", ports=ports)
+
+    def reloaded(self, ok):
+        emit("reloaded", ok=ok, workers=self._snapshot())
+
+    def stopping(self):
+        emit("stopping")
