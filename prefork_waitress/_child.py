@@ -155,9 +155,16 @@ def _send_reply(channel: Channel, reply: Tuple[Any, ...]) -> bool:
     try:
         pickle.dumps(reply)
     except Exception as exc:
-        reply = ("reply", reply[1], False, (
-            "PicklingError", f"the reply cannot be sent to the master: {exc}", "",
-        ))
+        reply = (
+            "reply",
+            reply[1],
+            False,
+            (
+                "PicklingError",
+                f"the reply cannot be sent to the master: {exc}",
+                "",
+            ),
+        )
     return channel.send(reply)
 
 
@@ -201,9 +208,7 @@ def _run(spec: ChildSpec) -> int:
         _report_boot_failure(channel, exc)
         return EXIT_BOOT_FAILED
     stop = _install_stop(worker, server, requests, spec)
-    threading.Thread(
-        target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True
-    ).start()
+    threading.Thread(target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True).start()
     channel.send(("ready", worker.pid, worker.started_at))
     server.serve()
     worker.on_stop()

@@ -29,7 +29,9 @@ class CommandChannel:
         if seq in self._waiting:
             self._replies[seq] = (ok, payload)
 
-    def send(self, slots: Iterable[Slot], name: str, args: Tuple[Any, ...]) -> Tuple[Dict[int, Any], Dict[int, WorkerProcess]]:
+    def send(
+        self, slots: Iterable[Slot], name: str, args: Tuple[Any, ...]
+    ) -> Tuple[Dict[int, Any], Dict[int, WorkerProcess]]:
         """Send to each ready worker; return (errors by slot id, workers by seq)."""
         results: Dict[int, Any] = {}
         pending: Dict[int, WorkerProcess] = {}
@@ -38,18 +40,25 @@ class CommandChannel:
             if process is None or not process.ready or process.stopping:
                 results[slot.id] = CommandError(
                     f"worker {slot.id} is not serving (respawning or stopping); try again",
-                    worker=slot.id, command=name, exc_type="NotReady",
+                    worker=slot.id,
+                    command=name,
+                    exc_type="NotReady",
                 )
                 continue
             seq = next(self._seq)
             try:
                 process.conn.send(("command", seq, name, args, {}))
             except (OSError, EOFError) as exc:
-                results[slot.id] = CommandError(f"worker {slot.id} is gone: {exc}", worker=slot.id, command=name, exc_type="Gone")
+                results[slot.id] = CommandError(
+                    f"worker {slot.id} is gone: {exc}", worker=slot.id, command=name, exc_type="Gone"
+                )
                 continue
             except Exception as exc:
                 results[slot.id] = CommandError(
-                    f"the command's arguments cannot be sent: {exc}", worker=slot.id, command=name, exc_type=type(exc).__name__
+                    f"the command's arguments cannot be sent: {exc}",
+                    worker=slot.id,
+                    command=name,
+                    exc_type=type(exc).__name__,
                 )
                 continue
             self._waiting.add(seq)
@@ -68,10 +77,12 @@ class CommandChannel:
                     break
                 self._wait_once(pending, name, remaining, receive, results)
         finally:
-            for seq, process in pending.items():
+            for process in pending.values():
                 results[process.slot.id] = CommandError(
                     f"worker {process.slot.id} did not answer {name!r} within {timeout:g} s",
-                    worker=process.slot.id, command=name, exc_type="Timeout",
+                    worker=process.slot.id,
+                    command=name,
+                    exc_type="Timeout",
                 )
             for seq in list(pending):
                 self._waiting.discard(seq)
@@ -84,7 +95,9 @@ class CommandChannel:
             ok, payload = self._replies.pop(seq)
             results[process.slot.id] = payload if ok else _error_from(payload, process.slot.id, name)
 
-    def _wait_once(self, pending: Dict[int, WorkerProcess], name: str, remaining: float, receive: Any, results: Dict[int, Any]) -> None:
+    def _wait_once(
+        self, pending: Dict[int, WorkerProcess], name: str, remaining: float, receive: Any, results: Dict[int, Any]
+    ) -> None:
         by_object: Dict[Any, WorkerProcess] = {}
         for process in pending.values():
             by_object[process.conn] = process
@@ -102,7 +115,9 @@ class CommandChannel:
                     self._waiting.discard(seq)
                     results[process.slot.id] = CommandError(
                         f"worker {process.slot.id} (pid {process.pid}) exited before answering {name!r}",
-                        worker=process.slot.id, command=name, exc_type="WorkerExited",
+                        worker=process.slot.id,
+                        command=name,
+                        exc_type="WorkerExited",
                     )
 
 

@@ -35,9 +35,7 @@ def resolve(spec: str, call: bool = False) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise AppImportError(
-                f"cannot load {spec!r}: module {module_name!r} has no attribute {attr!r}"
-            ) from None
+            raise AppImportError(f"cannot load {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
     if call:
         obj = obj()
     return obj

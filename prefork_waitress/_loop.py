@@ -114,9 +114,7 @@ class EventLoop:
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
-        self._previous_wakeup_fd = signal.set_wakeup_fd(
-            self._wakeup_w.fileno(), warn_on_full_buffer=False
-        )
+        self._previous_wakeup_fd = signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
         for signum in self._signal_callbacks:
             self._install_signal(signum)
         self.add_reader(self._wakeup_r, self._read_signals)
@@ -143,9 +141,9 @@ class EventLoop:
         except (BlockingIOError, InterruptedError):
             return
         for signum in data:
-            callback = self._signal_callbacks.get(signum)
-            if callback is not None:
-                self._guarded(callback)
+            handler = self._signal_callbacks.get(signum)
+            if handler is not None:
+                self._guarded(handler)
 
     # running ------------------------------------------------------------
     def run_once(self) -> None:
@@ -164,8 +162,8 @@ class EventLoop:
             if callback is not None:
                 self._guarded(callback, obj)
         soon, self._soon = self._soon, []
-        for callback in soon:
-            self._guarded(callback)
+        for deferred in soon:
+            self._guarded(deferred)
         self._run_due_timers()
 
     @staticmethod

@@ -31,8 +31,7 @@ class RollingReload:
             return
         if self.active or state != "running":
             if not self.queued:
-                log.info("reload queued: it starts when the current %s ends",
-                         "reload" if self.active else "boot")
+                log.info("reload queued: it starts when the current %s ends", "reload" if self.active else "boot")
             self.queued = True
             return
         self._begin()
@@ -45,6 +44,7 @@ class RollingReload:
 
     def _begin(self) -> None:
         log.info("rolling reload of %d workers", len(self.master._slots))
+        self.master.emit("reloading")
         try:
             self.master.reload_code()
         except Exception:
@@ -77,7 +77,7 @@ class RollingReload:
         self.successor = None
         slot = worker.slot
         old, slot.current = slot.current, worker
-        self.master._loop._guarded(self.master.worker_started, worker.info())
+        self.master.emit("worker_started", worker.info())
         if old is not None:
             self.master._stop_process(old, graceful=True)
         self._next()
@@ -89,8 +89,11 @@ class RollingReload:
             return False
         self.successor = None
         reason = worker.boot_error or "it exited before it was ready"
-        log.error("reload abandoned: the new worker %d could not start (%s); the old workers keep serving",
-                  worker.slot.id, reason)
+        log.error(
+            "reload abandoned: the new worker %d could not start (%s); the old workers keep serving",
+            worker.slot.id,
+            reason,
+        )
         self._finish(False)
         return True
 
@@ -107,5 +110,5 @@ class RollingReload:
         self.remaining = []
         if ok:
             log.info("rolling reload done: %d workers on the new code", len(self.master._slots))
-        self.master._loop._guarded(self.master.reloaded, ok)
+        self.master.emit("reloaded", ok)
         self.start_queued()

@@ -32,10 +32,10 @@ class CommandError(Exception):
         return f"CommandError({self.message!r}, worker={self.worker!r}, exc_type={self.exc_type!r})"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, CommandError)
-            and (self.message, self.worker, self.exc_type)
-            == (other.message, other.worker, other.exc_type)
+        return isinstance(other, CommandError) and (self.message, self.worker, self.exc_type) == (
+            other.message,
+            other.worker,
+            other.exc_type,
         )
 
     __hash__ = Exception.__hash__

@@ -46,6 +46,7 @@ class Master:
         self._processes: Dict[int, WorkerProcess] = {}
         self._commands = CommandChannel()
         self._io_handlers: Dict[Any, Callable[[Any], None]] = {}
+        self._listeners: List[Any] = []
         self._owned: List[Any] = []  # other master-only objects a worker must close
         self._pidfile = PidFile(self.settings.pidfile) if self.settings.pidfile else None
         self._state = NEW
@@ -82,11 +83,30 @@ class Master:
     def ports_changed(self, ports: List[int]) -> None:
         """The set of ports changed (scale)."""
 
+    def reloading(self) -> None:
+        """A rolling reload begins."""
+
     def reloaded(self, ok: bool) -> None:
         """A rolling reload finished (True) or was abandoned (False)."""
 
     def stopping(self) -> None:
         """The master begins to stop."""
+
+    def emit(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every listener (built-in integrations) then on this master."""
+        for listener in self._listeners:
+            method = getattr(listener, hook, None)
+            if method is not None:
+                self._loop._guarded(method, *args)
+        self._loop._guarded(getattr(self, hook), *args)
+
+    def add_listener(self, listener: Any) -> None:
+        """Attach an object whose hook-named methods run before the master's own hooks.
+
+        Integrations (systemd, control socket, upstream file) use this, so they
+        work whether or not a subclass calls ``super()`` in its hooks.
+        """
+        self._listeners.append(listener)
 
     # control --------------------------------------------------------------
     def add_io_handler(self, fileobj: Any, callback: Callable[[Any], None]) -> None:
@@ -195,7 +215,7 @@ class Master:
         log.info("stopping %s", "gracefully" if graceful else "at once")
         self._state = STOPPING
         self._rolling.abandon("the master is stopping")
-        self._loop._guarded(self.stopping)
+        self.emit("stopping")
         for slot in self._slots:
             if slot.respawn_timer is not None:
                 slot.respawn_timer.cancel()
@@ -221,7 +241,7 @@ class Master:
         retiring = self._slots[n:]
         if retiring:
             del self._slots[n:]
-            self._loop._guarded(self.ports_changed, self.ports)
+            self.emit("ports_changed", self.ports)
         for slot in retiring:
             self._retire(slot)
         if self._pending_ports:
@@ -265,18 +285,14 @@ class Master:
             master_pid=os.getpid(),
             inherited=self._inherited() + [parent_conn],
         )
-        process = self._context.Process(
-            target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}"
-        )
+        process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
         process.start()
         child_conn.close()
         worker = WorkerProcess(slot, generation, process, parent_conn)
         self._processes[worker.pid] = worker
         self._loop.add_reader(parent_conn, lambda conn: self._receive(worker))
         self._loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
-        worker.timers.append(
-            self._loop.call_later(self.settings.boot_timeout, lambda: self.boot_timed_out(worker))
-        )
+        worker.timers.append(self._loop.call_later(self.settings.boot_timeout, lambda: self.boot_timed_out(worker)))
         if slot.current is None:
             slot.current = worker
         return worker
@@ -319,11 +335,16 @@ class Master:
         worker.started_at = started_at
         worker.slot.boot_failures = 0
         worker.cancel_timers()
-        log.info("worker %d (pid %d, generation %d) serving on port %d",
-                 worker.slot.id, worker.pid, worker.generation, worker.slot.port)
+        log.info(
+            "worker %d (pid %d, generation %d) serving on port %d",
+            worker.slot.id,
+            worker.pid,
+            worker.generation,
+            worker.slot.port,
+        )
         if self._rolling.successor_ready(worker):
             return
-        self._loop._guarded(self.worker_started, worker.info())
+        self.emit("worker_started", worker.info())
         self._after_ready()
 
     def _after_ready(self) -> None:
@@ -331,7 +352,7 @@ class Master:
             self._state = RUNNING
             self._pending_ports = False
             log.info("all %d workers serving on ports %s", len(self._slots), self.ports)
-            self._loop._guarded(self.when_ready)
+            self.emit("when_ready")
             self._rolling.start_queued()
         elif self._pending_ports:
             self._maybe_announce_ports()
@@ -339,7 +360,7 @@ class Master:
     def _maybe_announce_ports(self) -> None:
         if self._state == RUNNING and all(s.current and s.current.ready for s in self._slots):
             self._pending_ports = False
-            self._loop._guarded(self.ports_changed, self.ports)
+            self.emit("ports_changed", self.ports)
 
     def _exited(self, worker: WorkerProcess) -> None:
         """A worker's sentinel fired: reap it, tell the hooks, refill its slot."""
@@ -348,7 +369,7 @@ class Master:
         was_current = slot.current is worker
         if was_current:
             slot.current = None
-        self._loop._guarded(self.worker_exited, worker.info(), exitcode)
+        self.emit("worker_exited", worker.info(), exitcode)
         if self._rolling.process_exited(worker):
             return
         if not was_current or self._state == STOPPING:
@@ -371,7 +392,7 @@ class Master:
             log.error("worker %d could not start (%s); stopping", slot.id, reason)
             self.stop()
             return
-        delay = min(BACKOFF_CAP, BACKOFF_START * 2 ** slot.boot_failures)
+        delay = min(BACKOFF_CAP, BACKOFF_START * 2**slot.boot_failures)
         slot.boot_failures += 1
         slot.restarts += 1
         log.error("worker %d could not start (%s); retrying in %.1f s", slot.id, reason, delay)
@@ -416,8 +437,12 @@ class Master:
 
     def boot_timed_out(self, worker: WorkerProcess) -> None:
         """A worker took longer than boot_timeout to become ready: kill it."""
-        log.error("worker %d (pid %d) not ready after %.1f s; killing it",
-                  worker.slot.id, worker.pid, self.settings.boot_timeout)
+        log.error(
+            "worker %d (pid %d) not ready after %.1f s; killing it",
+            worker.slot.id,
+            worker.pid,
+            self.settings.boot_timeout,
+        )
         worker.boot_error = f"not ready within boot_timeout ({self.settings.boot_timeout:g} s)"
         self._kill(worker)
 

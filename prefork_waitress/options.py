@@ -76,9 +76,7 @@ def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Let None (or an empty / "none" string) through, convert the rest."""
 
     def convert_optional(value: Any) -> Any:
-        if value is None or (
-            isinstance(value, str) and value.strip().lower() in ("", "none", "off", "0")
-        ):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off", "0")):
             return None
         return convert(value)
 
@@ -232,9 +230,7 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some options changed, validated like the originals."""
         merged = {
-            field.name: getattr(self, field.name)
-            for field in dataclasses.fields(self)
-            if field.name != "waitress"
+            field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "waitress"
         }
         merged.update(self.waitress)
         merged.update(changes)
@@ -291,10 +287,7 @@ def make_settings(**given: Any) -> Settings:
             passthrough[name] = value
     settings = Settings(waitress=waitress_options(passthrough), **values)
     if settings.base_port and settings.base_port + settings.workers - 1 > 65535:
-        raise ValueError(
-            f"option base_port: {settings.base_port} + {settings.workers} workers "
-            "runs past port 65535"
-        )
+        raise ValueError(f"option base_port: {settings.base_port} + {settings.workers} workers runs past port 65535")
     return settings
 
 

@@ -28,6 +28,7 @@ def app(environ, start_response):
     if environ.get("PATH_INFO") == "/print":
         print("printed by", os.getpid(), flush=True)
         import sys
+
         sys.stderr.write(f"stderr of {os.getpid()}\n")
         sys.stderr.flush()
         stdin = os.readlink("/proc/self/fd/0") if os.path.exists("/proc/self/fd/0") else ""

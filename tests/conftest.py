@@ -83,8 +83,12 @@ class Cluster:
         environment.update(env or {})
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, str(script)], cwd=str(tmp_path), env=environment,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+            [sys.executable, str(script)],
+            cwd=str(tmp_path),
+            env=environment,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
             start_new_session=True,
         )
         self.events = []

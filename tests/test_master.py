@@ -114,8 +114,10 @@ def test_busy_worker_still_answers_commands(cluster):
     thread = threading.Thread(target=get, args=(port, "/slow?s=2"))
     thread.start()
     try:
-        wait_until(lambda: c.order("command", "stats")["result"]["0"]["in_flight"] == 1,
-                   message="the slow request to be in flight")
+        wait_until(
+            lambda: c.order("command", "stats")["result"]["0"]["in_flight"] == 1,
+            message="the slow request to be in flight",
+        )
         started = time.monotonic()
         assert c.order("command", "ping")["result"] == {"0": "pong"}
         assert time.monotonic() - started < 1.5
@@ -139,7 +141,7 @@ def test_io_handler_and_signal_handler_run_in_the_loop(cluster, tmp_path):
         master.start()
     """)
     c.ready()
-    assert c.wait_event("io") ["data"] == "x"
+    assert c.wait_event("io")["data"] == "x"
     c.signal(signal.SIGUSR1)
     assert c.wait_event("usr1")["workers"] == 1
 
@@ -225,8 +227,10 @@ def test_output_gets_worker_stdout_and_stderr_and_stdin_is_devnull(cluster, tmp_
     status, body, _ = get(ready["ports"][0], "/print")
     assert body == "/dev/null"
     pid = ready["workers"][0]["pid"]
-    wait_until(lambda: f"printed by {pid}" in out.read_text() and f"stderr of {pid}" in out.read_text(),
-               message="worker output in the file")
+    wait_until(
+        lambda: f"printed by {pid}" in out.read_text() and f"stderr of {pid}" in out.read_text(),
+        message="worker output in the file",
+    )
 
 
 def test_app_import_failure_at_start_is_a_clear_error(cluster):
