@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -27,14 +26,26 @@ def handled_signals() -> List[int]:
     return found
 
 
+def _load_libc() -> Optional[ctypes.CDLL]:
+    """The C library, loaded once in the master so a forked worker need not look for it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)  # the process's own symbols include libc
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
 def set_parent_death_signal(signum: int) -> bool:
     """Ask Linux to send ``signum`` when the parent dies; False where unsupported."""
-    if not sys.platform.startswith("linux"):
+    if _LIBC is None:
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return bool(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
+        return bool(_LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
+    except AttributeError:
         return False
 
 

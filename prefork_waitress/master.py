@@ -336,11 +336,12 @@ class Master:
         worker.slot.boot_failures = 0
         worker.cancel_timers()
         log.info(
-            "worker %d (pid %d, generation %d) serving on port %d",
+            "worker %d (pid %d, generation %d) serving on port %d, %.1f ms after fork",
             worker.slot.id,
             worker.pid,
             worker.generation,
             worker.slot.port,
+            (time.monotonic() - worker.forked_at) * 1000,
         )
         if self._rolling.successor_ready(worker):
             return
