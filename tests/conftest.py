@@ -83,7 +83,9 @@ class Cluster:
         environment.update(env or {})
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, str(script)],
+            # The master must stay single-threaded: Python 3.12+ warns when a
+            # threaded process forks, and here that warning fails the master.
+            [sys.executable, "-W", "error:This process:DeprecationWarning", str(script)],
             cwd=str(tmp_path),
             env=environment,
             stdin=subprocess.PIPE,
