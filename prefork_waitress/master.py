@@ -164,7 +164,10 @@ class Master:
         for slot_id in range(self.settings.workers):
             self._add_slot(slot_id, base + slot_id if base else 0)
         if self.settings.preload:
-            self._app = self.load_app()
+            try:
+                self._app = self.load_app()
+            except AppImportError as exc:
+                raise BootError(f"the app could not start: {exc}") from exc
         self._loop.open_signals()
 
     def load_app(self) -> Any:
@@ -196,6 +199,7 @@ class Master:
         for process in list(self._processes.values()):
             self._kill(process)
             self._reap(process)
+            process.slot.sock.close()  # a retiring slot is no longer in _slots
         for slot in self._slots:
             slot.sock.close()
         self._loop.close_signals()

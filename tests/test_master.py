@@ -323,3 +323,18 @@ def test_stop_kills_a_worker_that_ignores_it_after_graceful_timeout(cluster):
 
 def test_free_port_helper_gives_a_bindable_port():
     assert port_is_free(free_port())
+
+
+def test_preload_import_failure_is_a_boot_error_before_any_fork(cluster, tmp_path):
+    (tmp_path / "broken_preload.py").write_text("raise RuntimeError('no config file')\n")
+    c = cluster("""
+        import multiprocessing
+        try:
+            RecordingMaster("broken_preload:app", workers=2, base_port=0, preload=True).start()
+        except Exception as exc:
+            emit("failed", type=type(exc).__name__, message=str(exc),
+                 children=len(multiprocessing.active_children()))
+    """)
+    failed = c.wait_event("failed")
+    assert failed["type"] == "BootError" and "no config file" in failed["message"]
+    assert failed["children"] == 0
