@@ -1,0 +1,12 @@
+"""File watching and dependency-aware reloading of an app's modules.
+
+``FileWatcher`` turns file changes into a readable fd for the master's loop
+(inotify on Linux, stat polling elsewhere; never a thread).  ``Project`` knows
+the modules an app is made of and what imports what, and ``load()`` reloads
+exactly the changed modules and those depending on them, in dependency order.
+"""
+
+from ._project import Project, ReloadError
+from ._watcher import FileWatcher
+
+__all__ = ["FileWatcher", "Project", "ReloadError"]
