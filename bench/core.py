@@ -56,8 +56,13 @@ class Cluster:
     def __init__(self, mode):
         env = dict(os.environ, PYTHONPATH=ROOT)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, mode], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, text=True,
+            [sys.executable, "-c", LAUNCHER, mode],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
         )
         self.pids = {}
 

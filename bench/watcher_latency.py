@@ -60,8 +60,10 @@ def main() -> None:
         for use_polling in (False, True):
             ms = measure(use_polling, args.runs, directory)
             name = "polling (0.25 s interval)" if use_polling else "inotify"
-            print(f"{name:26} median {statistics.median(ms):7.2f} ms  "
-                  f"min {min(ms):7.2f}  max {max(ms):7.2f}  (n={len(ms)})")
+            print(
+                f"{name:26} median {statistics.median(ms):7.2f} ms  "
+                f"min {min(ms):7.2f}  max {max(ms):7.2f}  (n={len(ms)})"
+            )
 
 
 if __name__ == "__main__":

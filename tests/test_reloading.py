@@ -27,6 +27,7 @@ MODES = ["inotify", "polling"] if _inotify.available() else ["polling"]
 
 # --------------------------------------------------------------------- helpers
 
+
 def wait_for_change(watcher: FileWatcher, timeout: float = 5.0) -> bool:
     """Act as the master loop: select on the fd, run poll() when it is due."""
     deadline = time.monotonic() + timeout
@@ -145,6 +146,7 @@ def chain(box: Sandbox) -> Project:
 
 
 # --------------------------------------------------------------------- watcher
+
 
 def test_watcher_sees_write(mode: str, watch_dir: Path) -> None:
     target = watch_dir / "a.py"
@@ -283,6 +285,7 @@ def test_inotify_rewatches_a_recreated_directory(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------- project
 
+
 def test_leaf_edit_reloads_importers_in_order(sandbox: Sandbox) -> None:
     project = chain(sandbox)
     assert project.modules == {sandbox.pkg, *(sandbox.mod(n) for n in ("leaf", "mid", "top", "other"))}
@@ -398,7 +401,9 @@ def test_new_import_is_tracked(sandbox: Sandbox) -> None:
 
 
 def test_stdlib_and_site_packages_are_not_project_modules(sandbox: Sandbox) -> None:
-    sandbox.write("app.py", """\
+    sandbox.write(
+        "app.py",
+        """\
         import os, json.decoder, collections.abc
         from email import message
         from typing import TYPE_CHECKING
@@ -407,7 +412,8 @@ def test_stdlib_and_site_packages_are_not_project_modules(sandbox: Sandbox) -> N
         if TYPE_CHECKING:
             from . import typing_only
         from . import helper
-        """)
+        """,
+    )
     sandbox.write("helper.py", "import importlib\nmod = importlib.import_module('http.client')\n")
     sandbox.write("typing_only.py", "X = 1\n")
     project = Project([sandbox.mod("app")])
@@ -420,6 +426,7 @@ def test_stdlib_and_site_packages_are_not_project_modules(sandbox: Sandbox) -> N
 
 def test_given_module_installed_in_site_packages_is_local() -> None:
     import waitress
+
     root = os.path.dirname(waitress.__file__)
     assert is_project_local(os.path.join(root, "server.py"), [root])
     assert not is_project_local(os.path.join(root, "server.py"), [])
@@ -458,13 +465,16 @@ def test_first_load_failure_then_fix(sandbox: Sandbox) -> None:
 
 def test_from_app_adopts_dynamically_imported_modules(sandbox: Sandbox) -> None:
     sandbox.write("plugin.py", "HOOK = 1\n")
-    sandbox.write("web.py", f"""\
+    sandbox.write(
+        "web.py",
+        f"""\
         import importlib
         name = {sandbox.pkg!r} + '.plug' + 'in'
         plugin = importlib.import_module(name)
         def app(environ, start_response):
             return []
-        """)
+        """,
+    )
     project = Project.from_app(sandbox.mod("web") + ":app")
     assert sandbox.mod("plugin") not in project.modules
     assert project.load() == [sandbox.mod("web")]

@@ -15,13 +15,16 @@ from ._inotify import Inotify
 # out on purpose: it fires on every write(), before the file is complete, while
 # IN_CLOSE_WRITE fires once when the writer is done.
 FILE_EVENTS = (
-    _inotify.IN_CLOSE_WRITE | _inotify.IN_MOVED_TO | _inotify.IN_MOVED_FROM
-    | _inotify.IN_CREATE | _inotify.IN_DELETE | _inotify.IN_ATTRIB
+    _inotify.IN_CLOSE_WRITE
+    | _inotify.IN_MOVED_TO
+    | _inotify.IN_MOVED_FROM
+    | _inotify.IN_CREATE
+    | _inotify.IN_DELETE
+    | _inotify.IN_ATTRIB
 )
 # Events about the watched directory itself: its watch is gone or stale.
 DIR_GONE = _inotify.IN_DELETE_SELF | _inotify.IN_MOVE_SELF | _inotify.IN_IGNORED
-WATCH_MASK = FILE_EVENTS | _inotify.IN_DELETE_SELF | _inotify.IN_MOVE_SELF \
-    | _inotify.IN_ONLYDIR
+WATCH_MASK = FILE_EVENTS | _inotify.IN_DELETE_SELF | _inotify.IN_MOVE_SELF | _inotify.IN_ONLYDIR
 
 Signature = tuple[int, int, int, int]
 
@@ -55,9 +58,7 @@ def require_directory(path: str) -> str:
     """Return the directory of ``path``; raise FileNotFoundError if it is missing."""
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            errno.ENOENT, "directory of watched file does not exist", directory
-        )
+        raise FileNotFoundError(errno.ENOENT, "directory of watched file does not exist", directory)
     return directory
 
 

@@ -147,7 +147,7 @@ def resolve_relative(module: str | None, level: int, package: str) -> str | None
     parts = package.split(".") if package else []
     if level > len(parts):
         return None
-    base = ".".join(parts[:len(parts) - level + 1])
+    base = ".".join(parts[: len(parts) - level + 1])
     return f"{base}.{module}" if module else base
 
 
@@ -171,8 +171,12 @@ def _literal_import_calls(tree: ast.AST) -> Iterator[ImportRequest]:
             continue
         func, first = node.func, node.args[0]
         called = getattr(func, "attr", None) or getattr(func, "id", None)
-        if called in ("import_module", "__import__") and isinstance(first, ast.Constant) \
-                and isinstance(first.value, str) and not first.value.startswith("."):
+        if (
+            called in ("import_module", "__import__")
+            and isinstance(first, ast.Constant)
+            and isinstance(first.value, str)
+            and not first.value.startswith(".")
+        ):
             yield ImportRequest(first.value)
 
 

@@ -52,9 +52,7 @@ def _load_libc() -> Any | None:
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        init1, add, rm = (
-            libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch
-        )
+        init1, add, rm = (libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch)
     except (OSError, AttributeError):
         return None
     init1.argtypes, init1.restype = [ctypes.c_int], ctypes.c_int
@@ -84,7 +82,7 @@ def parse_events(data: bytes) -> list[Event]:
     while offset + _HEADER.size <= len(data):
         wd, mask, cookie, length = _HEADER.unpack_from(data, offset)
         start = offset + _HEADER.size
-        raw = data[start:start + length].rstrip(b"\0")
+        raw = data[start : start + length].rstrip(b"\0")
         events.append(Event(wd, mask, cookie, os.fsdecode(raw)))
         offset = start + length
     return events

@@ -37,14 +37,10 @@ class ReloadError(Exception):
     ``reloaded`` lists the modules this load() had already (re)executed.
     """
 
-    def __init__(
-        self, module: str, error: BaseException, reloaded: list[str], verb: str
-    ) -> None:
+    def __init__(self, module: str, error: BaseException, reloaded: list[str], verb: str) -> None:
         self.module = module
         self.reloaded = list(reloaded)
-        self.traceback = "".join(
-            traceback.format_exception(type(error), error, error.__traceback__)
-        )
+        self.traceback = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         super().__init__(f"{verb} {module!r} failed: {type(error).__name__}: {error}")
 
 
@@ -128,9 +124,7 @@ class Project:
     digest, so two writes within one coarse timestamp tick are still told apart.
     """
 
-    def __init__(
-        self, modules: str | Iterable[str], depends: Depends | None = None
-    ) -> None:
+    def __init__(self, modules: str | Iterable[str], depends: Depends | None = None) -> None:
         self._graph = ModuleGraph()
         self._given: list[str] = []
         self._stamps: dict[str, _Stamp | None] = {}
@@ -185,12 +179,17 @@ class Project:
         return self._graph.dependents(key)
 
     def watch_changes(
-        self, *, debounce: float = 0.05, use_polling: bool = False,
+        self,
+        *,
+        debounce: float = 0.05,
+        use_polling: bool = False,
         poll_interval: float = 0.25,
     ) -> FileWatcher:
         """Return a FileWatcher over files(); load() and add_modules() extend it."""
         watcher = FileWatcher(
-            self.files(), debounce=debounce, use_polling=use_polling,
+            self.files(),
+            debounce=debounce,
+            use_polling=use_polling,
             poll_interval=poll_interval,
         )
         self._watchers.add(watcher)
@@ -295,8 +294,7 @@ class Project:
                 continue
             if getattr(module, "__name__", None) != name:
                 continue
-            if os.path.realpath(path).startswith(root) and \
-                    is_project_local(path, self._graph.roots):
+            if os.path.realpath(path).startswith(root) and is_project_local(path, self._graph.roots):
                 found.append(name)
         if found:
             self.add_modules(sorted(found))
