@@ -16,6 +16,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _platform
+from ._autoreload import imported_modules
 from ._loading import resolve
 from ._waitress import DrainableServer, RequestHooks
 from .worker import Worker
@@ -46,6 +47,7 @@ class ChildSpec:
     master_pid: int
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
     meter: Any = None  # shared request clock for request_timeout, or None
+    report_modules: bool = False  # tell the master what was imported (lazy reload=True)
 
 
 class WorkerRequests(RequestHooks):
@@ -56,6 +58,7 @@ class WorkerRequests(RequestHooks):
         self.max_requests = max_requests
         self.meter = meter
         self.on_limit: Callable[[], None] = lambda: None
+        self.channel: Optional[Channel] = None
 
     def request_started(self) -> bool:
         worker = self.worker
@@ -72,6 +75,11 @@ class WorkerRequests(RequestHooks):
             self.meter.finished()
         if self.max_requests and worker.requests_served >= self.max_requests:
             self.on_limit()
+
+    def stopped_accepting(self) -> None:
+        """Tell the master: new connections now go to the other process(es) on the socket."""
+        if self.channel is not None:
+            self.channel.send(("draining",))
 
 
 class Channel:
@@ -207,9 +215,12 @@ def _run(spec: ChildSpec) -> int:
     except BaseException as exc:
         _report_boot_failure(channel, exc)
         return EXIT_BOOT_FAILED
+    requests.channel = channel
     stop = _install_stop(worker, server, requests, spec)
     threading.Thread(target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True).start()
     channel.send(("ready", worker.pid, worker.started_at))
+    if spec.report_modules:
+        channel.send(("modules", imported_modules()))
     server.serve()
     worker.on_stop()
     return EXIT_OK

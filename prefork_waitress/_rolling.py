@@ -22,6 +22,7 @@ class RollingReload:
         self.queued = False
         self.remaining: List[int] = []
         self.successor: Optional[WorkerProcess] = None
+        self.predecessor: Optional[WorkerProcess] = None  # stopping; the slot is done once it stops accepting
 
     def request(self) -> None:
         """Start a reload now, or queue one if a reload (or the first boot) is under way."""
@@ -78,13 +79,22 @@ class RollingReload:
         slot = worker.slot
         old, slot.current = slot.current, worker
         self.master.emit("worker_started", worker.info())
-        if old is not None:
-            self.master._stop_process(old, graceful=True)
-        self._next()
+        if old is None:
+            self._next()
+            return True
+        self.predecessor = old
+        self.master._stop_process(old, graceful=True)
         return True
+
+    def released(self, worker: WorkerProcess) -> None:
+        """An old worker stopped accepting (or exited): its slot now serves only new code."""
+        if worker is self.predecessor:
+            self.predecessor = None
+            self._next()
 
     def process_exited(self, worker: WorkerProcess) -> bool:
         """A successor died before it served: abandon, the old workers keep serving."""
+        self.released(worker)
         if worker is not self.successor:
             return False
         self.successor = None
@@ -103,7 +113,7 @@ class RollingReload:
             log.info("reload abandoned: %s", why)
         self.active = self.queued = False
         self.remaining = []
-        self.successor = None
+        self.successor = self.predecessor = None
 
     def _finish(self, ok: bool) -> None:
         self.active = False

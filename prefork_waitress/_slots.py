@@ -41,6 +41,7 @@ class WorkerProcess:
         self.started_at: Optional[float] = None
         self.ready = False
         self.stopping = False
+        self.accepting = True
         self.boot_error: Optional[str] = None
         self.timers: "list[Timer]" = []
         self.meter: Any = None

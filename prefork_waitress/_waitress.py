@@ -37,6 +37,9 @@ class RequestHooks:
     def request_finished(self) -> None:
         """Called after the response was handed to waitress."""
 
+    def stopped_accepting(self) -> None:
+        """Called once a drain has closed this process's listening socket."""
+
 
 class _DrainAwareTask(WSGITask):  # type: ignore[misc]
     """A WSGI task that closes its connection when the server is draining."""
@@ -138,6 +141,7 @@ class DrainableServer:
         # Only this process's copy of the listening fd: the master keeps its
         # own, so connections still in the kernel queue go to a successor.
         server.socket.close()
+        server.pw_hooks.stopped_accepting()
 
     def _drain_step(self) -> bool:
         """Close idle connections; True once none is left."""

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing
 import os
 import random
 import signal
-import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 from . import _child, _platform
+from ._autoreload import CodeReloader
 from ._commands import CommandChannel, targets
 from ._loading import AppImportError, resolve
 from ._loop import EventLoop
@@ -21,6 +20,7 @@ from ._rolling import RollingReload
 from ._slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
 from .errors import BootError
 from .options import Settings, make_settings
+from .reloading import ReloadError
 from .worker import Worker
 
 log = logging.getLogger("prefork_waitress")
@@ -37,8 +37,13 @@ class Master:
         self.settings: Settings = make_settings(**options)
         if not (callable(app) or isinstance(app, str)):
             raise TypeError(f"app: expected a WSGI callable or a 'module:attr' string, got {app!r}")
+        if self.settings.reload and not isinstance(app, str):
+            raise ValueError("option reload: needs the app as a 'package.module:attr' string, to know its files")
         self.app_spec: Any = app
         self._app: Any = app
+        self._code: Optional[CodeReloader] = None
+        if isinstance(app, str) and (self.settings.preload or self.settings.reload):
+            self._code = CodeReloader(self, app, watch=self.settings.reload)
         self.worker_class = self.settings.worker_class or Worker
         self._context = multiprocessing.get_context("fork")
         self._loop = EventLoop()
@@ -165,10 +170,12 @@ class Master:
             self._add_slot(slot_id, base + slot_id if base else 0)
         if self.settings.preload:
             try:
-                self._app = self.load_app()
-            except AppImportError as exc:
+                self._app = self._code.load_app() if self._code else self.load_app()
+            except (AppImportError, ReloadError) as exc:
                 raise BootError(f"the app could not start: {exc}") from exc
         self._loop.open_signals()
+        if self._code is not None:
+            self._code.start_watching()
 
     def load_app(self) -> Any:
         """Resolve the app in the master (preload); raises AppImportError with the cause."""
@@ -183,12 +190,8 @@ class Master:
 
     def reload_code(self) -> None:
         """Before a rolling reload: in preload mode, import the app's code again."""
-        if self.settings.preload and isinstance(self.app_spec, str):
-            module_name = self.app_spec.partition(":")[0]
-            module = sys.modules.get(module_name)
-            if module is not None:
-                importlib.reload(module)
-            self._app = self.load_app()
+        if self.settings.preload and self._code is not None:
+            self._app = self._code.load_app()
 
     def _add_slot(self, slot_id: int, port: int) -> Slot:
         slot = Slot(slot_id, bind_socket(self.settings.host, port))
@@ -203,6 +206,8 @@ class Master:
         for slot in self._slots:
             slot.sock.close()
         self._loop.close_signals()
+        if self._code is not None:
+            self._code.stop_watching()
         if self._pidfile is not None:
             self._pidfile.remove()
         self._state = STOPPED
@@ -287,6 +292,7 @@ class Master:
             graceful_timeout=self.settings.graceful_timeout,
             max_requests=self._max_requests(),
             master_pid=os.getpid(),
+            report_modules=self.settings.reload and not self.settings.preload,
             inherited=self._inherited() + [parent_conn],
         )
         process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
@@ -328,6 +334,11 @@ class Master:
             self._commands.store_reply(*message[1:])
         elif kind == "ready":
             self._loop.call_soon(lambda: self._ready(worker, message[2]))
+        elif kind == "draining":
+            worker.accepting = False
+            self._rolling.released(worker)
+        elif kind == "modules" and self._code is not None:
+            self._code.adopt(message[1])
         elif kind == "boot_failed":
             worker.boot_error = message[1]
             log.error("worker %d (pid %d) failed to start:\n%s", worker.slot.id, worker.pid, message[2])

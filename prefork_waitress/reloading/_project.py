@@ -276,7 +276,21 @@ class Project:
         return imported
 
     def _adopt_imported(self) -> None:
-        """For from_app(): add imported modules that are project-local under the app's root."""
+        """For from_app(): adopt what this process imported since the last look."""
+        fresh: dict[str, str | None] = {}
+        for name, module in list(sys.modules.items()):
+            if name in self._adopt_checked:
+                continue
+            self._adopt_checked.add(name)
+            if getattr(module, "__name__", None) == name:
+                fresh[name] = getattr(module, "__file__", None)
+        self.adopt(fresh)
+
+    def adopt(self, modules: Mapping[str, str | None]) -> None:
+        """For from_app(): add the modules (name to file) that are project-local under the app's root.
+
+        The master also feeds it what lazily loading workers report they imported.
+        """
         if self._app is None:
             return
         if self._app_root is None:
@@ -284,18 +298,15 @@ class Project:
             if self._app_root is None:
                 return
         root = self._app_root.rstrip(os.sep) + os.sep
-        found = []
-        for name, module in list(sys.modules.items()):
-            if name in self._adopt_checked:
-                continue
-            self._adopt_checked.add(name)
-            path = getattr(module, "__file__", None)
-            if name in self._graph.sources or name == "__main__" or not path:
-                continue
-            if getattr(module, "__name__", None) != name:
-                continue
-            if os.path.realpath(path).startswith(root) and is_project_local(path, self._graph.roots):
-                found.append(name)
+        found = [
+            name
+            for name, path in modules.items()
+            if path
+            and name != "__main__"
+            and name not in self._graph.sources
+            and os.path.realpath(path).startswith(root)
+            and is_project_local(path, self._graph.roots)
+        ]
         if found:
             self.add_modules(sorted(found))
 

@@ -1,0 +1,97 @@
+"""The master's side of code reloading: the app's Project, its watcher, its reload.
+
+In preload mode the master imports the app, so a reload re-imports exactly
+the modules that changed and those depending on them before forking the new
+generation. In lazy mode every new worker imports the code afresh, so the
+master only watches the files (workers report what they imported) and drops
+stale bytecode before the rolling reload.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+from ._loading import resolve
+from .reloading import FileWatcher, Project
+from .reloading._project import _drop_bytecode
+
+if TYPE_CHECKING:
+    from ._loop import Timer
+    from .master import Master
+
+log = logging.getLogger("prefork_waitress")
+
+
+class CodeReloader:
+    """Keeps the app's Project; in watch mode, turns saved files into rolling reloads."""
+
+    def __init__(self, master: "Master", app_spec: str, watch: bool) -> None:
+        self.master = master
+        self.app_spec = app_spec
+        self.watch = watch
+        self.project = Project.from_app(app_spec)
+        self.watcher: Optional[FileWatcher] = None
+        self._poll_timer: Optional["Timer"] = None
+
+    def load_app(self) -> Any:
+        """Import (first time) or reload what changed (later), then resolve the app."""
+        reloaded = self.project.load()
+        if reloaded:
+            log.info("reloaded modules: %s", ", ".join(reloaded))
+        return resolve(self.app_spec)
+
+    def start_watching(self) -> None:
+        """Watch every file of the project from the master loop (no thread)."""
+        if not self.watch:
+            return
+        self.watcher = self.project.watch_changes()
+        self.master.own(self.watcher)
+        self.master.add_io_handler(self.watcher, self._changed)
+        self._schedule_poll()
+        log.info("watching %d files for changes", len(self.watcher.paths))
+
+    def stop_watching(self) -> None:
+        if self.watcher is not None:
+            self.master.remove_io_handler(self.watcher)
+            self.watcher.close()
+            self.watcher = None
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+
+    def adopt(self, modules: Dict[str, Optional[str]]) -> None:
+        """A lazily loading worker reports the modules it imported: watch the app's ones."""
+        self.project.adopt(modules)
+
+    def _schedule_poll(self) -> None:
+        if self.watcher is None:
+            return
+        deadline = self.watcher.next_poll_deadline()
+        if deadline is not None:
+            self._poll_timer = self.master._loop.call_at(deadline, self._poll)
+
+    def _poll(self) -> None:
+        if self.watcher is not None and self.watcher.poll():
+            self._changed(self.watcher)
+        self._schedule_poll()
+
+    def _changed(self, watcher: Any) -> None:
+        changed = watcher.changed_files()
+        if not changed:
+            return
+        log.info("changed: %s; reloading", ", ".join(sorted(changed)))
+        if not self.master.settings.preload:
+            for path in changed:
+                if path.endswith(".py"):
+                    _drop_bytecode(path)
+        self.master.reload()
+
+
+def imported_modules() -> Dict[str, Optional[str]]:
+    """What a worker reports: every imported module's name and file."""
+    return {
+        name: getattr(module, "__file__", None)
+        for name, module in list(sys.modules.items())
+        if getattr(module, "__file__", None)
+    }
