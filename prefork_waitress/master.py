@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import multiprocessing
@@ -12,7 +13,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from . import _child, _platform
+from . import _child, _integrations, _platform
 from ._commands import CommandChannel, targets
 from ._loading import AppImportError, resolve
 from ._loop import EventLoop
@@ -54,6 +55,7 @@ class Master:
         self._rolling = RollingReload(self)
         self._pending_ports: bool = False
         self._install_default_signals()
+        _integrations.attach(self)
 
     # public state ---------------------------------------------------------
     @property
@@ -69,6 +71,20 @@ class Master:
     @property
     def state(self) -> str:
         return self._state
+
+    def status(self) -> Dict[str, Any]:
+        """A JSON-able snapshot of the master and its slots (control socket, monitoring)."""
+        return {
+            "master": {
+                "pid": os.getpid(),
+                "state": self._state,
+                "workers": len(self._slots),
+                "host": self.settings.host,
+                "ports": self.ports,
+                "reloading": self._rolling.active,
+            },
+            "workers": [dataclasses.asdict(info) for info in self.workers],
+        }
 
     # hooks (override in a subclass; all run in the master loop) -----------
     def when_ready(self) -> None:
@@ -166,6 +182,19 @@ class Master:
         if self.settings.preload:
             self._app = self.load_app()
         self._loop.open_signals()
+        self._tell_listeners("starting", guarded=False)
+
+    def _tell_listeners(self, point: str, guarded: bool) -> None:
+        """Internal points for integrations only: "starting" (sockets bound, before the
+        first fork; raising aborts the start) and "stopped" (after the last worker)."""
+        for listener in self._listeners:
+            method = getattr(listener, point, None)
+            if method is None:
+                continue
+            if guarded:
+                self._loop._guarded(method)
+            else:
+                method()
 
     def load_app(self) -> Any:
         """Resolve the app in the master (preload); raises AppImportError with the cause."""
@@ -201,6 +230,7 @@ class Master:
         self._loop.close_signals()
         if self._pidfile is not None:
             self._pidfile.remove()
+        self._tell_listeners("stopped", guarded=True)
         self._state = STOPPED
 
     def stop(self, graceful: bool = True) -> None:

@@ -1,0 +1,17 @@
+"""Attach the built-in integrations a master's settings and environment ask for."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .master import Master
+
+
+def attach(master: "Master") -> None:
+    """Add each integration as a listener, so it works even if hooks skip ``super()``."""
+    from .control import ControlServer
+
+    settings = master.settings
+    if settings.control_socket:
+        master.add_listener(ControlServer(master, settings.control_socket))
