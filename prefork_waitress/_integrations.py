@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,7 +12,11 @@ if TYPE_CHECKING:
 def attach(master: "Master") -> None:
     """Add each integration as a listener, so it works even if hooks skip ``super()``."""
     from .control import ControlServer
+    from .systemd import SystemdNotifier
 
     settings = master.settings
     if settings.control_socket:
         master.add_listener(ControlServer(master, settings.control_socket))
+    address = os.environ.get("NOTIFY_SOCKET")
+    if address:
+        master.add_listener(SystemdNotifier(master, address))
