@@ -75,3 +75,21 @@ class TestWorker(GreetCommands, Worker):
 
     def child_exit(self):
         os._exit(7)
+
+
+def make_app():
+    """An app factory (for --call): the app it returns says it was made."""
+
+    def made(environ, start_response):
+        body = f"made {os.getpid()}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    return made
+
+
+class FailingStartWorker(Worker):
+    """on_start raises: no worker ever becomes ready (BootError)."""
+
+    def on_start(self):
+        raise RuntimeError("on_start refuses")

@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 
+from clitools import ctl, server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
 from conftest import get, wait_until
 
 from prefork_waitress.control import ControlError, request
@@ -168,6 +169,38 @@ def test_stale_socket_replaced_live_or_foreign_path_refused(cluster, tmp_path):
     third = cluster(MASTER.format(app="apps:app", preload=False))
     assert third.wait_exit() != 0 and "is not a socket" in third.log()
     assert (tmp_path / "ctl.sock").read_text() == "precious"
+
+
+def test_ctl_command_line(server, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    s = server(
+        "--workers", 2, "--base-port", 0, "--control-socket", sock, "--worker-class", "apps:TestWorker", "apps:app"
+    )
+    s.status(sock)
+    table = ctl(sock, "status")
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith(f"master pid {s.proc.pid}, running, 2 workers")
+    assert lines[1].split() == ["slot", "port", "pid", "gen", "uptime", "requests", "restarts"]
+    assert [line.split()[0] for line in lines[2:]] == ["0", "1"]
+    raw = json.loads(ctl(sock, "status", "--json").stdout)
+    assert raw["master"]["workers"] == 2 and {"requests_served", "restarts"} <= set(raw["workers"][0])
+    greet = ctl(sock, "command", "greet", "bo", "--worker", "1")
+    assert greet.returncode == 0 and json.loads(greet.stdout) == {"1": "noticed bo; hello bo from 1"}
+    assert json.loads(ctl(sock, "command", "sleep", "0.01").stdout) == {"0": "slept", "1": "slept"}
+    boom = ctl(sock, "command", "boom")
+    assert boom.returncode == 1 and json.loads(boom.stdout)["0"]["type"] == "KeyError"
+    assert ctl(sock, "scale", "3").returncode == 0
+    assert ctl(sock, "scale", "0").returncode == 1
+    assert ctl(sock, "scale", "x").returncode == 2
+    reload = ctl(sock, "reload")
+    assert reload.returncode == 0 and reload.stdout.startswith("reloaded: 3 workers")
+    stop = ctl(sock, "stop")
+    assert stop.returncode == 0 and stop.stdout.strip() == "stopped"
+    assert not sock.exists()  # ctl stop returned once the master had cleaned up
+    assert s.wait(5) == 0
+    missing = ctl(sock, "status")
+    assert missing.returncode == 1 and "no master is listening" in missing.stderr
 
 
 def _unix_inodes(path):
