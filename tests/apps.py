@@ -88,6 +88,18 @@ def make_app():
     return made
 
 
+def paste_app(global_conf, **local_conf):
+    """A PasteDeploy app factory: hello, with a greeting from the ini file."""
+    greeting = local_conf.get("greeting", "hello")
+
+    def app(environ, start_response):
+        body = f"{greeting} {os.getpid()}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
 class FailingStartWorker(Worker):
     """on_start raises: no worker ever becomes ready (BootError)."""
 
