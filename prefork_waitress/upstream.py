@@ -104,6 +104,11 @@ class UpstreamWriter:
     def ports_changed(self, ports: List[int]) -> None:
         self.update(ports)
 
+    def stopped(self) -> None:
+        """The master is done: stop watching a command still running (it is left to finish)."""
+        if self.process is not None:
+            self._forget()
+
     def update(self, ports: List[int]) -> None:
         """Rewrite the file for ``ports``; run the command if it was written."""
         try:

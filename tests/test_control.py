@@ -6,7 +6,7 @@ import signal
 import socket
 
 from clitools import ctl, server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
-from conftest import get, wait_until
+from conftest import Cluster, get, wait_until
 
 from prefork_waitress.control import ControlError, request
 
@@ -88,15 +88,15 @@ def test_malformed_input_gets_an_error_and_the_connection_closed(cluster, tmp_pa
 def test_silent_clients_never_block_and_connections_are_bounded(cluster, tmp_path):
     c, ready = start(cluster)
     path = tmp_path / "ctl.sock"
-    silent = [Conn(path) for _ in range(15)]
+    silent = [Conn(path) for _ in range(16)]
     silent[0].send(b'{"action": "sta')  # half a line, then nothing
-    assert request(str(path), {"action": "status"}, timeout=5)["ok"] is True
-    silent.append(Conn(path))  # the 16th
-    refused = Conn(path)
+    assert silent[1].ask({"action": "status"})["ok"] is True  # the others wait for nobody
+    refused = Conn(path)  # the 17th
     assert "too many" in refused.reply()["error"]
     refused.close()
     silent.pop().close()
     wait_until(lambda: _status_ok(path), message="a free connection again")
+    assert get(ready["ports"][0])[0] == 200
     for conn in silent:
         conn.close()
 
@@ -156,19 +156,28 @@ def test_scale_and_stop(cluster, tmp_path):
 
 
 def test_stale_socket_replaced_live_or_foreign_path_refused(cluster, tmp_path):
+    path = tmp_path / "ctl.sock"
     stale = socket.socket(socket.AF_UNIX)
-    stale.bind(str(tmp_path / "ctl.sock"))
+    stale.bind(str(path))
     stale.close()  # the file stays, nobody listens
     c, ready = start(cluster)
-    assert request(str(tmp_path / "ctl.sock"), {"action": "status"})["ok"]
-    second = cluster(MASTER.format(app="apps:app", preload=False))
-    assert second.wait_exit() != 0
-    assert "in use by a running master" in second.log()
+    assert request(str(path), {"action": "status"})["ok"]
+    body = MASTER.replace('"ctl.sock"', repr(str(path))).format(app="apps:app", preload=False)
+    (tmp_path / "second").mkdir()
+    second = Cluster(tmp_path / "second", body)
+    try:
+        assert second.wait_exit() != 0 and "in use by a running master" in second.log()
+    finally:
+        second.close()
     c.close()
-    (tmp_path / "ctl.sock").write_text("precious")
-    third = cluster(MASTER.format(app="apps:app", preload=False))
-    assert third.wait_exit() != 0 and "is not a socket" in third.log()
-    assert (tmp_path / "ctl.sock").read_text() == "precious"
+    path.write_text("precious")
+    (tmp_path / "third").mkdir()
+    third = Cluster(tmp_path / "third", body)
+    try:
+        assert third.wait_exit() != 0 and "is not a socket" in third.log()
+    finally:
+        third.close()
+    assert path.read_text() == "precious"
 
 
 def test_ctl_command_line(server, tmp_path):
