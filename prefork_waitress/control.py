@@ -288,8 +288,8 @@ class ControlServer:
     def _answer(self, client: _Client, reply: Dict[str, Any]) -> None:
         client.waiting = False
         self._send(client, _encode(reply))
-        if not client.closed:
-            self._process(client)  # lines that arrived while a reload was pending
+        if client.inbuf and not client.closed:  # lines that came while a reload was pending; later, so
+            self.master.call_later(0, lambda: self._process(client))  # no action runs inside a hook
 
     def _fail(self, client: _Client, error: str) -> None:
         """Malformed input: reply with the error, then close the connection."""

@@ -135,6 +135,18 @@ def test_reload_replies_when_the_reload_has_finished(cluster, tmp_path):
     second.close()
 
 
+def test_pipelined_requests_wait_for_the_pending_reload(cluster, tmp_path):
+    c, ready = start(cluster)
+    conn = Conn(tmp_path / "ctl.sock")
+    conn.send(b'{"action": "reload"}\n{"action": "status"}\n{"action": "reload"}\n{"action": "status"}\n')
+    assert conn.reply()["ok"]
+    assert [w["generation"] for w in conn.reply()["result"]["workers"]] == [2, 2]
+    assert conn.reply()["ok"]
+    assert [w["generation"] for w in conn.reply()["result"]["workers"]] == [3, 3]
+    assert [c.wait_event("reloaded")["ok"] for _ in range(2)] == [True, True]
+    conn.close()
+
+
 def test_failed_reload_replies_false_and_old_workers_keep_serving(cluster, tmp_path):
     (tmp_path / "changing.py").write_text("from apps import app\n")
     c, ready = start(cluster, app="changing:app", preload=True)
