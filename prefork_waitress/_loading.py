@@ -1,9 +1,21 @@
-"""Resolve "package.module:attr" strings to the objects they name."""
+"""Resolve "package.module:attr" strings to the objects they name.
+
+``"module:factory()"`` names an app factory: it is called (with no arguments)
+wherever the app is loaded, so ``--call`` works in lazily loading workers too.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import os
+import select
+import signal
+import time
+import traceback
+from typing import Any, List, Optional
+
+FACTORY_SUFFIX = "()"
+PROBE_TIMEOUT = 60.0
 
 
 class AppImportError(ImportError):
@@ -18,9 +30,10 @@ def split_spec(spec: str) -> "tuple[str, str]":
     return module, attr or "application"
 
 
-def resolve(spec: str, call: bool = False) -> Any:
-    """Import the module of ``spec`` and return its attribute (called if ``call``)."""
+def find(spec: str) -> Any:
+    """Import the module of ``spec`` and return its attribute, never calling it."""
     module_name, attr = split_spec(spec)
+    attr = attr[: -len(FACTORY_SUFFIX)] if attr.endswith(FACTORY_SUFFIX) else attr
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -36,6 +49,81 @@ def resolve(spec: str, call: bool = False) -> Any:
             obj = getattr(obj, part)
         except AttributeError:
             raise AppImportError(f"cannot load {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
-    if call:
+    return obj
+
+
+def resolve(spec: str, call: bool = False) -> Any:
+    """Import the module of ``spec`` and return its attribute (called if ``call`` or "attr()")."""
+    obj = find(spec)
+    if call or spec.strip().endswith(FACTORY_SUFFIX):
         obj = obj()
     return obj
+
+
+def check(spec: str) -> None:
+    """Raise AppImportError unless ``spec`` names something callable (a factory is not called)."""
+    obj = find(spec)
+    if not callable(obj):
+        raise AppImportError(f"cannot use {spec!r}: {type(obj).__name__} object is not callable")
+
+
+def describe_failure(spec: str, exc: BaseException) -> str:
+    """The error for a user: one line, plus the app's own frames if the app's code raised."""
+    if isinstance(exc, AppImportError):
+        return str(exc)
+    ours = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(importlib.__file__), "<frozen importlib")
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if not frame.filename.startswith(ours)]
+    summary = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+    head = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) if frames else ""
+    return f"{head}{summary}\ncannot load {spec!r}: the app raised {type(exc).__name__} while being imported"
+
+
+def probe(spec: str, timeout: float = PROBE_TIMEOUT) -> Optional[str]:
+    """Check ``spec`` loads in a forked throwaway process; return the error, or None.
+
+    The master itself never imports the app, so workers import it fresh (a
+    rolling reload sees new code) and import-time side effects stay out of it.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(read_end)
+        code = 0
+        try:
+            check(spec)
+        except BaseException as exc:
+            code = 1
+            os.write(write_end, describe_failure(spec, exc).encode("utf-8", "replace")[:32768])
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        message = _read_until_eof(read_end, time.monotonic() + timeout)
+    finally:
+        os.close(read_end)
+    if message is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return f"cannot load {spec!r}: importing it took longer than {timeout:g} s"
+    _, status = os.waitpid(pid, 0)
+    if message:
+        return message
+    if status != 0:
+        return f"cannot load {spec!r}: the import exited the process (status {status})"
+    return None
+
+
+def _read_until_eof(fd: int, deadline: float) -> Optional[str]:
+    """Everything written to ``fd`` until EOF; None if the deadline passes first."""
+    chunks: List[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            continue
+        data = os.read(fd, 65536)
+        if not data:
+            return b"".join(chunks).decode("utf-8", "replace").strip()
+        chunks.append(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -10,7 +11,7 @@ import signal
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from . import _child, _platform
+from . import _child, _integrations, _platform
 from ._autoreload import CodeReloader
 from ._commands import CommandChannel, targets
 from ._loading import AppImportError, resolve
@@ -59,6 +60,7 @@ class Master:
         self._rolling = RollingReload(self)
         self._pending_ports: bool = False
         self._install_default_signals()
+        _integrations.attach(self)
 
     # public state ---------------------------------------------------------
     @property
@@ -74,6 +76,20 @@ class Master:
     @property
     def state(self) -> str:
         return self._state
+
+    def status(self) -> Dict[str, Any]:
+        """A JSON-able snapshot of the master and its slots (control socket, monitoring)."""
+        return {
+            "master": {
+                "pid": os.getpid(),
+                "state": self._state,
+                "workers": len(self._slots),
+                "host": self.settings.host,
+                "ports": self.ports,
+                "reloading": self._rolling.active,
+            },
+            "workers": [dataclasses.asdict(info) for info in self.workers],
+        }
 
     # hooks (override in a subclass; all run in the master loop) -----------
     def when_ready(self) -> None:
@@ -176,6 +192,19 @@ class Master:
         self._loop.open_signals()
         if self._code is not None:
             self._code.start_watching()
+        self._tell_listeners("starting", guarded=False)
+
+    def _tell_listeners(self, point: str, guarded: bool) -> None:
+        """Internal points for integrations only: "starting" (sockets bound, before the
+        first fork; raising aborts the start) and "stopped" (after the last worker)."""
+        for listener in self._listeners:
+            method = getattr(listener, point, None)
+            if method is None:
+                continue
+            if guarded:
+                self._loop._guarded(method)
+            else:
+                method()
 
     def load_app(self) -> Any:
         """Resolve the app in the master (preload); raises AppImportError with the cause."""
@@ -210,6 +239,7 @@ class Master:
             self._code.stop_watching()
         if self._pidfile is not None:
             self._pidfile.remove()
+        self._tell_listeners("stopped", guarded=True)
         self._state = STOPPED
 
     def stop(self, graceful: bool = True) -> None:

@@ -272,8 +272,20 @@ def waitress_options(given: Mapping[str, Any]) -> Dict[str, Any]:
         message = str(exc)
         if message.startswith("Unknown adjustment"):
             message = f"unknown option {message.split(' ', 2)[2]}: not a prefork_waitress or waitress option"
+        else:
+            message = f"option {_culprit(options)}: {message}"
         raise ValueError(message) from None
     return {name: getattr(adjustments, name) for name in options}
+
+
+def _culprit(options: Mapping[str, Any]) -> str:
+    """The name of the waitress option that waitress rejected (it does not say which)."""
+    for name, value in options.items():
+        try:
+            Adjustments(**{name: value})
+        except (ValueError, TypeError):
+            return name
+    return ", ".join(options)
 
 
 def make_settings(**given: Any) -> Settings:

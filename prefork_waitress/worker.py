@@ -84,6 +84,13 @@ class Worker:
             "max_rss": max_rss,
         }
 
+    def child_reopen(self, path: str) -> bool:
+        """Reopen the output file ``path`` onto fds 1 and 2 (log rotation: SIGUSR1 to the CLI master)."""
+        from ._output import redirect_stdio
+
+        redirect_stdio(path)
+        return True
+
     def child_stop(self) -> bool:
         """Stop gracefully: finish the request in flight, then exit."""
         self._stop()

@@ -75,3 +75,33 @@ class TestWorker(GreetCommands, Worker):
 
     def child_exit(self):
         os._exit(7)
+
+
+def make_app():
+    """An app factory (for --call): the app it returns says it was made."""
+
+    def made(environ, start_response):
+        body = f"made {os.getpid()}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    return made
+
+
+def paste_app(global_conf, **local_conf):
+    """A PasteDeploy app factory: hello, with a greeting from the ini file."""
+    greeting = local_conf.get("greeting", "hello")
+
+    def app(environ, start_response):
+        body = f"{greeting} {os.getpid()}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+class FailingStartWorker(Worker):
+    """on_start raises: no worker ever becomes ready (BootError)."""
+
+    def on_start(self):
+        raise RuntimeError("on_start refuses")

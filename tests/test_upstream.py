@@ -1,0 +1,200 @@
+"""The upstream file for the frontend: rendering, rewriting, the command, and a real nginx in front."""
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+
+import pytest
+from conftest import free_port, get, wait_until
+
+from prefork_waitress.upstream import render
+
+MASTER = """
+RecordingMaster("apps:app", workers=2, base_port=0, upstream_file="upstream.conf",
+                upstream_format={format!r}, on_ports_changed={command!r}).start()
+emit("exited")
+"""
+
+
+def test_render_nginx_and_haproxy():
+    assert render([8080, 8081]) == "server 127.0.0.1:8080;\nserver 127.0.0.1:8081;\n"
+    assert render([9000], "0.0.0.0") == "server 127.0.0.1:9000;\n"
+    assert render([9000], "::") == "server [::1]:9000;\n"
+    assert render([8080, 8081], "10.0.0.5", "haproxy") == (
+        "server w0 10.0.0.5:8080 check\nserver w1 10.0.0.5:8081 check\n"
+    )
+    with pytest.raises(ValueError, match="unknown upstream format"):
+        render([8080], format="apache")
+
+
+def test_file_written_on_start_and_on_every_change_then_the_command_runs(cluster, tmp_path):
+    command = "cat upstream.conf >> runs.log && echo --- >> runs.log"
+    c = cluster(MASTER.format(format="haproxy", command=command))
+    ports = c.ready()["ports"]
+    upstream = tmp_path / "upstream.conf"
+    assert upstream.read_text() == render(ports, format="haproxy")
+    runs = tmp_path / "runs.log"
+    wait_until(lambda: runs.exists() and runs.read_text().count("---") == 1, message="the first run")
+    grown = c.order("scale", 3) and c.wait_event("ports_changed")["ports"]
+    assert upstream.read_text() == render(grown, format="haproxy")
+    wait_until(lambda: runs.read_text().count("---") == 2, message="the second run")
+    assert runs.read_text().split("---\n")[1] == render(grown, format="haproxy")
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".upstream-")]
+
+
+def test_failing_or_slow_command_is_logged_and_never_blocks_the_master(cluster, tmp_path):
+    command = "sleep 0.3; echo ran >> runs.log; exit 3"
+    c = cluster(MASTER.format(format="nginx", command=command))
+    ports = c.ready()["ports"]
+    c.order("scale", 3)
+    c.order("scale", 4)  # while the first run is still going: one more run, after it
+    assert get(ports[0])[0] == 200  # the master is not waiting for the command
+    final = render(c.wait_event("ports_changed", where=lambda e: len(e["ports"]) == 4)["ports"])
+    wait_until(lambda: "failed with exit code 3" in c.log(), message="the failure logged")
+    wait_until(lambda: (tmp_path / "runs.log").read_text().count("ran") >= 2, message="a second run")
+    assert (tmp_path / "upstream.conf").read_text() == final
+    assert get(ports[1])[0] == 200
+
+
+# --- a real nginx in front -------------------------------------------------------------
+
+NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+
+NGINX_CONF = """
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+{user}
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    {temp_paths}
+    upstream app {{ include {upstream}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass http://app; }}
+    }}
+}}
+"""
+
+
+def _nginx_features():
+    info = subprocess.run([NGINX, "-V"], capture_output=True, text=True).stderr
+    version = tuple(int(n) for n in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", info).groups())
+    return version, info
+
+
+class Nginx:
+    """nginx with its own config, pid, logs and temp files under tmp_path, in the foreground."""
+
+    def __init__(self, prefix, upstream):
+        version, info = _nginx_features()
+        self.prefix, self.port = prefix, free_port()
+        (prefix / "tmp").mkdir(parents=True)
+        temps = [f"client_body_temp_path {prefix}/tmp/body;"] + [
+            f"{module}_temp_path {prefix}/tmp/{module};"
+            for module in ("proxy", "fastcgi", "uwsgi", "scgi")
+            if f"--without-http_{module}_module" not in info
+        ]
+        self.conf = prefix / "nginx.conf"
+        self.conf.write_text(
+            NGINX_CONF.format(
+                prefix=prefix,
+                port=self.port,
+                upstream=upstream,
+                user="user root;" if os.geteuid() == 0 else "",
+                temp_paths="\n    ".join(temps),
+            )
+        )
+        self.base = [NGINX, "-c", str(self.conf), "-p", str(prefix)]
+        if version >= (1, 19, 5):
+            self.base += ["-e", str(prefix / "error.log")]
+        self.proc = None
+
+    def reload_command(self):
+        return " ".join(shlex.quote(arg) for arg in self.base + ["-s", "reload"])
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            self.base + ["-g", "daemon off;"], stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        wait_until(self._accepting, message="nginx listening")
+
+    def _accepting(self):
+        assert self.proc.poll() is None, (self.prefix / "error.log").read_text()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    if NGINX is None:
+        pytest.skip("no nginx binary (CI installs nginx-light)")
+    server = Nginx(tmp_path / "nginx", tmp_path / "upstream.conf")
+    yield server
+    server.stop()
+
+
+def _pid_via(port):
+    status, body, _ = get(port, timeout=5)
+    assert status == 200, body
+    return int(body.split()[0])
+
+
+def test_nginx_reaches_every_worker_then_the_new_one_and_loses_nothing_in_a_reload(cluster, nginx):
+    c = cluster(MASTER.format(format="nginx", command=nginx.reload_command()))
+    ready = c.ready()  # the file exists now (nginx is not up yet, so this first reload fails harmlessly)
+    nginx.start()
+    pids = {w["pid"] for w in ready["workers"]}
+    seen = set()
+    wait_until(lambda: seen.add(_pid_via(nginx.port)) or seen == pids, message="nginx reaching every worker")
+
+    c.order("scale", 3)
+    new_pid = c.wait_event("worker_started", where=lambda e: e["info"]["id"] == 2)["info"]["pid"]
+    wait_until(lambda: _pid_via(nginx.port) == new_pid, message="nginx reaching the new worker")
+
+    failures, served, stop = [], [], threading.Event()
+
+    def load():
+        while not stop.is_set() and len(served) < 5000:
+            try:
+                served.append(_pid_via(nginx.port))
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        wait_until(lambda: len(served) >= 20, message="load through nginx before the reload")
+        c.order("reload")
+        reloaded = c.wait_event("reloaded")
+        during = len(served)
+        wait_until(lambda: len(served) >= during + 20, message="load through nginx after the reload")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert reloaded["ok"] and failures == []
+    upstream_errors = [line for line in (nginx.prefix / "error.log").read_text().splitlines() if "upstream" in line]
+    assert upstream_errors == []  # not even a connection nginx had to retry on another worker
+    new_pids = {w["pid"] for w in reloaded["workers"]}
+    wait_until(lambda: _pid_via(nginx.port) in new_pids, message="nginx on the reloaded workers")
