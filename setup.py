@@ -23,6 +23,7 @@ setup(
     entry_points={
         "console_scripts": ["prefork-waitress = prefork_waitress.__main__:main"],
         "paste.server_runner": ["main = prefork_waitress.paste:serve_paste"],
+        "paste.server_factory": ["main = prefork_waitress.paste:server_factory"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",
