@@ -17,7 +17,10 @@ Pinning modes (Linux only):
            different cores (the causal test for the collapse).
 
 With ``--show-affinity`` the process prints each thread's allowed CPUs to
-stderr once it serves.
+stderr once it serves.  With ``--count-loop`` it counts, per request served,
+the iterations of waitress's I/O loop and the ``handle_write`` calls that
+found the channel's ``outbuf_lock`` held by the task thread, and prints them
+to stderr on SIGTERM (the evidence in bench/AFFINITY.md).
 """
 
 import argparse
@@ -27,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 
 def load_app(spec):
@@ -48,6 +52,52 @@ def thread_affinities():
     return out
 
 
+def install_loop_counters():
+    """Count I/O-loop iterations and busy outbuf_lock hits; print on SIGTERM."""
+    from waitress import channel, wasyncore
+
+    counts = {"loop": 0, "busy": 0, "free": 0, "requests": 0}
+    poll = wasyncore.poll
+    flush_if_lockable = channel.HTTPChannel._flush_some_if_lockable
+    received = channel.HTTPChannel.received
+
+    def counting_poll(*a, **kw):
+        counts["loop"] += 1
+        return poll(*a, **kw)
+
+    def counting_flush(self, *a, **kw):
+        # the same non-blocking acquire waitress does, only to count
+        if self.outbuf_lock.acquire(False):
+            self.outbuf_lock.release()
+            counts["free"] += 1
+        else:
+            counts["busy"] += 1
+        return flush_if_lockable(self, *a, **kw)
+
+    def counting_received(self, data):
+        before = len(self.requests)
+        res = received(self, data)
+        counts["requests"] += max(0, len(self.requests) - before)
+        return res
+
+    wasyncore.poll = counting_poll
+    channel.HTTPChannel._flush_some_if_lockable = counting_flush
+    channel.HTTPChannel.received = counting_received
+
+    def report(*a):
+        n = max(counts["requests"], 1)
+        print(
+            f"loopcount requests={counts['requests']} loop_iterations/request="
+            f"{counts['loop'] / n:.2f} handle_write_lock_busy/request={counts['busy'] / n:.2f} "
+            f"handle_write_lock_free/request={counts['free'] / n:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, report)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True)
@@ -58,6 +108,9 @@ def main(argv=None):
     p.add_argument("--cpus", default="", help="comma-separated CPU ids")
     p.add_argument("--switch-interval", type=float, default=None)
     p.add_argument("--show-affinity", action="store_true")
+    p.add_argument("--count-loop", action="store_true")
+    p.add_argument("--send-bytes", type=int, default=None,
+                   help="waitress send_bytes (deprecated option; an experiment)")
     args = p.parse_args(argv)
 
     cpus = [int(c) for c in args.cpus.split(",") if c.strip()]
@@ -76,11 +129,18 @@ def main(argv=None):
 
     from waitress.server import create_server
 
+    if args.count_loop:
+        install_loop_counters()
+
     # With threads=1 waitress logs "Task queue depth is N" on every queued
     # request; logging is not what we measure.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     app = load_app(args.app)
-    server = create_server(app, host=args.host, port=args.port, threads=args.threads)
+    options = {}
+    if args.send_bytes is not None:
+        warnings.simplefilter("ignore", DeprecationWarning)
+        options["send_bytes"] = args.send_bytes
+    server = create_server(app, host=args.host, port=args.port, threads=args.threads, **options)
 
     if args.pin == "late":
         os.sched_setaffinity(0, set(cpus))  # main thread only
