@@ -67,6 +67,7 @@ class Server:
         self.name = name
         self.argv = list(argv)
         self.ports = list(ports)
+        self.cleanup_dirs = []
         self.log = tempfile.TemporaryFile(prefix="bench-server-")  # noqa: SIM115 (closed in stop)
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join(
@@ -101,6 +102,8 @@ class Server:
             _LIVE.remove(self)
         self._kill_group(timeout)
         self.log.close()
+        for d in self.cleanup_dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
     def _kill_group(self, timeout):
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
@@ -178,6 +181,60 @@ def wait_http_200(port, deadline, path="/", host=HOST, proc=None):
 def python_server(name, script_args, ports, env=None):
     """A fresh interpreter running ``python script_args...``."""
     return Server(name, [sys.executable] + list(script_args), ports, env=env)
+
+
+_NGINX_CONF = """\
+worker_processes %(workers)d;
+daemon off;
+pid %(dir)s/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %(dir)s/body;
+    proxy_temp_path %(dir)s/proxy;
+    fastcgi_temp_path %(dir)s/fastcgi;
+    uwsgi_temp_path %(dir)s/uwsgi;
+    scgi_temp_path %(dir)s/scgi;
+    upstream app {
+%(servers)s
+        keepalive 64;
+    }
+    server {
+        listen %(host)s:%(port)d;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+"""
+
+
+def nginx_path():
+    for cand in (shutil.which("nginx"), "/usr/sbin/nginx"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def nginx_server(name, upstream_ports, workers=1, host=HOST):
+    """nginx on a free port proxying (keep-alive upstream) to upstream_ports."""
+    binary = nginx_path()
+    if binary is None:
+        raise RuntimeError("nginx not found: apt-get install -y nginx-light")
+    port = free_port(host)
+    conf_dir = tempfile.mkdtemp(prefix="bench-nginx-")
+    os.chmod(conf_dir, 0o755)
+    servers = "\n".join(f"        server {host}:{p};" for p in upstream_ports)
+    conf = os.path.join(conf_dir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(_NGINX_CONF % {"workers": workers, "dir": conf_dir, "servers": servers,
+                               "host": host, "port": port})
+    srv = Server(name, [binary, "-p", conf_dir, "-c", conf], [port])
+    srv.cleanup_dirs.append(conf_dir)
+    return srv
 
 
 # ------------------------------------------------------------------ wrk

@@ -22,6 +22,9 @@ Contenders for each worker count N:
   prefork-N        prefork_waitress ``Master(app, workers=N, base_port=P)``
                    through bench/prefork_launcher.py; skipped with
                    "prefork_waitress: not available" if it cannot be imported
+  nginx+X          (opt-in with --contenders) nginx on one port in front of
+                   the ports of X (waitress-t1xN, prefork, gunicorn-sync), upstream
+                   keep-alive, ``worker_processes`` = --nginx-workers (1)
 
 Multi-port contenders are loaded by ONE wrk whose threads are spread over
 the ports (connections split evenly; see common.run_wrk).  Per round, the
@@ -40,7 +43,9 @@ try:
 except ImportError:  # run as a script: python bench/throughput.py
     import common
 
-CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork")
+CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork",
+              "nginx+waitress-t1xN", "nginx+prefork", "nginx+gunicorn-sync")
+DEFAULT_CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork")
 
 
 def csv(kind):
@@ -68,8 +73,14 @@ def prefork_available(prefork_path):
     return True
 
 
-def start(contender, n, app, prefork_path):
-    """Start one contender; return (Server, ports, shape note)."""
+def start(contender, n, app, prefork_path, nginx_workers=1):
+    """Start one contender; return ([Server], ports to load, shape note)."""
+    if contender.startswith("nginx+"):
+        servers, ports, _ = start(contender[len("nginx+"):], n, app, prefork_path)
+        for s in servers:
+            s.wait_ready()
+        front = common.nginx_server(f"nginx-{n}", ports, workers=nginx_workers)
+        return servers + [front], front.ports, "keep-alive to nginx and upstream"
     ncpu = len(os.sched_getaffinity(0))
     if contender == "gunicorn-sync":
         port = common.free_port()
@@ -112,7 +123,10 @@ def main(argv=None):
     p.add_argument("--conns", type=csv(int), default=[32])
     p.add_argument("--shapes", type=csv(str), default=["keepalive"],
                    help="keepalive (wrk default) and/or close (Connection: close)")
-    p.add_argument("--contenders", type=csv(str), default=list(CONTENDERS))
+    p.add_argument("--contenders", type=csv(str), default=list(DEFAULT_CONTENDERS),
+                   help=f"from {', '.join(CONTENDERS)}")
+    p.add_argument("--nginx-workers", type=int, default=1,
+                   help="nginx worker_processes for the nginx+ contenders")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     p.add_argument("--prefork-path", default=None,
@@ -122,8 +136,10 @@ def main(argv=None):
         if c not in CONTENDERS:
             p.error(f"unknown contender {c!r}; choose from {', '.join(CONTENDERS)}")
     contenders = list(args.contenders)
-    if "prefork" in contenders and not prefork_available(args.prefork_path):
-        contenders.remove("prefork")
+    if any(c.endswith("prefork") for c in contenders) and not prefork_available(args.prefork_path):
+        contenders = [c for c in contenders if not c.endswith("prefork")]
+    if not contenders:
+        sys.exit("no contender left to run")
 
     print(f"# machine: {common.machine_summary()}")
     print(f"# {args.rounds} rounds x {args.duration}s per run, connections {args.conns}, "
@@ -133,7 +149,7 @@ def main(argv=None):
         for n in args.workers:
             running = {}
             for c in contenders:
-                servers, ports, note = start(c, n, app, args.prefork_path)
+                servers, ports, note = start(c, n, app, args.prefork_path, args.nginx_workers)
                 for s in servers:
                     s.wait_ready()
                 running[c] = (servers, ports, note)
@@ -171,8 +187,9 @@ def main(argv=None):
                     for c in contenders:
                         rs = results[(conns, shape, c)]
                         rps = common.median([r["rps"] for r in rs])
-                        name = {"waitress-t1xN": f"waitress-t1x{n}-pinned", "prefork": f"prefork-{n}",
-                                "gunicorn-sync": f"gunicorn-sync-w{n}"}.get(c, c)
+                        name = (c.replace("waitress-t1xN", f"waitress-t1x{n}-pinned")
+                                .replace("prefork", f"prefork-{n}")
+                                .replace("gunicorn-sync", f"gunicorn-sync-w{n}"))
                         rows.append([
                             conns, shape, name, len(running[c][1]), rps,
                             common.median([r["p50_ms"] for r in rs]),
