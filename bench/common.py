@@ -138,6 +138,7 @@ def stop_all():
 
 
 def _on_signal(signum, frame):
+    print(f"\ninterrupted by signal {signum}: stopping the servers", file=sys.stderr, flush=True)
     stop_all()
     # default action afterwards: exit with the conventional status
     raise SystemExit(128 + signum)

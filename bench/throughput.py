@@ -76,11 +76,12 @@ def prefork_available(prefork_path):
 def start(contender, n, app, prefork_path, nginx_workers=1):
     """Start one contender; return ([Server], ports to load, shape note)."""
     if contender.startswith("nginx+"):
-        servers, ports, _ = start(contender[len("nginx+"):], n, app, prefork_path)
+        servers, ports, inner = start(contender[len("nginx+"):], n, app, prefork_path)
         for s in servers:
             s.wait_ready()
         front = common.nginx_server(f"nginx-{n}", ports, workers=nginx_workers)
-        return servers + [front], front.ports, "keep-alive to nginx and upstream"
+        upstream = "upstream closes" if inner else "upstream keep-alive"
+        return servers + [front], front.ports, f"to nginx as asked; {upstream}"
     ncpu = len(os.sched_getaffinity(0))
     if contender == "gunicorn-sync":
         port = common.free_port()
