@@ -1,0 +1,1 @@
+"""Benchmark scripts for prefork_waitress (see bench/README.md)."""

@@ -1,0 +1,34 @@
+"""Run the app under prefork_waitress (used by bench/throughput.py).
+
+    python bench/prefork_launcher.py --workers 2 --base-port 20000 bench.apps:hello
+
+Exits with status 3 and prints "prefork_waitress: not available" when the
+library cannot be imported (not written yet, or not on PYTHONPATH).
+"""
+
+import argparse
+import sys
+
+NOT_AVAILABLE = 3
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--workers", type=int, required=True)
+    p.add_argument("--base-port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--check", action="store_true", help="only check the import")
+    p.add_argument("app", nargs="?", default="bench.apps:hello")
+    args = p.parse_args(argv)
+    try:
+        from prefork_waitress import Master
+    except ImportError as exc:
+        print(f"prefork_waitress: not available ({exc})", flush=True)
+        sys.exit(NOT_AVAILABLE)
+    if args.check:
+        return
+    Master(args.app, workers=args.workers, host=args.host, base_port=args.base_port).start()
+
+
+if __name__ == "__main__":
+    main()

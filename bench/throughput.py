@@ -1,0 +1,206 @@
+"""Throughput and latency: gunicorn sync vs waitress vs prefork_waitress.
+
+Run from the repo root (or ``python -m bench.throughput``)::
+
+    python bench/throughput.py                       # N=1,2,4, hello+sleep20, c=32
+    python bench/throughput.py --workers 2 --apps hello --conns 8,32 --rounds 5
+    python bench/throughput.py --prefork-path /path/to/checkout   # library elsewhere
+
+Contenders for each worker count N:
+
+  gunicorn-sync    ``gunicorn -k sync -w N --bind 127.0.0.1:P``; one port.
+                   The sync worker does not do keep-alive: it answers with
+                   ``Connection: close`` and closes, so wrk reconnects for
+                   every request whatever the shape asked for.
+  waitress-t1      one plain waitress process, threads=1, unpinned (one port;
+                   the same for every N, repeated so that ratios come from the
+                   same invocation)
+  waitress-t4      one plain waitress process, threads=4, unpinned
+  waitress-t1xN    N plain waitress threads=1 processes, one port each,
+                   worker i pinned to CPU i mod ncpu: what prefork_waitress
+                   should reach (no master, no command thread)
+  prefork-N        prefork_waitress ``Master(app, workers=N, base_port=P)``
+                   through bench/prefork_launcher.py; skipped with
+                   "prefork_waitress: not available" if it cannot be imported
+  nginx+X          (opt-in with --contenders) nginx on one port in front of
+                   the ports of X (waitress-t1xN, prefork, gunicorn-sync), upstream
+                   keep-alive, ``worker_processes`` = --nginx-workers (1)
+
+Multi-port contenders are loaded by ONE wrk whose threads are spread over
+the ports (connections split evenly; see common.run_wrk).  Per round, the
+contenders run one after the other in an order rotated every round; the
+table shows medians over the rounds and the ratio to gunicorn-sync with the
+same N.  Nginx in front of the ports is not measured yet.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+
+try:
+    from bench import common
+except ImportError:  # run as a script: python bench/throughput.py
+    import common
+
+CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork",
+              "nginx+waitress-t1xN", "nginx+prefork", "nginx+gunicorn-sync")
+DEFAULT_CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork")
+
+
+def csv(kind):
+    return lambda s: [kind(x) for x in s.split(",") if x.strip()]
+
+
+def prefork_env(prefork_path):
+    paths = ([prefork_path] if prefork_path else []) + [common.REPO_ROOT]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def prefork_available(prefork_path):
+    proc = subprocess.run(
+        [sys.executable, "bench/prefork_launcher.py", "--check", "--workers", "1", "--base-port", "1"],
+        cwd=common.REPO_ROOT,
+        env={**os.environ, **prefork_env(prefork_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        print((proc.stdout + proc.stderr).strip().splitlines()[-1], flush=True)
+        return False
+    return True
+
+
+def start(contender, n, app, prefork_path, nginx_workers=1):
+    """Start one contender; return ([Server], ports to load, shape note)."""
+    if contender.startswith("nginx+"):
+        servers, ports, inner = start(contender[len("nginx+"):], n, app, prefork_path)
+        for s in servers:
+            s.wait_ready()
+        front = common.nginx_server(f"nginx-{n}", ports, workers=nginx_workers)
+        upstream = "upstream closes" if inner else "upstream keep-alive"
+        return servers + [front], front.ports, f"to nginx as asked; {upstream}"
+    ncpu = len(os.sched_getaffinity(0))
+    if contender == "gunicorn-sync":
+        port = common.free_port()
+        argv = [
+            sys.executable, "-m", "gunicorn", "-k", "sync", "-w", str(n),
+            "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app,
+        ]
+        return [common.Server(f"gunicorn-w{n}", argv, [port])], [port], "close (server)"
+    if contender in ("waitress-t1", "waitress-t4"):
+        port = common.free_port()
+        threads = contender[-1]
+        args = ["bench/waitress_server.py", "--port", str(port), "--threads", threads, "--app", app]
+        return [common.python_server(contender, args, [port])], [port], None
+    if contender == "waitress-t1xN":
+        ports = [common.free_port() for _ in range(n)]
+        servers = [
+            common.python_server(
+                f"waitress-t1-{i}",
+                ["bench/waitress_server.py", "--port", str(p), "--threads", "1", "--app", app,
+                 "--pin", "early", "--cpus", str(i % ncpu)],
+                [p],
+            )
+            for i, p in enumerate(ports)
+        ]
+        return servers, ports, None
+    if contender == "prefork":
+        base = common.free_port_range(n)
+        ports = list(range(base, base + n))
+        argv = [sys.executable, "bench/prefork_launcher.py", "--workers", str(n),
+                "--base-port", str(base), app]
+        return [common.Server(f"prefork-{n}", argv, ports, env=prefork_env(prefork_path))], ports, None
+    raise ValueError(contender)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="gunicorn sync vs waitress vs prefork_waitress")
+    p.add_argument("--workers", type=csv(int), default=[1, 2, 4])
+    p.add_argument("--apps", type=csv(str), default=["hello", "sleep20"],
+                   help="names in bench/apps.py")
+    p.add_argument("--conns", type=csv(int), default=[32])
+    p.add_argument("--shapes", type=csv(str), default=["keepalive"],
+                   help="keepalive (wrk default) and/or close (Connection: close)")
+    p.add_argument("--contenders", type=csv(str), default=list(DEFAULT_CONTENDERS),
+                   help=f"from {', '.join(CONTENDERS)}")
+    p.add_argument("--nginx-workers", type=int, default=1,
+                   help="nginx worker_processes for the nginx+ contenders")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    p.add_argument("--prefork-path", default=None,
+                   help="directory to put first on PYTHONPATH for prefork_waitress")
+    args = p.parse_args(argv)
+    for c in args.contenders:
+        if c not in CONTENDERS:
+            p.error(f"unknown contender {c!r}; choose from {', '.join(CONTENDERS)}")
+    contenders = list(args.contenders)
+    if any(c.endswith("prefork") for c in contenders) and not prefork_available(args.prefork_path):
+        contenders = [c for c in contenders if not c.endswith("prefork")]
+    if not contenders:
+        sys.exit("no contender left to run")
+
+    print(f"# machine: {common.machine_summary()}")
+    print(f"# {args.rounds} rounds x {args.duration}s per run, connections {args.conns}, "
+          f"shapes {args.shapes}, contenders {contenders}")
+    for app_name in args.apps:
+        app = f"bench.apps:{app_name}"
+        for n in args.workers:
+            running = {}
+            for c in contenders:
+                servers, ports, note = start(c, n, app, args.prefork_path, args.nginx_workers)
+                for s in servers:
+                    s.wait_ready()
+                running[c] = (servers, ports, note)
+            results = {}
+            for rnd in range(args.rounds):
+                for conns in args.conns:
+                    for shape in args.shapes:
+                        k = rnd % len(contenders)
+                        for c in contenders[k:] + contenders[:k]:
+                            servers, ports, _ = running[c]
+                            for s in servers:
+                                if not s.alive():
+                                    raise RuntimeError(f"{s.name} died:\n{s.output()}")
+                            r = common.run_wrk(ports, conns, args.duration, close=(shape == "close"))
+                            results.setdefault((conns, shape, c), []).append(r)
+                            print(
+                                f"  {app_name} N={n} c={conns} {shape} {c:14s} round {rnd + 1}: "
+                                f"{r['rps']:8.0f} req/s p50 {r['p50_ms']:7.2f} ms "
+                                f"p99 {r['p99_ms']:7.2f} ms errors {r.error_count} non2xx {r['non2xx']}",
+                                file=sys.stderr, flush=True,
+                            )
+            for servers, _, _ in running.values():
+                for s in servers:
+                    s.stop()
+
+            print(f"\n## app={app_name} N={n} (medians of {args.rounds} rounds, latency in ms)")
+            headers = ["c", "shape", "contender", "ports", "req/s", "p50", "p99",
+                       "errors", "vs gunicorn", "connections"]
+            rows = []
+            for conns in args.conns:
+                for shape in args.shapes:
+                    base = None
+                    if "gunicorn-sync" in contenders:
+                        base = common.median([r["rps"] for r in results[(conns, shape, "gunicorn-sync")]])
+                    for c in contenders:
+                        rs = results[(conns, shape, c)]
+                        rps = common.median([r["rps"] for r in rs])
+                        name = (c.replace("waitress-t1xN", f"waitress-t1x{n}-pinned")
+                                .replace("prefork", f"prefork-{n}")
+                                .replace("gunicorn-sync", f"gunicorn-sync-w{n}"))
+                        rows.append([
+                            conns, shape, name, len(running[c][1]), rps,
+                            common.median([r["p50_ms"] for r in rs]),
+                            common.median([r["p99_ms"] for r in rs]),
+                            sum(r.error_count + r["non2xx"] for r in rs),
+                            f"{rps / base:.2f}x" if base else "-",
+                            running[c][2] or ("close (client)" if shape == "close" else "keep-alive"),
+                        ])
+            common.print_table(headers, rows)
+
+
+if __name__ == "__main__":
+    main()
