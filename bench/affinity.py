@@ -109,7 +109,7 @@ def main(argv=None):
                             file=sys.stderr,
                             flush=True,
                         )
-        for ports, servers in sets.values():
+        for _ports, servers in sets.values():
             for s in servers:
                 s.stop()
 

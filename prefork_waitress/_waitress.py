@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -60,7 +61,27 @@ class _DrainAwareTask(WSGITask):  # type: ignore[misc]
 
 
 class _DrainAwareChannel(HTTPChannel):  # type: ignore[misc]
+    """A channel that also keeps the I/O loop from spinning while the task thread sends."""
+
     task_class = _DrainAwareTask
+    pw_task_sending = False
+
+    def _flush_some(self, do_close: bool = True) -> Any:
+        # With send_bytes=1 the task thread sends its own output while holding
+        # outbuf_lock; meanwhile the channel looks writable, so the loop would
+        # spin on a lock it cannot take, fighting the sender for the GIL.
+        if threading.get_ident() == self.server.pw_loop_thread:
+            return super()._flush_some(do_close)
+        self.pw_task_sending = True
+        try:
+            return super()._flush_some(do_close)
+        finally:
+            self.pw_task_sending = False
+
+    def writable(self) -> Any:
+        if self.pw_task_sending and not (self.will_close or self.close_when_flushed):
+            return False
+        return super().writable()
 
 
 def _has_pending_bytes(sock: socket.socket) -> bool:
@@ -99,6 +120,7 @@ class DrainableServer:
         self.server.channel_class = _DrainAwareChannel
         self.server.pw_hooks = hooks
         self.server.pw_closing = False
+        self.server.pw_loop_thread = threading.get_ident()
         self._map = self.server._map
         self._stop_requested = False
         self._drain_started: Optional[float] = None

@@ -30,7 +30,16 @@ def test_the_internal_names_we_use_still_exist():
     assert "sockets" in Adjustments._param_map and create_server
     for name in ("channel_class", "accepting", "del_channel", "pull_trigger", "maintenance"):
         assert hasattr(BaseWSGIServer, name), name
-    for name in ("task_class", "handle_close", "received", "service", "will_close", "close_when_flushed"):
+    for name in (
+        "task_class",
+        "handle_close",
+        "received",
+        "service",
+        "will_close",
+        "close_when_flushed",
+        "_flush_some",
+        "writable",
+    ):
         assert hasattr(HTTPChannel, name), name
     for name in ("service", "build_response_header", "set_close_on_finish", "close_on_finish"):
         assert hasattr(WSGITask, name), name
@@ -43,7 +52,13 @@ def test_the_internal_names_we_use_still_exist():
     assert "task.close_on_finish" in inspect.getsource(HTTPChannel.service)
 
 
+BIG_CHUNK = b"x" * (1 << 20)
+
+
 def _app(environ, start_response):
+    if environ["PATH_INFO"] == "/big":  # past outbuf_high_watermark (16 MiB): the task waits for the loop
+        start_response("200 OK", [("Content-Length", str(24 * len(BIG_CHUNK)))])
+        return [BIG_CHUNK] * 24
     if environ["PATH_INFO"] == "/slow":
         time.sleep(0.5)
     start_response("200 OK", [("Content-Length", "2")])
@@ -111,3 +126,15 @@ def test_request_arriving_during_drain_grace_is_served_with_close():
     thread.join(5)
     assert not thread.is_alive()
     conn.close()
+
+
+def test_large_response_streams_while_the_task_thread_sends():
+    server, hooks, thread, port = _serve()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(2):
+        conn.request("GET", "/big")
+        assert len(conn.getresponse().read()) == 24 * len(BIG_CHUNK)
+    assert server.server.active_channels, "still kept alive"
+    server.request_stop()
+    thread.join(5)
+    assert not thread.is_alive()
