@@ -1,12 +1,11 @@
 """Running the real command line in a subprocess: prefork-waitress and its ctl."""
 
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
-from conftest import HERE, ROOT, wait_until
+from conftest import HERE, ROOT, stop_process_group, wait_until
 
 from prefork_waitress.control import ControlError, request
 
@@ -69,18 +68,7 @@ class Server:
         return self.stderr_path.read_text(errors="replace")
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if self.proc.poll() is None:
-            self.proc.wait(5)
+        stop_process_group(self.proc)
         self._stderr.close()
 
 

@@ -56,6 +56,22 @@ def pid_alive(pid):
         return False
 
 
+def stop_process_group(proc, first_signal=signal.SIGTERM, grace=10.0):
+    """Ask ``proc`` to stop, then SIGKILL whatever is left of its process group (its session)."""
+    if proc.poll() is None:
+        proc.send_signal(first_signal)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
+        proc.wait(5)
+
+
 def port_is_free(port):
     with socket.socket() as s:
         try:
@@ -150,18 +166,7 @@ class Cluster:
 
     def close(self):
         """Stop the master, then kill anything of its session that is left."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if self.proc.poll() is None:
-            self.proc.wait(5)
+        stop_process_group(self.proc)
         self._stderr.close()
         for stream in (self.proc.stdin, self.proc.stdout):
             try:

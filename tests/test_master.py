@@ -242,29 +242,27 @@ def test_output_gets_worker_stdout_and_stderr_and_stdin_is_devnull(cluster, tmp_
     )
 
 
-def test_app_import_failure_at_start_is_a_clear_error(cluster):
-    c = cluster("""
+@pytest.mark.parametrize(
+    "source, spec, expected",
+    [
+        (None, "apps_that_do_not_exist:app", "apps_that_do_not_exist"),
+        ("raise RuntimeError('database is down')\n", "broken_app:app", "database is down"),
+        ("app = None\n", "broken_app:application", "has no attribute 'application'"),
+    ],
+    ids=["missing-module", "raises-at-import", "missing-attribute"],
+)
+def test_app_that_cannot_load_at_start_is_a_boot_error_with_its_message(cluster, tmp_path, source, spec, expected):
+    if source is not None:
+        (tmp_path / "broken_app.py").write_text(source)
+    c = cluster(f"""
         try:
-            RecordingMaster("apps_that_do_not_exist:app", workers=2, base_port=0).start()
+            RecordingMaster({spec!r}, workers=2, base_port=0).start()
         except Exception as exc:
             emit("failed", type=type(exc).__name__, message=str(exc))
     """)
     failed = c.wait_event("failed")
-    assert failed["type"] == "BootError"
-    assert "apps_that_do_not_exist" in failed["message"]
+    assert failed["type"] == "BootError" and expected in failed["message"]
     assert c.wait_exit() == 0
-
-
-def test_app_raising_at_import_reports_its_own_message(cluster, tmp_path):
-    (tmp_path / "broken_app.py").write_text("raise RuntimeError('database is down')\n")
-    c = cluster("""
-        try:
-            RecordingMaster("broken_app:app", workers=2, base_port=0).start()
-        except Exception as exc:
-            emit("failed", type=type(exc).__name__, message=str(exc))
-    """)
-    failed = c.wait_event("failed")
-    assert failed["type"] == "BootError" and "database is down" in failed["message"]
 
 
 def test_port_in_use_fails_before_forking(cluster):

@@ -10,7 +10,7 @@ import subprocess
 import threading
 
 import pytest
-from conftest import free_port, get, wait_until
+from conftest import free_port, get, stop_process_group, wait_until
 
 from prefork_waitress.upstream import render
 
@@ -131,19 +131,8 @@ class Nginx:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait(5)
+        if self.proc is not None:
+            stop_process_group(self.proc, signal.SIGQUIT, grace=5)
 
 
 @pytest.fixture
