@@ -180,9 +180,10 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
 
 
 def _report_boot_failure(channel: Channel, exc: BaseException) -> None:
+    """Tell the master why (it logs the traceback, once per distinct error); log here if it is gone."""
     message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    log.error("worker failed to start: %s", message, exc_info=True)
-    channel.send(("boot_failed", message, traceback.format_exc()))
+    if not channel.send(("boot_failed", message, traceback.format_exc())):
+        log.error("worker failed to start: %s", message, exc_info=True)
 
 
 def run(spec: ChildSpec) -> None:

@@ -90,9 +90,10 @@ class RollingReload:
         self.successor = None
         reason = worker.boot_error or "it exited before it was ready"
         log.error(
-            "reload abandoned: the new worker %d could not start (%s); the old workers keep serving",
+            "reload abandoned: the new worker %d could not start (%s); the old workers keep serving%s",
             worker.slot.id,
             reason,
+            f"\n{worker.boot_traceback.rstrip()}" if worker.boot_traceback else "",
         )
         self._finish(False)
         return True

@@ -41,7 +41,8 @@ class WorkerProcess:
         self.started_at: Optional[float] = None
         self.ready = False
         self.stopping = False
-        self.boot_error: Optional[str] = None
+        self.boot_error: Optional[str] = None  # one line: "RuntimeError: database is down"
+        self.boot_traceback: Optional[str] = None
         self.timers: "list[Timer]" = []
         self.meter: Any = None
 

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from . import _child, _platform
+from ._backoff import CrashLoops
 from ._commands import CommandChannel, targets
 from ._loading import AppImportError, resolve
 from ._loop import EventLoop
@@ -27,7 +28,6 @@ log = logging.getLogger("prefork_waitress")
 
 NEW, BOOTING, RUNNING, STOPPING, STOPPED = "new", "booting", "running", "stopping", "stopped"
 IMMEDIATE_STOP_TIMEOUT = 5.0
-BACKOFF_START, BACKOFF_CAP = 0.1, 30.0
 
 
 class Master:
@@ -52,6 +52,7 @@ class Master:
         self._state = NEW
         self._boot_error: Optional[str] = None
         self._rolling = RollingReload(self)
+        self._crashes = CrashLoops()
         self._pending_ports: bool = False
         self._install_default_signals()
 
@@ -325,15 +326,14 @@ class Master:
         elif kind == "ready":
             self._loop.call_soon(lambda: self._ready(worker, message[2]))
         elif kind == "boot_failed":
-            worker.boot_error = message[1]
-            log.error("worker %d (pid %d) failed to start:\n%s", worker.slot.id, worker.pid, message[2])
+            worker.boot_error, worker.boot_traceback = message[1], message[2]
 
     def _ready(self, worker: WorkerProcess, started_at: float) -> None:
         if worker.pid not in self._processes or worker.stopping:
             return
         worker.ready = True
         worker.started_at = started_at
-        worker.slot.boot_failures = 0
+        self._crashes.recovered(worker.slot)
         worker.cancel_timers()
         log.info(
             "worker %d (pid %d, generation %d) serving on port %d",
@@ -364,6 +364,7 @@ class Master:
 
     def _exited(self, worker: WorkerProcess) -> None:
         """A worker's sentinel fired: reap it, tell the hooks, refill its slot."""
+        self._drain_messages(worker)  # e.g. its boot error, sent just before it exited
         exitcode = self._reap(worker)
         slot = worker.slot
         was_current = slot.current is worker
@@ -373,6 +374,13 @@ class Master:
         if self._rolling.process_exited(worker):
             return
         if not was_current or self._state == STOPPING:
+            log.info(
+                "worker %d (pid %d, generation %d) exited with %s",
+                slot.id,
+                worker.pid,
+                worker.generation,
+                describe_exit(exitcode),
+            )
             return
         if slot.retiring:
             slot.sock.close()
@@ -386,22 +394,28 @@ class Master:
             slot.restarts += 1
             self._spawn(slot)
             return
-        reason = worker.boot_error or f"it exited with {why} before it was ready"
         if self._state == BOOTING:
-            self._boot_error = reason
-            log.error("worker %d could not start (%s); stopping", slot.id, reason)
+            self._boot_error = worker.boot_error or f"it exited with {why} before it was ready"
+            details = f"\n{worker.boot_traceback.rstrip()}" if worker.boot_traceback else ""
+            log.error("worker %d could not start (%s); stopping%s", slot.id, self._boot_error, details)
             self.stop()
             return
-        delay = min(BACKOFF_CAP, BACKOFF_START * 2**slot.boot_failures)
-        slot.boot_failures += 1
+        delay = self._crashes.failed(slot, worker, exitcode)
         slot.restarts += 1
-        log.error("worker %d could not start (%s); retrying in %.1f s", slot.id, reason, delay)
         slot.respawn_timer = self._loop.call_later(delay, lambda: self._respawn_after_backoff(slot))
 
     def _respawn_after_backoff(self, slot: Slot) -> None:
         slot.respawn_timer = None
         if self._state in (BOOTING, RUNNING) and not slot.retiring and slot.current is None:
             self._spawn(slot)
+
+    def _drain_messages(self, worker: WorkerProcess) -> None:
+        """Read what an exited worker sent before its sentinel fired."""
+        try:
+            while not worker.conn.closed and worker.conn.poll(0):
+                self._receive(worker)
+        except (OSError, EOFError):
+            pass
 
     def _reap(self, worker: WorkerProcess) -> Optional[int]:
         if self._processes.pop(worker.pid, None) is None:
