@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import logging
 import os
 import pickle
@@ -122,6 +123,18 @@ def _redirect_stdio(output: Any) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)
 
 
+def _enable_traceback_dump() -> None:
+    """SIGUSR2 writes every thread's traceback to stderr, even while a request holds the GIL.
+
+    The master sends it before killing a worker whose request ran past
+    request_timeout; an operator can send it too (``kill -USR2 PID``).
+    """
+    try:
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True, chain=False)
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        pass  # no usable stderr or no SIGUSR2: no dump
+
+
 def _load_app(spec: ChildSpec) -> Any:
     return resolve(spec.app) if isinstance(spec.app, str) else spec.app
 
@@ -192,6 +205,7 @@ def run(spec: ChildSpec) -> None:
     try:
         _reset_inherited_state(spec)
         _redirect_stdio(spec.output)
+        _enable_traceback_dump()
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         code = _run(spec)
     except BaseException:

@@ -70,6 +70,10 @@ class RollingReload:
                 return slot
         return None
 
+    def replacing(self, slot: Slot) -> bool:
+        """True while a successor for ``slot`` is starting."""
+        return self.successor is not None and self.successor.slot is slot
+
     def successor_ready(self, worker: WorkerProcess) -> bool:
         """The new worker of a slot serves: make it current and stop the old one."""
         if worker is not self.successor:

@@ -20,6 +20,7 @@ from ._loop import EventLoop
 from ._pidfile import PidFile
 from ._rolling import RollingReload
 from ._slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
+from ._timeouts import RequestTimeouts
 from .errors import BootError
 from .options import Settings, make_settings
 from .worker import Worker
@@ -53,6 +54,7 @@ class Master:
         self._boot_error: Optional[str] = None
         self._rolling = RollingReload(self)
         self._crashes = CrashLoops()
+        self._timeouts = RequestTimeouts(self, self.settings.request_timeout)
         self._pending_ports: bool = False
         self._install_default_signals()
 
@@ -199,6 +201,7 @@ class Master:
             self._reap(process)
         for slot in self._slots:
             slot.sock.close()
+        self._timeouts.stop()
         self._loop.close_signals()
         if self._pidfile is not None:
             self._pidfile.remove()
@@ -270,6 +273,7 @@ class Master:
         """Fork a worker for ``slot``; it becomes the slot's current one unless told otherwise."""
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         generation = slot.next_generation()
+        meter = self._timeouts.new_meter()
         spec = _child.ChildSpec(
             slot_id=slot.id,
             port=slot.port,
@@ -285,12 +289,15 @@ class Master:
             max_requests=self._max_requests(),
             master_pid=os.getpid(),
             inherited=self._inherited() + [parent_conn],
+            meter=meter,
         )
         process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
         process.start()
         child_conn.close()
         worker = WorkerProcess(slot, generation, process, parent_conn)
+        worker.meter = meter
         self._processes[worker.pid] = worker
+        self._timeouts.watch()
         self._loop.add_reader(parent_conn, lambda conn: self._receive(worker))
         self._loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
         worker.timers.append(self._loop.call_later(self.settings.boot_timeout, lambda: self.boot_timed_out(worker)))
@@ -427,17 +434,31 @@ class Master:
         exitcode = worker.process.exitcode
         worker.conn.close()
         worker.process.close()
+        if worker.meter is not None:
+            worker.meter.close()
         return exitcode
 
-    def _stop_process(self, worker: WorkerProcess, graceful: bool) -> None:
+    def _stop_process(self, worker: WorkerProcess, graceful: bool, timeout: Optional[float] = None) -> None:
         """Ask a worker to leave (SIGTERM drains, SIGINT leaves now); kill it after the timeout."""
         worker.stopping = True
-        timeout = self.settings.graceful_timeout if graceful else IMMEDIATE_STOP_TIMEOUT
+        if timeout is None:
+            timeout = self.settings.graceful_timeout if graceful else IMMEDIATE_STOP_TIMEOUT
         try:
             os.kill(worker.pid, signal.SIGTERM if graceful else signal.SIGINT)
         except ProcessLookupError:
             return
         worker.timers.append(self._loop.call_later(timeout, lambda: self._kill(worker, timeout)))
+
+    def _take_out_of_service(self, worker: WorkerProcess, kill_after: float) -> None:
+        """Stop a worker that cannot serve (stuck), kill it after ``kill_after`` s, refill its slot now."""
+        slot = worker.slot
+        self._stop_process(worker, graceful=True, timeout=kill_after)
+        if slot.current is not worker:
+            return
+        slot.current = None
+        if self._state in (BOOTING, RUNNING) and not slot.retiring and not self._rolling.replacing(slot):
+            slot.restarts += 1
+            self._spawn(slot)
 
     def _kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
         if worker.pid not in self._processes:
