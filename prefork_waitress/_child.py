@@ -50,7 +50,7 @@ class ChildSpec:
 
 
 class WorkerRequests(RequestHooks):
-    """Counts requests, publishes the running request's start, stops after max_requests."""
+    """Counts requests, publishes the running request's start, calls on_limit at max_requests."""
 
     def __init__(self, worker: Worker, max_requests: int, meter: Any) -> None:
         self.worker = worker
@@ -63,7 +63,7 @@ class WorkerRequests(RequestHooks):
         worker.in_flight = 1
         if self.meter is not None:
             self.meter.started()
-        return bool(self.max_requests) and worker.requests_served + 1 >= self.max_requests
+        return False  # at max_requests the master stops this worker once a successor serves
 
     def request_finished(self) -> None:
         worker = self.worker
@@ -71,7 +71,7 @@ class WorkerRequests(RequestHooks):
         worker.requests_served += 1
         if self.meter is not None:
             self.meter.finished()
-        if self.max_requests and worker.requests_served >= self.max_requests:
+        if self.max_requests and worker.requests_served == self.max_requests:
             self.on_limit()
 
 
@@ -222,7 +222,8 @@ def _run(spec: ChildSpec) -> int:
     except BaseException as exc:
         _report_boot_failure(channel, exc)
         return EXIT_BOOT_FAILED
-    stop = _install_stop(worker, server, requests, spec)
+    stop = _install_stop(worker, server, spec)
+    requests.on_limit = lambda: _ask_to_recycle(channel, worker, stop)
     threading.Thread(target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True).start()
     channel.send(("ready", worker.pid, worker.started_at))
     server.serve()
@@ -230,10 +231,8 @@ def _run(spec: ChildSpec) -> int:
     return EXIT_OK
 
 
-def _install_stop(
-    worker: Worker, server: DrainableServer, requests: WorkerRequests, spec: ChildSpec
-) -> Callable[[], None]:
-    """Wire every way of stopping (signal, command, EOF, max_requests) to one drain."""
+def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> Callable[[], None]:
+    """Wire every way of stopping (signal, command, EOF) to one drain."""
 
     def stop() -> None:
         if not stopping:
@@ -243,10 +242,19 @@ def _install_stop(
 
     stopping: List[bool] = []
     worker._stop = stop
-    requests.on_limit = stop
     signal.signal(signal.SIGTERM, lambda signum, frame: stop())
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_OK))
     return stop
+
+
+def _ask_to_recycle(channel: Channel, worker: Worker, stop: Callable[[], None]) -> None:
+    """max_requests reached: the master forks a successor, and stops this worker once it serves.
+
+    Until then this worker keeps serving, so the slot is never without one;
+    the master recycles one slot at a time. Without a master, just stop.
+    """
+    if not channel.send(("recycle", worker.requests_served)):
+        stop()
 
 
 def _start_exit_deadline(seconds: float) -> None:

@@ -29,16 +29,18 @@ class RollingReload:
         if state in ("stopping", "stopped"):
             log.info("reload ignored: the master is %s", state)
             return
-        if self.active or state != "running":
+        busy = self.master._recycler.busy
+        if self.active or state != "running" or busy:
             if not self.queued:
-                log.info("reload queued: it starts when the current %s ends", "reload" if self.active else "boot")
+                what = "reload" if self.active else "recycling" if busy else "boot"
+                log.info("reload queued: it starts when the current %s ends", what)
             self.queued = True
             return
         self._begin()
 
     def start_queued(self) -> None:
         """Run a reload that was asked for while none could start."""
-        if self.queued and not self.active and self.master.state == "running":
+        if self.queued and not self.active and self.master.state == "running" and not self.master._recycler.busy:
             self.queued = False
             self._begin()
 
@@ -117,3 +119,4 @@ class RollingReload:
             log.info("rolling reload done: %d workers on the new code", len(self.master._slots))
         self.master.emit("reloaded", ok)
         self.start_queued()
+        self.master._recycler.pump()

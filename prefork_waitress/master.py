@@ -18,6 +18,7 @@ from ._commands import CommandChannel, targets
 from ._loading import AppImportError, resolve
 from ._loop import EventLoop
 from ._pidfile import PidFile
+from ._recycle import Recycler
 from ._rolling import RollingReload
 from ._slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
 from ._timeouts import RequestTimeouts
@@ -55,6 +56,7 @@ class Master:
         self._rolling = RollingReload(self)
         self._crashes = CrashLoops()
         self._timeouts = RequestTimeouts(self, self.settings.request_timeout)
+        self._recycler = Recycler(self)
         self._pending_ports: bool = False
         self._install_default_signals()
 
@@ -219,6 +221,7 @@ class Master:
         log.info("stopping %s", "gracefully" if graceful else "at once")
         self._state = STOPPING
         self._rolling.abandon("the master is stopping")
+        self._recycler.abandon()
         self.emit("stopping")
         for slot in self._slots:
             if slot.respawn_timer is not None:
@@ -332,6 +335,8 @@ class Master:
             self._commands.store_reply(*message[1:])
         elif kind == "ready":
             self._loop.call_soon(lambda: self._ready(worker, message[2]))
+        elif kind == "recycle":
+            self._loop.call_soon(lambda: self._recycler.request(worker, message[1]))
         elif kind == "boot_failed":
             worker.boot_error, worker.boot_traceback = message[1], message[2]
 
@@ -349,7 +354,7 @@ class Master:
             worker.generation,
             worker.slot.port,
         )
-        if self._rolling.successor_ready(worker):
+        if self._rolling.successor_ready(worker) or self._recycler.successor_ready(worker):
             return
         self.emit("worker_started", worker.info())
         self._after_ready()
@@ -361,6 +366,7 @@ class Master:
             log.info("all %d workers serving on ports %s", len(self._slots), self.ports)
             self.emit("when_ready")
             self._rolling.start_queued()
+            self._recycler.pump()
         elif self._pending_ports:
             self._maybe_announce_ports()
 
@@ -378,7 +384,7 @@ class Master:
         if was_current:
             slot.current = None
         self.emit("worker_exited", worker.info(), exitcode)
-        if self._rolling.process_exited(worker):
+        if self._rolling.process_exited(worker) or self._recycler.process_exited(worker, exitcode):
             return
         if not was_current or self._state == STOPPING:
             log.info(
@@ -456,9 +462,13 @@ class Master:
         if slot.current is not worker:
             return
         slot.current = None
-        if self._state in (BOOTING, RUNNING) and not slot.retiring and not self._rolling.replacing(slot):
+        if self._state in (BOOTING, RUNNING) and not slot.retiring and not self._replacing(slot):
             slot.restarts += 1
             self._spawn(slot)
+
+    def _replacing(self, slot: Slot) -> bool:
+        """A successor for ``slot`` is starting (rolling reload or recycling)."""
+        return self._rolling.replacing(slot) or self._recycler.replacing(slot)
 
     def _kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
         if worker.pid not in self._processes:

@@ -189,3 +189,58 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class LoadLoop:
+    """Bounded client load on 127.0.0.1: keep-alive and fresh connections, counting failures."""
+
+    def __init__(self, ports, threads=4, max_seconds=30.0, path="/"):
+        self.ports = list(ports)
+        self.path = path
+        self.ok = 0
+        self.failures = []
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + max_seconds
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def _run(self, index):
+        keep_alive = index % 2 == 0
+        conns = {}
+        n = index
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            port = self.ports[n % len(self.ports)]
+            n += 1
+            conn = conns.get(port) if keep_alive else None
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                status, body, headers = get(port, self.path, conn=conn)
+                if status != 200:
+                    raise AssertionError(f"status {status}: {body}")
+                with self._lock:
+                    self.ok += 1
+                if keep_alive and headers.get("Connection") != "close":
+                    conns[port] = conn
+                else:
+                    conns.pop(port, None)
+                    conn.close()
+            except Exception as exc:
+                conns.pop(port, None)
+                conn.close()
+                with self._lock:
+                    self.failures.append(f"port {port}: {type(exc).__name__}: {exc}")
+
+    def wait_for_requests(self, count, timeout=10.0):
+        start = self.ok
+        wait_until(lambda: self.ok >= start + count, timeout, message=f"{count} more requests")
