@@ -75,3 +75,21 @@ def test_keep_alive_connection_is_told_to_close_before_its_worker_leaves(cluster
     pids = list(dict.fromkeys(served_by))
     assert len(pids) == 3 and closes >= 2, (" ".join(served_by), closes)
     assert served_by == sorted(served_by, key=pids.index), "each worker served one run of requests"
+
+
+def test_recycling_and_rolling_reloads_wait_for_each_other(cluster):
+    c = cluster(BODY.format(workers=2, limit=15))
+    ready = c.ready()
+    with LoadLoop(ready["ports"], threads=4) as load:
+        for _ in range(3):
+            load.wait_for_requests(60)
+            c.order("reload")
+        reloads = [c.wait_event("reloaded") for _ in range(2)]  # a reload asked during one is queued, merged
+        load.wait_for_requests(60)
+    assert load.failures == []
+    assert all(r["ok"] for r in reloads)
+    settle(c, 15)
+    lifecycle = [e for e in c.events[c.events.index(ready) + 1 :] if e["event"] in ("worker_started", "worker_exited")]
+    assert all(e["serving"] == 2 for e in lifecycle), "a slot was without a serving worker"
+    assert all(e["exitcode"] == 0 for e in lifecycle if e["event"] == "worker_exited")
+    assert "recycling it" in c.stderr_path.read_text()

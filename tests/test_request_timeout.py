@@ -4,6 +4,7 @@ import signal
 import threading
 import time
 
+import pytest
 from conftest import get, wait_until
 
 from prefork_waitress._timeouts import _START, RequestMeter, RequestTimeouts
@@ -111,3 +112,51 @@ def test_sweep_sleeps_until_the_earliest_deadline_or_one_timeout():
     assert busy.read() == 0.0
     for meter in (idle, busy):
         meter.close()
+
+
+GIL_BODY = """
+import ctypes
+
+def holding_app(environ, start_response):
+    if environ["PATH_INFO"] == "/hold":
+        open("holding", "w").close()
+        ctypes.PyDLL(None).sleep(30)  # a C call that keeps the GIL: no Python code runs in this process
+    return apps.app(environ, start_response)
+
+RecordingMaster(holding_app, workers=1, base_port=0, output={out!r}, request_timeout={timeout},
+                graceful_timeout=1).start()
+emit("exited")
+"""
+
+
+def hold_the_gil(c, tmp_path, port):
+    """Start a request that holds the worker's GIL; returns its thread once the request runs."""
+    thread = threading.Thread(target=lambda: pytest.raises(Exception, get, port, "/hold", timeout=20))
+    thread.start()
+    wait_until(lambda: (tmp_path / "holding").exists(), message="the request to hold the GIL")
+    return thread
+
+
+def test_request_holding_the_gil_is_still_dumped_and_replaced(cluster, tmp_path):
+    out = tmp_path / "workers.out"
+    c = cluster(GIL_BODY.format(out=str(out), timeout=1))
+    ready = c.ready()
+    thread = hold_the_gil(c, tmp_path, ready["ports"][0])
+    exited = c.wait_event("worker_exited")
+    c.wait_event("worker_started", where=lambda e: e["info"]["generation"] == 2)
+    thread.join(20)
+    assert exited["exitcode"] == -signal.SIGKILL
+    wait_until(lambda: " in holding_app\n" in out.read_text(), message="the traceback of the GIL holder")
+    assert get(ready["ports"][0])[0] == 200
+
+
+def test_stop_kills_a_worker_that_cannot_even_run_its_signal_handler(cluster, tmp_path):
+    c = cluster(GIL_BODY.format(out=str(tmp_path / "workers.out"), timeout=None))
+    ready = c.ready()
+    thread = hold_the_gil(c, tmp_path, ready["ports"][0])
+    stopped = time.monotonic()
+    c.signal(signal.SIGTERM)
+    exited = c.wait_event("worker_exited")
+    assert exited["exitcode"] == -signal.SIGKILL  # neither its drain nor its own exit deadline could run
+    assert c.wait_exit() == 0 and time.monotonic() - stopped < 4
+    thread.join(20)
