@@ -60,14 +60,14 @@ def pid_alive(pid: int) -> bool:
 class Cluster:
     """A master subprocess; ``current`` maps slot id to the pid of its serving worker."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, cwd: Optional[str] = None, **options: Any) -> None:
         self._log = tempfile.NamedTemporaryFile(prefix="prefork-bench-", suffix=".log", delete=False)
         self.log_path = self._log.name
         self.proc = subprocess.Popen(
             [sys.executable, "-c", MASTER_SCRIPT, ROOT, json.dumps(options)],
             stdout=subprocess.PIPE,
             stderr=self._log,
-            cwd=os.getcwd(),
+            cwd=cwd or os.getcwd(),
             start_new_session=True,
         )
         self.pid = self.proc.pid
@@ -143,6 +143,12 @@ class Cluster:
                 return float("inf")
             time.sleep(0.002)
         return time.monotonic() - killed
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the master has used so far."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def orphans(self) -> List[int]:
         return [p for p in self.seen_pids if pid_alive(p)]

@@ -131,7 +131,19 @@ class RequestTimeouts:
             os.kill(worker.pid, DUMP_SIGNAL)
         except ProcessLookupError:
             return
-        self.master._take_out_of_service(worker, kill_after=KILL_AFTER_DUMP)
+        self._take_out_of_service(worker)
+
+    def _take_out_of_service(self, worker: WorkerProcess) -> None:
+        """Stop the stuck worker, kill it after KILL_AFTER_DUMP, fork its successor now."""
+        master, slot = self.master, worker.slot
+        master._stop_process(worker, graceful=True, timeout=KILL_AFTER_DUMP)
+        if slot.current is not worker:
+            return  # already replaced (a reload or a recycle), or stopping
+        slot.current = None
+        successor_coming = master._rolling.replacing(slot) or master._recycler.replacing(slot)
+        if master.state in ("booting", "running") and not slot.retiring and not successor_coming:
+            slot.restarts += 1
+            master._spawn(slot)
 
 
 def _note_in_output(output: Any, text: str) -> None:

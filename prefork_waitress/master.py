@@ -455,21 +455,6 @@ class Master:
             return
         worker.timers.append(self._loop.call_later(timeout, lambda: self._kill(worker, timeout)))
 
-    def _take_out_of_service(self, worker: WorkerProcess, kill_after: float) -> None:
-        """Stop a worker that cannot serve (stuck), kill it after ``kill_after`` s, refill its slot now."""
-        slot = worker.slot
-        self._stop_process(worker, graceful=True, timeout=kill_after)
-        if slot.current is not worker:
-            return
-        slot.current = None
-        if self._state in (BOOTING, RUNNING) and not slot.retiring and not self._replacing(slot):
-            slot.restarts += 1
-            self._spawn(slot)
-
-    def _replacing(self, slot: Slot) -> bool:
-        """A successor for ``slot`` is starting (rolling reload or recycling)."""
-        return self._rolling.replacing(slot) or self._recycler.replacing(slot)
-
     def _kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
         if worker.pid not in self._processes:
             return
