@@ -74,6 +74,7 @@ class Cluster:
         self.events: List[Dict[str, Any]] = []
         self.current: Dict[int, int] = {}
         self.seen_pids: set = set()
+        self.killed: set = set()
         self.ports: List[int] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -123,11 +124,13 @@ class Cluster:
         """SIGKILL the serving worker of ``slot``; its pid, or None if the slot has none right now."""
         with self._changed:
             pid = self.current.get(slot)
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                return None
+        if pid is None or pid in self.killed:  # killed already; its exit is not reported yet
+            return None
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return None
+        self.killed.add(pid)
         return pid
 
     def all_serving(self) -> bool:

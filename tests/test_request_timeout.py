@@ -120,7 +120,9 @@ import ctypes
 def holding_app(environ, start_response):
     if environ["PATH_INFO"] == "/hold":
         open("holding", "w").close()
-        ctypes.PyDLL(None).sleep(30)  # a C call that keeps the GIL: no Python code runs in this process
+        hold = ctypes.PyDLL(None).sleep  # a C call that keeps the GIL: no Python code runs meanwhile
+        while True:
+            hold(30)  # a signal cuts a sleep short: hold on again
     return apps.app(environ, start_response)
 
 RecordingMaster(holding_app, workers=1, base_port=0, output={out!r}, request_timeout={timeout},
