@@ -1,9 +1,31 @@
 """max_requests: workers are recycled one slot at a time, successor first, no request lost."""
 
 import http.client
+import select
 import time
 
+import pytest
 from conftest import LoadLoop, get, wait_until
+
+
+class ReusingLikeRealClients(http.client.HTTPConnection):
+    """Drops a kept-alive connection the server has closed before reusing it, as urllib3 and nginx do.
+
+    A draining worker closes keep-alive connections idle for IDLE_GRACE; a
+    client that sends on one anyway fails (the usual keep-alive race), which
+    a starved client thread on a loaded machine can hit.
+    """
+
+    def request(self, *args, **kwargs):
+        if self.sock is not None and select.select([self.sock], [], [], 0)[0]:
+            self.close()  # closed by the server while idle: send on a new connection
+        super().request(*args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def real_keep_alive_clients(monkeypatch):
+    monkeypatch.setattr(http.client, "HTTPConnection", ReusingLikeRealClients)
+
 
 BODY = """
 class M(RecordingMaster):
