@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import logging
 import os
 import pickle
@@ -51,7 +52,7 @@ class ChildSpec:
 
 
 class WorkerRequests(RequestHooks):
-    """Counts requests, publishes the running request's start, stops after max_requests."""
+    """Counts requests, publishes the running request's start, calls on_limit at max_requests."""
 
     def __init__(self, worker: Worker, max_requests: int, meter: Any) -> None:
         self.worker = worker
@@ -65,7 +66,7 @@ class WorkerRequests(RequestHooks):
         worker.in_flight = 1
         if self.meter is not None:
             self.meter.started()
-        return bool(self.max_requests) and worker.requests_served + 1 >= self.max_requests
+        return False  # at max_requests the master stops this worker once a successor serves
 
     def request_finished(self) -> None:
         worker = self.worker
@@ -73,7 +74,7 @@ class WorkerRequests(RequestHooks):
         worker.requests_served += 1
         if self.meter is not None:
             self.meter.finished()
-        if self.max_requests and worker.requests_served >= self.max_requests:
+        if self.max_requests and worker.requests_served == self.max_requests:
             self.on_limit()
 
     def stopped_accepting(self) -> None:
@@ -128,6 +129,18 @@ def _redirect_stdio(output: Any) -> None:
     os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+
+
+def _enable_traceback_dump() -> None:
+    """SIGUSR2 writes every thread's traceback to stderr, even while a request holds the GIL.
+
+    The master sends it before killing a worker whose request ran past
+    request_timeout; an operator can send it too (``kill -USR2 PID``).
+    """
+    try:
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True, chain=False)
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        pass  # no usable stderr or no SIGUSR2: no dump
 
 
 def _load_app(spec: ChildSpec) -> Any:
@@ -188,9 +201,10 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
 
 
 def _report_boot_failure(channel: Channel, exc: BaseException) -> None:
+    """Tell the master why (it logs the traceback, once per distinct error); log here if it is gone."""
     message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    log.error("worker failed to start: %s", message, exc_info=True)
-    channel.send(("boot_failed", message, traceback.format_exc()))
+    if not channel.send(("boot_failed", message, traceback.format_exc())):
+        log.error("worker failed to start: %s", message, exc_info=True)
 
 
 def run(spec: ChildSpec) -> None:
@@ -199,6 +213,7 @@ def run(spec: ChildSpec) -> None:
     try:
         _reset_inherited_state(spec)
         _redirect_stdio(spec.output)
+        _enable_traceback_dump()
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         code = _run(spec)
     except BaseException:
@@ -216,7 +231,8 @@ def _run(spec: ChildSpec) -> int:
         _report_boot_failure(channel, exc)
         return EXIT_BOOT_FAILED
     requests.channel = channel
-    stop = _install_stop(worker, server, requests, spec)
+    stop = _install_stop(worker, server, spec)
+    requests.on_limit = lambda: _ask_to_recycle(channel, worker, stop)
     threading.Thread(target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True).start()
     channel.send(("ready", worker.pid, worker.started_at))
     if spec.report_modules:
@@ -226,10 +242,8 @@ def _run(spec: ChildSpec) -> int:
     return EXIT_OK
 
 
-def _install_stop(
-    worker: Worker, server: DrainableServer, requests: WorkerRequests, spec: ChildSpec
-) -> Callable[[], None]:
-    """Wire every way of stopping (signal, command, EOF, max_requests) to one drain."""
+def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> Callable[[], None]:
+    """Wire every way of stopping (signal, command, EOF) to one drain."""
 
     def stop() -> None:
         if not stopping:
@@ -239,10 +253,19 @@ def _install_stop(
 
     stopping: List[bool] = []
     worker._stop = stop
-    requests.on_limit = stop
     signal.signal(signal.SIGTERM, lambda signum, frame: stop())
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_OK))
     return stop
+
+
+def _ask_to_recycle(channel: Channel, worker: Worker, stop: Callable[[], None]) -> None:
+    """max_requests reached: the master forks a successor, and stops this worker once it serves.
+
+    Until then this worker keeps serving, so the slot is never without one;
+    the master recycles one slot at a time. Without a master, just stop.
+    """
+    if not channel.send(("recycle", worker.requests_served)):
+        stop()
 
 
 def _start_exit_deadline(seconds: float) -> None:

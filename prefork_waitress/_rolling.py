@@ -30,16 +30,18 @@ class RollingReload:
         if state in ("stopping", "stopped"):
             log.info("reload ignored: the master is %s", state)
             return
-        if self.active or state != "running":
+        busy = self.master._recycler.busy
+        if self.active or state != "running" or busy:
             if not self.queued:
-                log.info("reload queued: it starts when the current %s ends", "reload" if self.active else "boot")
+                what = "reload" if self.active else "recycling" if busy else "boot"
+                log.info("reload queued: it starts when the current %s ends", what)
             self.queued = True
             return
         self._begin()
 
     def start_queued(self) -> None:
         """Run a reload that was asked for while none could start."""
-        if self.queued and not self.active and self.master.state == "running":
+        if self.queued and not self.active and self.master.state == "running" and not self.master._recycler.busy:
             self.queued = False
             self._begin()
 
@@ -71,6 +73,10 @@ class RollingReload:
                 return slot
         return None
 
+    def replacing(self, slot: Slot) -> bool:
+        """True while a successor for ``slot`` is starting."""
+        return self.successor is not None and self.successor.slot is slot
+
     def successor_ready(self, worker: WorkerProcess) -> bool:
         """The new worker of a slot serves: make it current and stop the old one."""
         if worker is not self.successor:
@@ -100,9 +106,10 @@ class RollingReload:
         self.successor = None
         reason = worker.boot_error or "it exited before it was ready"
         log.error(
-            "reload abandoned: the new worker %d could not start (%s); the old workers keep serving",
+            "reload abandoned: the new worker %d could not start (%s); the old workers keep serving%s",
             worker.slot.id,
             reason,
+            f"\n{worker.boot_traceback.rstrip()}" if worker.boot_traceback else "",
         )
         self._finish(False)
         return True
@@ -122,3 +129,4 @@ class RollingReload:
             log.info("rolling reload done: %d workers on the new code", len(self.master._slots))
         self.master.emit("reloaded", ok)
         self.start_queued()
+        self.master._recycler.pump()

@@ -42,7 +42,9 @@ class WorkerProcess:
         self.ready = False
         self.stopping = False
         self.accepting = True
-        self.boot_error: Optional[str] = None
+        self.timed_out = False  # its request ran past request_timeout
+        self.boot_error: Optional[str] = None  # one line: "RuntimeError: database is down"
+        self.boot_traceback: Optional[str] = None
         self.timers: "list[Timer]" = []
         self.meter: Any = None
 

@@ -13,12 +13,15 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import _child, _integrations, _platform
 from ._autoreload import CodeReloader
+from ._backoff import CrashLoops
 from ._commands import CommandChannel, targets
 from ._loading import AppImportError, resolve
 from ._loop import EventLoop
 from ._pidfile import PidFile
+from ._recycle import Recycler
 from ._rolling import RollingReload
 from ._slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
+from ._timeouts import RequestTimeouts
 from .errors import BootError
 from .options import Settings, make_settings
 from .reloading import ReloadError
@@ -28,7 +31,6 @@ log = logging.getLogger("prefork_waitress")
 
 NEW, BOOTING, RUNNING, STOPPING, STOPPED = "new", "booting", "running", "stopping", "stopped"
 IMMEDIATE_STOP_TIMEOUT = 5.0
-BACKOFF_START, BACKOFF_CAP = 0.1, 30.0
 
 
 class Master:
@@ -58,6 +60,9 @@ class Master:
         self._state = NEW
         self._boot_error: Optional[str] = None
         self._rolling = RollingReload(self)
+        self._crashes = CrashLoops()
+        self._timeouts = RequestTimeouts(self, self.settings.request_timeout)
+        self._recycler = Recycler(self)
         self._pending_ports: bool = False
         self._install_default_signals()
         _integrations.attach(self)
@@ -234,6 +239,7 @@ class Master:
             process.slot.sock.close()  # a retiring slot is no longer in _slots
         for slot in self._slots:
             slot.sock.close()
+        self._timeouts.stop()
         self._loop.close_signals()
         if self._code is not None:
             self._code.stop_watching()
@@ -254,6 +260,7 @@ class Master:
         log.info("stopping %s", "gracefully" if graceful else "at once")
         self._state = STOPPING
         self._rolling.abandon("the master is stopping")
+        self._recycler.abandon()
         self.emit("stopping")
         for slot in self._slots:
             if slot.respawn_timer is not None:
@@ -308,6 +315,7 @@ class Master:
         """Fork a worker for ``slot``; it becomes the slot's current one unless told otherwise."""
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         generation = slot.next_generation()
+        meter = self._timeouts.new_meter()
         spec = _child.ChildSpec(
             slot_id=slot.id,
             port=slot.port,
@@ -324,12 +332,15 @@ class Master:
             master_pid=os.getpid(),
             report_modules=self.settings.reload and not self.settings.preload,
             inherited=self._inherited() + [parent_conn],
+            meter=meter,
         )
         process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
         process.start()
         child_conn.close()
         worker = WorkerProcess(slot, generation, process, parent_conn)
+        worker.meter = meter
         self._processes[worker.pid] = worker
+        self._timeouts.watch()
         self._loop.add_reader(parent_conn, lambda conn: self._receive(worker))
         self._loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
         worker.timers.append(self._loop.call_later(self.settings.boot_timeout, lambda: self.boot_timed_out(worker)))
@@ -369,16 +380,17 @@ class Master:
             self._rolling.released(worker)
         elif kind == "modules" and self._code is not None:
             self._code.adopt(message[1])
+        elif kind == "recycle":
+            self._loop.call_soon(lambda: self._recycler.request(worker, message[1]))
         elif kind == "boot_failed":
-            worker.boot_error = message[1]
-            log.error("worker %d (pid %d) failed to start:\n%s", worker.slot.id, worker.pid, message[2])
+            worker.boot_error, worker.boot_traceback = message[1], message[2]
 
     def _ready(self, worker: WorkerProcess, started_at: float) -> None:
         if worker.pid not in self._processes or worker.stopping:
             return
         worker.ready = True
         worker.started_at = started_at
-        worker.slot.boot_failures = 0
+        self._crashes.recovered(worker.slot)
         worker.cancel_timers()
         log.info(
             "worker %d (pid %d, generation %d) serving on port %d, %.1f ms after fork",
@@ -388,7 +400,7 @@ class Master:
             worker.slot.port,
             (time.monotonic() - worker.forked_at) * 1000,
         )
-        if self._rolling.successor_ready(worker):
+        if self._rolling.successor_ready(worker) or self._recycler.successor_ready(worker):
             return
         self.emit("worker_started", worker.info())
         self._after_ready()
@@ -400,6 +412,7 @@ class Master:
             log.info("all %d workers serving on ports %s", len(self._slots), self.ports)
             self.emit("when_ready")
             self._rolling.start_queued()
+            self._recycler.pump()
         elif self._pending_ports:
             self._maybe_announce_ports()
 
@@ -410,15 +423,23 @@ class Master:
 
     def _exited(self, worker: WorkerProcess) -> None:
         """A worker's sentinel fired: reap it, tell the hooks, refill its slot."""
+        self._drain_messages(worker)  # e.g. its boot error, sent just before it exited
         exitcode = self._reap(worker)
         slot = worker.slot
         was_current = slot.current is worker
         if was_current:
             slot.current = None
         self.emit("worker_exited", worker.info(), exitcode)
-        if self._rolling.process_exited(worker):
+        if self._rolling.process_exited(worker) or self._recycler.process_exited(worker, exitcode):
             return
         if not was_current or self._state == STOPPING:
+            log.info(
+                "worker %d (pid %d, generation %d) exited with %s",
+                slot.id,
+                worker.pid,
+                worker.generation,
+                describe_exit(exitcode),
+            )
             return
         if slot.retiring:
             slot.sock.close()
@@ -432,22 +453,28 @@ class Master:
             slot.restarts += 1
             self._spawn(slot)
             return
-        reason = worker.boot_error or f"it exited with {why} before it was ready"
         if self._state == BOOTING:
-            self._boot_error = reason
-            log.error("worker %d could not start (%s); stopping", slot.id, reason)
+            self._boot_error = worker.boot_error or f"it exited with {why} before it was ready"
+            details = f"\n{worker.boot_traceback.rstrip()}" if worker.boot_traceback else ""
+            log.error("worker %d could not start (%s); stopping%s", slot.id, self._boot_error, details)
             self.stop()
             return
-        delay = min(BACKOFF_CAP, BACKOFF_START * 2**slot.boot_failures)
-        slot.boot_failures += 1
+        delay = self._crashes.failed(slot, worker, exitcode)
         slot.restarts += 1
-        log.error("worker %d could not start (%s); retrying in %.1f s", slot.id, reason, delay)
         slot.respawn_timer = self._loop.call_later(delay, lambda: self._respawn_after_backoff(slot))
 
     def _respawn_after_backoff(self, slot: Slot) -> None:
         slot.respawn_timer = None
         if self._state in (BOOTING, RUNNING) and not slot.retiring and slot.current is None:
             self._spawn(slot)
+
+    def _drain_messages(self, worker: WorkerProcess) -> None:
+        """Read what an exited worker sent before its sentinel fired."""
+        try:
+            while not worker.conn.closed and worker.conn.poll(0):
+                self._receive(worker)
+        except (OSError, EOFError):
+            pass
 
     def _reap(self, worker: WorkerProcess) -> Optional[int]:
         if self._processes.pop(worker.pid, None) is None:
@@ -459,12 +486,15 @@ class Master:
         exitcode = worker.process.exitcode
         worker.conn.close()
         worker.process.close()
+        if worker.meter is not None:
+            worker.meter.close()
         return exitcode
 
-    def _stop_process(self, worker: WorkerProcess, graceful: bool) -> None:
+    def _stop_process(self, worker: WorkerProcess, graceful: bool, timeout: Optional[float] = None) -> None:
         """Ask a worker to leave (SIGTERM drains, SIGINT leaves now); kill it after the timeout."""
         worker.stopping = True
-        timeout = self.settings.graceful_timeout if graceful else IMMEDIATE_STOP_TIMEOUT
+        if timeout is None:
+            timeout = self.settings.graceful_timeout if graceful else IMMEDIATE_STOP_TIMEOUT
         try:
             os.kill(worker.pid, signal.SIGTERM if graceful else signal.SIGINT)
         except ProcessLookupError:

@@ -1,0 +1,234 @@
+"""Shared by the fault benchmarks: a master in a subprocess that reports its workers,
+and bounded client load on 127.0.0.1 that counts what succeeded, failed or was refused."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MASTER_SCRIPT = r"""
+import json, logging, os, sys, time
+sys.path.insert(0, sys.argv[1])
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+from prefork_waitress import Master
+
+BODY = b"x" * 64
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+
+def say(event, **fields):
+    sys.stdout.write(json.dumps(dict(fields, event=event, t=time.monotonic())) + "\n")
+    sys.stdout.flush()
+
+class Reporting(Master):
+    def when_ready(self):
+        say("ready", ports=self.ports, workers=[w.__dict__ for w in self.workers])
+
+    def worker_started(self, info):
+        say("started", info=info.__dict__)
+
+    def worker_exited(self, info, exitcode):
+        say("exited", info=info.__dict__, exitcode=exitcode)
+
+options = json.loads(sys.argv[2])
+Reporting(options.pop("app", None) or app, **options).start()
+"""
+
+
+def pid_alive(pid: int) -> bool:
+    """Running and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Cluster:
+    """A master subprocess; ``current`` maps slot id to the pid of its serving worker."""
+
+    def __init__(self, cwd: Optional[str] = None, **options: Any) -> None:
+        self._log = tempfile.NamedTemporaryFile(prefix="prefork-bench-", suffix=".log", delete=False)
+        self.log_path = self._log.name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", MASTER_SCRIPT, ROOT, json.dumps(options)],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=cwd or os.getcwd(),
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self.events: List[Dict[str, Any]] = []
+        self.current: Dict[int, int] = {}
+        self.seen_pids: set = set()
+        self.killed: set = set()
+        self.ports: List[int] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            event = json.loads(line)
+            with self._changed:
+                self.events.append(event)
+                if event["event"] == "ready":
+                    self.ports = event["ports"]
+                    for worker in event["workers"]:
+                        self.current[worker["id"]] = worker["pid"]
+                        self.seen_pids.add(worker["pid"])
+                elif event["event"] == "started":
+                    self.current[event["info"]["id"]] = event["info"]["pid"]
+                    self.seen_pids.add(event["info"]["pid"])
+                elif event["event"] == "exited" and self.current.get(event["info"]["id"]) == event["info"]["pid"]:
+                    del self.current[event["info"]["id"]]
+                self._changed.notify_all()
+
+    def wait(self, condition: Any, timeout: float = 30.0) -> Any:
+        """Wait (with a deadline) until ``condition()`` holds, re-checked on every event."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                value = condition()
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"condition not met within {timeout} s; log: {self.log_path}")
+                self._changed.wait(remaining)
+
+    def wait_ready(self) -> None:
+        self.wait(lambda: self.ports)
+
+    def count(self, name: str, since: int = 0) -> int:
+        with self._changed:
+            return sum(1 for e in self.events[since:] if e["event"] == name)
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def kill_worker(self, slot: int) -> Optional[int]:
+        """SIGKILL the serving worker of ``slot``; its pid, or None if the slot has none right now."""
+        with self._changed:
+            pid = self.current.get(slot)
+        if pid is None or pid in self.killed:  # killed already; its exit is not reported yet
+            return None
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return None
+        self.killed.add(pid)
+        return pid
+
+    def all_serving(self) -> bool:
+        return len(self.current) == len(self.ports)
+
+    def kill_master(self) -> float:
+        """SIGKILL the master; seconds until the last worker it ever had is gone (inf after 10 s)."""
+        killed = time.monotonic()
+        os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait()
+        while any(pid_alive(p) for p in self.seen_pids):
+            if time.monotonic() - killed > 10:
+                return float("inf")
+            time.sleep(0.002)
+        return time.monotonic() - killed
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the master has used so far."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def orphans(self) -> List[int]:
+        return [p for p in self.seen_pids if pid_alive(p)]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        for pid in self.orphans():
+            os.kill(pid, signal.SIGKILL)
+        self._log.close()
+
+
+class Load:
+    """Client threads on 127.0.0.1, half keep-alive, half a fresh connection per request."""
+
+    def __init__(self, ports: List[int], threads: int = 4) -> None:
+        self.ports = ports
+        self.ok = self.failed = self.refused = 0
+        self.failures: Dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def start(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def snapshot(self) -> int:
+        with self._lock:
+            return self.ok
+
+    def _run(self, index: int) -> None:
+        keep_alive = index % 2 == 0
+        conns: Dict[int, http.client.HTTPConnection] = {}
+        n = index
+        while not self._stop.is_set():
+            port = self.ports[n % len(self.ports)]
+            n += 1
+            conn = conns.pop(port, None) or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"status {response.status}")
+                if keep_alive and not response.will_close:
+                    conns[port] = conn
+                else:
+                    conn.close()
+                self._count(None)
+            except Exception as exc:
+                conn.close()
+                self._count(exc)
+
+    def _count(self, exc: Optional[BaseException]) -> None:
+        with self._lock:
+            if exc is None:
+                self.ok += 1
+            elif isinstance(exc, ConnectionRefusedError):
+                self.refused += 1
+            else:
+                self.failed += 1
+                name = type(exc).__name__
+                self.failures[name] = self.failures.get(name, 0) + 1
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port any more."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0

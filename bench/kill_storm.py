@@ -1,0 +1,108 @@
+"""Kill storm: throughput while 30 serving workers are SIGKILLed in 6 s, against no kills.
+
+    python bench/kill_storm.py [--kills 30] [--seconds 6] [--workers 2] [--threads 4] [--wrk]
+
+The same client load runs for ``--seconds`` without kills, then for
+``--seconds`` while a serving worker is killed every ``seconds / kills``. A
+worker that was serving is replaced at once, so the ratio should stay well
+above one half. The load is Python client threads on 127.0.0.1 (half
+keep-alive; they count refused connections exactly), or with ``--wrk`` one
+``wrk -c THREADS`` per port, which saturates the workers (wrk's "connect"
+errors stand for refused connections).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from typing import Optional  # noqa: E402
+
+from bench._harness import Cluster, Load  # noqa: E402
+
+
+def phase(cluster: Cluster, load: Optional[Load], seconds: float, kills: int, rng: random.Random) -> tuple:
+    """Run ``seconds`` of load with ``kills`` evenly spaced SIGKILLs; (requests/s, kills done)."""
+    ok_before, done = load.snapshot() if load else 0, 0
+    started = time.monotonic()
+    for i in range(1, kills + 1):
+        time.sleep(max(0.0, started + i * seconds / (kills + 1) - time.monotonic()))
+        if cluster.kill_worker(rng.choice(sorted(cluster.current) or [0])) is not None:
+            done += 1
+    time.sleep(max(0.0, started + seconds - time.monotonic()))
+    return ((load.snapshot() if load else 0) - ok_before) / (time.monotonic() - started), done
+
+
+def wrk_phase(cluster: Cluster, args: argparse.Namespace, kills: int, rng: random.Random) -> tuple:
+    """One phase under wrk: (requests/s summed over ports, kills done, socket errors by kind)."""
+    command = ["wrk", "-t1", f"-c{args.threads}", f"-d{args.seconds:g}s"]
+    clients = [
+        subprocess.Popen(command + [f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
+        for port in cluster.ports
+    ]
+    _, done = phase(cluster, None, args.seconds, kills, rng)
+    rate, errors = 0.0, {}
+    for client in clients:
+        out = client.communicate(timeout=args.seconds + 30)[0]
+        rate += float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        for kind, value in zip(("connect", "read", "write", "timeout"), found.groups() if found else ()):
+            errors[kind] = errors.get(kind, 0) + int(value)
+    return rate, done, errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4, help="client threads, or wrk connections per port")
+    parser.add_argument("--wrk", action="store_true", help="load with wrk instead of Python threads")
+    args = parser.parse_args()
+    if args.wrk:
+        return main_wrk(args)
+    rng = random.Random(1)
+    cluster = Cluster(workers=args.workers, base_port=0, graceful_timeout=10)
+    try:
+        cluster.wait_ready()
+        load = Load(cluster.ports, threads=args.threads).start()
+        time.sleep(1.0)  # warm up
+        normal, _ = phase(cluster, load, args.seconds, 0, rng)
+        storm, kills = phase(cluster, load, args.seconds, args.kills, rng)
+        load.stop()
+        cluster.wait(lambda: cluster.all_serving() and cluster.count("started") >= args.workers + kills)
+    finally:
+        cluster.close()
+    ratio = storm / normal
+    print(f"kill storm: {args.workers} workers, {args.threads} client threads, {args.seconds:g} s per phase")
+    print(f"  no kills          {normal:.0f} requests/s")
+    print(f"  {kills} SIGKILLs     {storm:.0f} requests/s  (ratio {ratio:.2f}, must be > 0.5)")
+    print(f"  failed {load.failed} {load.failures or ''}, refused {load.refused} (must be 0)")
+    return 0 if ratio > 0.5 and load.refused == 0 else 1
+
+
+def main_wrk(args: argparse.Namespace) -> int:
+    rng = random.Random(1)
+    cluster = Cluster(workers=args.workers, base_port=0, graceful_timeout=10)
+    try:
+        cluster.wait_ready()
+        normal, _, quiet_errors = wrk_phase(cluster, args, 0, rng)
+        storm, kills, errors = wrk_phase(cluster, args, args.kills, rng)
+        cluster.wait(lambda: cluster.all_serving() and cluster.count("started") >= args.workers + kills)
+    finally:
+        cluster.close()
+    ratio = storm / normal
+    print(f"kill storm (wrk): {args.workers} workers, wrk -c{args.threads} per port, {args.seconds:g} s per phase")
+    print(f"  no kills          {normal:.0f} requests/s  socket errors {quiet_errors}")
+    print(f"  {kills} SIGKILLs     {storm:.0f} requests/s  (ratio {ratio:.2f}, must be > 0.5)")
+    print(f"  socket errors     {errors}  (connect errors must be 0)")
+    return 0 if ratio > 0.5 and not errors.get("connect") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

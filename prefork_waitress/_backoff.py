@@ -1,0 +1,84 @@
+"""Crash loops: workers that die before they are ready are retried with a growing delay.
+
+A slot whose new worker cannot start (the app fails to import, ``on_start``
+raises, the process exits or is killed before it reports ready) is retried
+after BACKOFF_START seconds, doubling up to BACKOFF_CAP, until a worker of
+that slot becomes ready again. The wait is a timer in the master loop, so
+the master sleeps in the kernel between attempts. The first failure is
+logged with its traceback; the same error again is logged in one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional, Tuple
+
+from ._slots import Slot, WorkerProcess, describe_exit
+
+log = logging.getLogger("prefork_waitress")
+
+BACKOFF_START = 0.1
+BACKOFF_CAP = 30.0
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row (1-based)."""
+    return min(BACKOFF_CAP, BACKOFF_START * 2.0 ** max(0, failures - 1))
+
+
+class CrashLoops:
+    """The last error of each failing slot, so a repeated error is logged once in full."""
+
+    def __init__(self) -> None:
+        self._last_error: Dict[int, str] = {}
+
+    def failed(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int], then: str = "") -> float:
+        """Record that ``worker`` died before it was ready; log it; return the delay before a retry.
+
+        ``then`` says what happens meanwhile (e.g. "the old worker keeps serving").
+        """
+        slot.boot_failures += 1
+        attempt = slot.boot_failures
+        delay = backoff_delay(attempt)
+        why = describe_exit(exitcode)
+        error, details = _error_of(worker, why)
+        meanwhile = f"; {then}" if then else ""
+        if self._last_error.get(slot.id) == error:
+            log.error(
+                "worker %d (pid %d) still failing (same error, %s, attempt %d, next in %.1f s)%s",
+                slot.id,
+                worker.pid,
+                why,
+                attempt,
+                delay,
+                meanwhile,
+            )
+        else:
+            self._last_error[slot.id] = error
+            log.error(
+                "worker %d (pid %d) could not start (%s, attempt %d): %s%s; retrying in %.1f s%s",
+                slot.id,
+                worker.pid,
+                why,
+                attempt,
+                error,
+                meanwhile,
+                delay,
+                details,
+            )
+        return delay
+
+    def recovered(self, slot: Slot) -> None:
+        """A worker of ``slot`` is ready: the next failure starts the backoff afresh."""
+        if slot.boot_failures:
+            log.info("worker %d is serving again after %d failed attempts", slot.id, slot.boot_failures)
+        slot.boot_failures = 0
+        self._last_error.pop(slot.id, None)
+
+
+def _error_of(worker: WorkerProcess, why: str) -> Tuple[str, str]:
+    """(one-line error used to recognise a repeat, the traceback to log the first time)."""
+    if worker.boot_error:
+        details = f"\n{worker.boot_traceback.rstrip()}" if worker.boot_traceback else ""
+        return worker.boot_error, details
+    return f"it exited with {why} before it was ready", ""

@@ -1,0 +1,162 @@
+"""request_timeout: a worker whose request runs too long is replaced.
+
+The clock: each worker process gets a :class:`RequestMeter`, one page of
+anonymous shared memory (``mmap`` with MAP_SHARED, created by the master
+before the fork, no file descriptor) holding ``time.monotonic()`` at the
+start of the request it is running, or 0.0 when it is idle. The worker's
+task thread writes it twice per request; no syscall, no message.
+
+The wake-up scheme: one timer for all workers. A sweep reads every meter. A
+request that started at ``s`` is due at ``s + timeout``; the next sweep is at
+the earliest such deadline, or at ``now + timeout`` when nothing is running.
+A request that starts after a sweep at ``c`` is due after ``c + timeout``,
+and the next sweep is no later than that; so every request is checked at its
+exact deadline (plus the loop's scheduling delay), never later. An idle
+master wakes once per ``timeout`` in all (not per worker), never on a short
+fixed tick; while a request runs it wakes at that request's deadline.
+
+The replacement: the master notes it in the worker output, sends
+DUMP_SIGNAL (``faulthandler`` in the worker writes every thread's Python
+traceback to its stderr), asks the worker to stop accepting, forks the
+successor at once on the same socket, and kills the stuck process if it has
+not left KILL_AFTER_DUMP seconds later.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import signal
+import struct
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from ._loop import Timer
+from ._slots import WorkerProcess
+
+if TYPE_CHECKING:
+    from .master import Master
+
+log = logging.getLogger("prefork_waitress")
+
+DUMP_SIGNAL = signal.SIGUSR2
+KILL_AFTER_DUMP = 0.5
+_START = struct.Struct("d")
+
+
+class RequestMeter:
+    """When the running request of one worker started (monotonic seconds), 0.0 when idle."""
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous and shared across fork
+
+    def started(self) -> None:
+        """Worker side: a request begins."""
+        _START.pack_into(self._map, 0, time.monotonic())
+
+    def finished(self) -> None:
+        """Worker side: the request is done."""
+        _START.pack_into(self._map, 0, 0.0)
+
+    def read(self) -> float:
+        """Master side: the start of the running request, or 0.0."""
+        value: float = _START.unpack_from(self._map, 0)[0]
+        return value
+
+    def close(self) -> None:
+        self._map.close()
+
+
+class RequestTimeouts:
+    """The master's sweep over the meters of its workers."""
+
+    def __init__(self, master: "Master", timeout: Optional[float]) -> None:
+        self.master = master
+        self.timeout = timeout
+        self._timer: Optional[Timer] = None
+
+    def new_meter(self) -> Optional[RequestMeter]:
+        """A meter for a worker about to be forked, or None when request_timeout is off."""
+        return RequestMeter() if self.timeout else None
+
+    def watch(self) -> None:
+        """A worker was forked: make sure a sweep is due within one timeout."""
+        if self.timeout and self._timer is None:
+            self._timer = self.master.call_later(self.timeout, self.sweep)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def sweep(self) -> None:
+        """Replace every worker whose request is past its deadline; sleep until the next one."""
+        assert self.timeout is not None
+        self._timer = None
+        now = time.monotonic()
+        next_sweep = now + self.timeout
+        for worker in list(self.master._processes.values()):
+            meter = worker.meter
+            started = meter.read() if meter is not None and not worker.timed_out else 0.0
+            if not started:
+                continue
+            due = started + self.timeout
+            # A second read that agrees rules out a torn read of a concurrent write.
+            if due <= now and meter.read() == started:
+                self._expire(worker, now - started)
+            else:
+                next_sweep = min(next_sweep, due)
+        if self.master._processes:
+            self._timer = self.master._loop.call_at(next_sweep, self.sweep)
+
+    def _expire(self, worker: WorkerProcess, elapsed: float) -> None:
+        slot = worker.slot
+        worker.timed_out = True
+        log.error(
+            "worker %d (pid %d, port %d): request running for %.1f s, over request_timeout (%g s); "
+            "writing its traceback to the worker output and replacing it",
+            slot.id,
+            worker.pid,
+            slot.port,
+            elapsed,
+            self.timeout,
+        )
+        _note_in_output(
+            self.master.settings.output,
+            f"prefork_waitress: worker {slot.id} (pid {worker.pid}, port {slot.port}) request running for "
+            f"{elapsed:.1f} s, over request_timeout ({self.timeout:g} s); its threads:\n",
+        )
+        try:
+            os.kill(worker.pid, DUMP_SIGNAL)
+        except ProcessLookupError:
+            return
+        self._take_out_of_service(worker)
+
+    def _take_out_of_service(self, worker: WorkerProcess) -> None:
+        """Stop the stuck worker, kill it after KILL_AFTER_DUMP, fork its successor now."""
+        master, slot = self.master, worker.slot
+        master._stop_process(worker, graceful=True, timeout=KILL_AFTER_DUMP)
+        if slot.current is not worker:
+            return  # already replaced (a reload or a recycle), or stopping
+        slot.current = None
+        successor_coming = master._rolling.replacing(slot) or master._recycler.replacing(slot)
+        if master.state in ("booting", "running") and not slot.retiring and not successor_coming:
+            slot.restarts += 1
+            master._spawn(slot)
+
+
+def _note_in_output(output: Any, text: str) -> None:
+    """Append a line to the workers' output (a path, a file object, or the inherited stderr)."""
+    data = text.encode("utf-8", "replace")
+    try:
+        if isinstance(output, str):
+            fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        else:
+            os.write(output.fileno() if output is not None else 2, data)
+    except (OSError, ValueError):
+        pass
