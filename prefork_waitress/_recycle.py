@@ -1,21 +1,18 @@
-"""Recycling after max_requests: one slot at a time, the successor serving first.
+"""Recycling after max_requests, through the SlotReplacer: the successor serves first.
 
 A worker that has served its ``max_requests`` asks over its Pipe and keeps
-serving. The master recycles the slots that asked in turn, never two at
-once and never during a rolling reload: it forks the successor on the same
-socket, and once the successor reports ready it becomes the slot's worker
-and the old one is stopped gracefully (it stops accepting, finishes its
-request with ``Connection: close``, closes idle keep-alive connections). The
-next slot's turn comes when the old worker has exited. So a slot is never
-without a serving worker, and no request fails.
+serving until its turn comes; the replacer never replaces two slots at
+once, so workers that reach their limit together are recycled one by one.
+A successor that cannot start leaves the old worker serving; the request is
+retried with the crash-loop backoff.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Optional, Set
 
-from ._slots import Slot, WorkerProcess
+from ._slots import WorkerProcess
 
 if TYPE_CHECKING:
     from .master import Master
@@ -24,94 +21,35 @@ log = logging.getLogger("prefork_waitress")
 
 
 class Recycler:
-    """Workers waiting for their turn, and the one recycle in progress."""
+    """The workers that asked to be recycled and are waiting for (or in) their turn."""
 
     def __init__(self, master: "Master") -> None:
         self.master = master
-        self.queue: List[WorkerProcess] = []
-        self.old: Optional[WorkerProcess] = None
-        self.successor: Optional[WorkerProcess] = None
-
-    @property
-    def busy(self) -> bool:
-        return self.old is not None or self.successor is not None
-
-    def replacing(self, slot: Slot) -> bool:
-        """True while a successor for ``slot`` is starting."""
-        return self.successor is not None and self.successor.slot is slot
+        self.asked: Set[int] = set()  # pids
 
     def request(self, worker: WorkerProcess, served: int = 0) -> None:
-        """``worker`` reached max_requests: recycle it now, or when its turn comes."""
-        if worker in self.queue or worker is self.old or not self._serving(worker):
+        """``worker`` reached max_requests: recycle it when its turn comes."""
+        if worker.pid in self.asked or worker.slot.current is not worker or worker.stopping:
             return
         if served:
             log.info("worker %d (pid %d) served %d requests; recycling it", worker.slot.id, worker.pid, served)
-        self.queue.append(worker)
-        self.pump()
-
-    def pump(self) -> None:
-        """Start the next recycle if none (and no rolling reload) is in progress."""
-        master = self.master
-        if self.busy or master.state != "running" or master._rolling.active:
-            return
-        while self.queue:
-            worker = self.queue.pop(0)
-            if self._serving(worker):  # not replaced meanwhile (reload, crash, scale down)
-                self.old = worker
-                self.successor = master._spawn(worker.slot)
-                return
-
-    def _serving(self, worker: WorkerProcess) -> bool:
-        slot = worker.slot
-        return (
-            slot.current is worker
-            and worker.ready
-            and not worker.stopping
-            and not slot.retiring
-            and worker.pid in self.master._processes
+        self.asked.add(worker.pid)
+        self.master._replacer.add(
+            worker.slot,
+            "recycle",
+            lambda ok, failed, exitcode: self._done(worker, ok, failed, exitcode),
+            only_if=worker,
         )
 
-    def successor_ready(self, worker: WorkerProcess) -> bool:
-        """The successor serves: it takes the slot and the old worker is stopped."""
-        if worker is not self.successor:
-            return False
-        self.successor = None
-        slot, master = worker.slot, self.master
-        if slot.retiring or master.state != "running":
-            master._stop_process(worker, graceful=True)
-        else:
-            old, slot.current = slot.current, worker
-            master.emit("worker_started", worker.info())
-            if old is not None:
-                master._stop_process(old, graceful=True)
-        if self.old is None:  # it already left on its own
-            self._finish()
-        return True
-
-    def process_exited(self, worker: WorkerProcess, exitcode: Optional[int]) -> bool:
-        """Follow the recycle's two processes; True if the master has nothing more to do."""
-        if worker is self.successor:
-            self.successor = None
-            old = self.old
-            serving = old is not None and self._serving(old)
-            then = f"pid {old.pid} keeps serving" if serving and old is not None else ""
-            delay = self.master._crashes.failed(worker.slot, worker, exitcode, then=then)
-            if serving and old is not None:
-                self.master.call_later(delay, lambda: self.request(old))
-            self._finish()
-            return True
-        if worker is self.old:
-            self.old = None
-            if self.successor is None:
-                self._finish()
-        return False
+    def _done(self, worker: WorkerProcess, ok: bool, failed: Optional[WorkerProcess], exitcode: Optional[int]) -> None:
+        self.asked.discard(worker.pid)
+        if ok or failed is None:
+            return
+        serving = worker.slot.current is worker and not worker.stopping
+        then = f"pid {worker.pid} keeps serving" if serving else ""
+        delay = self.master._crashes.failed(worker.slot, failed, exitcode, then=then)
+        if serving:
+            self.master.call_later(delay, lambda: self.request(worker))
 
     def abandon(self) -> None:
-        """The master is stopping: forget every recycle."""
-        self.queue.clear()
-        self.old = self.successor = None
-
-    def _finish(self) -> None:
-        self.old = None
-        self.master._rolling.start_queued()
-        self.pump()
+        self.asked.clear()

@@ -140,7 +140,7 @@ class RequestTimeouts:
         if slot.current is not worker:
             return  # already replaced (a reload or a recycle), or stopping
         slot.current = None
-        successor_coming = master._rolling.replacing(slot) or master._recycler.replacing(slot)
+        successor_coming = master._replacer.replacing(slot)
         if master.state in ("booting", "running") and not slot.retiring and not successor_coming:
             slot.restarts += 1
             master._spawn(slot)

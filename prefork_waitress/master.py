@@ -19,6 +19,7 @@ from ._loading import AppImportError, resolve
 from ._loop import EventLoop
 from ._pidfile import PidFile
 from ._recycle import Recycler
+from ._replacing import SlotReplacer
 from ._rolling import RollingReload
 from ._slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
 from ._timeouts import RequestTimeouts
@@ -62,6 +63,7 @@ class Master:
         self._rolling = RollingReload(self)
         self._crashes = CrashLoops()
         self._timeouts = RequestTimeouts(self, self.settings.request_timeout)
+        self._replacer = SlotReplacer(self)
         self._recycler = Recycler(self)
         self._pending_ports: bool = False
         self._install_default_signals()
@@ -261,6 +263,7 @@ class Master:
         self._state = STOPPING
         self._rolling.abandon("the master is stopping")
         self._recycler.abandon()
+        self._replacer.abandon()
         self.emit("stopping")
         for slot in self._slots:
             if slot.respawn_timer is not None:
@@ -377,7 +380,7 @@ class Master:
             self._loop.call_soon(lambda: self._ready(worker, message[2]))
         elif kind == "draining":
             worker.accepting = False
-            self._rolling.released(worker)
+            self._replacer.released(worker)
         elif kind == "modules" and self._code is not None:
             self._code.adopt(message[1])
         elif kind == "recycle":
@@ -400,7 +403,7 @@ class Master:
             worker.slot.port,
             (time.monotonic() - worker.forked_at) * 1000,
         )
-        if self._rolling.successor_ready(worker) or self._recycler.successor_ready(worker):
+        if self._replacer.successor_ready(worker):
             return
         self.emit("worker_started", worker.info())
         self._after_ready()
@@ -412,7 +415,7 @@ class Master:
             log.info("all %d workers serving on ports %s", len(self._slots), self.ports)
             self.emit("when_ready")
             self._rolling.start_queued()
-            self._recycler.pump()
+            self._replacer.pump()
         elif self._pending_ports:
             self._maybe_announce_ports()
 
@@ -430,7 +433,7 @@ class Master:
         if was_current:
             slot.current = None
         self.emit("worker_exited", worker.info(), exitcode)
-        if self._rolling.process_exited(worker) or self._recycler.process_exited(worker, exitcode):
+        if self._replacer.process_exited(worker, exitcode):
             return
         if not was_current or self._state == STOPPING:
             log.info(
@@ -443,6 +446,14 @@ class Master:
             return
         if slot.retiring:
             slot.sock.close()
+            return
+        if self._replacer.replacing(slot):
+            log.warning(
+                "worker %d (pid %d) died with %s; its successor is already starting",
+                slot.id,
+                worker.pid,
+                describe_exit(exitcode),
+            )
             return
         self._refill(slot, worker, exitcode)
 

@@ -39,7 +39,7 @@ class M(RecordingMaster):
         emit("worker_exited", info=info.__dict__, exitcode=exitcode, serving=self._serving())
 
     def recycling(self):
-        return self._recycler.busy or bool(self._recycler.queue)
+        return self._replacer.busy or bool(self._replacer.queue)
 
 M("apps:app", workers={workers}, base_port=0, max_requests={limit}, graceful_timeout=10).start()
 """

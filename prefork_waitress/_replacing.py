@@ -1,0 +1,130 @@
+"""Replacing a slot's worker with no gap: the one mechanism behind rolling reloads and recycling.
+
+One slot at a time: fork the successor on the slot's own socket, wait until
+it serves, make it the slot's worker, stop the old one gracefully, and move
+on once the old one has stopped accepting (or exited). Old and new share the
+socket meanwhile, so no connection is refused, and never two slots are
+being replaced at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Callable, List, Optional
+
+from ._slots import Slot, WorkerProcess
+
+if TYPE_CHECKING:
+    from .master import Master
+
+log = logging.getLogger("prefork_waitress")
+
+# done(ok, the successor that failed to start or None, its exit code)
+Done = Callable[[bool, Optional[WorkerProcess], Optional[int]], None]
+
+
+@dataclasses.dataclass(eq=False)
+class Replacement:
+    """One slot to give a new worker, for a purpose ("reload", "recycle")."""
+
+    slot: Slot
+    purpose: str
+    done: Done
+    only_if: Optional[WorkerProcess] = None  # replace only while this is still the slot's worker
+    successor: Optional[WorkerProcess] = None  # forked, not serving yet
+    old: Optional[WorkerProcess] = None  # swapped out, stopping
+
+
+class SlotReplacer:
+    """The queue of replacements and the one in progress."""
+
+    def __init__(self, master: "Master") -> None:
+        self.master = master
+        self.queue: List[Replacement] = []
+        self.current: Optional[Replacement] = None
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
+
+    def replacing(self, slot: Slot) -> bool:
+        """True while a successor for ``slot`` is starting."""
+        job = self.current
+        return job is not None and job.slot is slot and job.successor is not None
+
+    def add(self, slot: Slot, purpose: str, done: Done, only_if: Optional[WorkerProcess] = None) -> None:
+        self.queue.append(Replacement(slot, purpose, done, only_if))
+        self.pump()
+
+    def drop(self, purpose: str) -> None:
+        """Forget the queued replacements of one purpose (an abandoned reload)."""
+        self.queue = [job for job in self.queue if job.purpose != purpose]
+
+    def abandon(self) -> None:
+        """The master is stopping: forget everything (its workers are all being stopped)."""
+        self.queue.clear()
+        self.current = None
+
+    def pump(self) -> None:
+        """Start the next replacement if none is in progress."""
+        while self.current is None and self.queue and self.master.state == "running":
+            job = self.queue.pop(0)
+            if not self._replaceable(job):
+                job.done(True, None, None)  # retired, respawning or already replaced: nothing to do
+                continue
+            self.current = job
+            job.successor = self.master._spawn(job.slot)
+
+    def _replaceable(self, job: Replacement) -> bool:
+        slot, worker = job.slot, job.slot.current
+        return (
+            slot in self.master._slots
+            and not slot.retiring
+            and worker is not None
+            and worker.ready
+            and not worker.stopping
+            and (job.only_if is None or worker is job.only_if)
+        )
+
+    def successor_ready(self, worker: WorkerProcess) -> bool:
+        """The successor serves: it takes the slot and the old worker is stopped."""
+        job = self.current
+        if job is None or worker is not job.successor:
+            return False
+        job.successor = None
+        slot, master = worker.slot, self.master
+        if slot.retiring or master.state != "running":
+            master._stop_process(worker, graceful=True)
+            self._end(job, True)
+            return True
+        old, slot.current = slot.current, worker
+        master.emit("worker_started", worker.info())
+        if old is None or old.pid not in master._processes:
+            self._end(job, True)
+            return True
+        job.old = old
+        master._stop_process(old, graceful=True)
+        return True
+
+    def released(self, worker: WorkerProcess) -> None:
+        """An old worker stopped accepting (or exited): its slot now has only the new one."""
+        job = self.current
+        if job is not None and job.successor is None and worker is job.old:
+            self._end(job, True)
+
+    def process_exited(self, worker: WorkerProcess, exitcode: Optional[int]) -> bool:
+        """Follow the exits; True if it was a successor that never served (the master need do no more)."""
+        self.released(worker)
+        job = self.current
+        if job is None or worker is not job.successor:
+            return False
+        self.current = None
+        job.done(False, worker, exitcode)
+        self.pump()
+        return True
+
+    def _end(self, job: Replacement, ok: bool) -> None:
+        self.current = None
+        job.done(ok, None, None)
+        self.pump()
