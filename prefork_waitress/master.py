@@ -6,18 +6,18 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import random
 import signal
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from . import _child, _integrations, _platform
+from . import _integrations
 from ._autoreload import CodeReloader
 from ._backoff import CrashLoops
 from ._commands import CommandChannel, targets
 from ._loading import AppImportError, resolve
 from ._loop import EventLoop
 from ._pidfile import PidFile
+from ._processes import WorkerProcesses
 from ._recycle import Recycler
 from ._replacing import SlotReplacer
 from ._rolling import RollingReload
@@ -31,10 +31,9 @@ from .worker import Worker
 log = logging.getLogger("prefork_waitress")
 
 NEW, BOOTING, RUNNING, STOPPING, STOPPED = "new", "booting", "running", "stopping", "stopped"
-IMMEDIATE_STOP_TIMEOUT = 5.0
 
 
-class Master:
+class Master(WorkerProcesses):
     """Runs ``app`` in ``workers`` waitress processes, one port each, and keeps them up."""
 
     def __init__(self, app: Any, **options: Any) -> None:
@@ -314,80 +313,6 @@ class Master:
         return {slot.id: results[slot.id] for slot in chosen}
 
     # processes ------------------------------------------------------------
-    def _spawn(self, slot: Slot) -> WorkerProcess:
-        """Fork a worker for ``slot``; it becomes the slot's current one unless told otherwise."""
-        parent_conn, child_conn = self._context.Pipe(duplex=True)
-        generation = slot.next_generation()
-        meter = self._timeouts.new_meter()
-        spec = _child.ChildSpec(
-            slot_id=slot.id,
-            port=slot.port,
-            generation=generation,
-            sock=slot.sock,
-            conn=child_conn,
-            app=self._app,
-            worker_class=self.worker_class,
-            waitress_options=dict(self.settings.waitress),
-            output=self.settings.output,
-            cpus=_platform.cpus_for(slot.id, self.settings.cpu_affinity),
-            graceful_timeout=self.settings.graceful_timeout,
-            max_requests=self._max_requests(),
-            master_pid=os.getpid(),
-            report_modules=self.settings.reload and not self.settings.preload,
-            inherited=self._inherited() + [parent_conn],
-            meter=meter,
-        )
-        process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
-        process.start()
-        child_conn.close()
-        worker = WorkerProcess(slot, generation, process, parent_conn)
-        worker.meter = meter
-        self._processes[worker.pid] = worker
-        self._timeouts.watch()
-        self._loop.add_reader(parent_conn, lambda conn: self._receive(worker))
-        self._loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
-        worker.timers.append(self._loop.call_later(self.settings.boot_timeout, lambda: self.boot_timed_out(worker)))
-        if slot.current is None:
-            slot.current = worker
-        return worker
-
-    def _inherited(self) -> List[Any]:
-        objects: List[Any] = [slot.sock for slot in self._slots]
-        for process in self._processes.values():
-            objects += [process.conn, process.sentinel]
-        objects += self._loop.signal_sockets()
-        objects += list(self._io_handlers)
-        return objects + self._owned
-
-    def _max_requests(self) -> int:
-        limit = self.settings.max_requests
-        if limit and self.settings.max_requests_jitter:
-            limit += random.randint(0, self.settings.max_requests_jitter)
-        return limit
-
-    def _receive(self, worker: WorkerProcess) -> None:
-        """Read one message from a worker's Pipe and act on it."""
-        try:
-            message = worker.conn.recv()
-        except (EOFError, OSError):
-            self._loop.remove_reader(worker.conn)
-            worker.conn.close()
-            return
-        kind = message[0]
-        if kind == "reply":
-            self._commands.store_reply(*message[1:])
-        elif kind == "ready":
-            self._loop.call_soon(lambda: self._ready(worker, message[2]))
-        elif kind == "draining":
-            worker.accepting = False
-            self._replacer.released(worker)
-        elif kind == "modules" and self._code is not None:
-            self._code.adopt(message[1])
-        elif kind == "recycle":
-            self._loop.call_soon(lambda: self._recycler.request(worker, message[1]))
-        elif kind == "boot_failed":
-            worker.boot_error, worker.boot_traceback = message[1], message[2]
-
     def _ready(self, worker: WorkerProcess, started_at: float) -> None:
         if worker.pid not in self._processes or worker.stopping:
             return
@@ -478,60 +403,3 @@ class Master:
         slot.respawn_timer = None
         if self._state in (BOOTING, RUNNING) and not slot.retiring and slot.current is None:
             self._spawn(slot)
-
-    def _drain_messages(self, worker: WorkerProcess) -> None:
-        """Read what an exited worker sent before its sentinel fired."""
-        try:
-            while not worker.conn.closed and worker.conn.poll(0):
-                self._receive(worker)
-        except (OSError, EOFError):
-            pass
-
-    def _reap(self, worker: WorkerProcess) -> Optional[int]:
-        if self._processes.pop(worker.pid, None) is None:
-            return worker.process.exitcode
-        worker.cancel_timers()
-        self._loop.remove_reader(worker.conn)
-        self._loop.remove_reader(worker.sentinel)
-        worker.process.join()
-        exitcode = worker.process.exitcode
-        worker.conn.close()
-        worker.process.close()
-        if worker.meter is not None:
-            worker.meter.close()
-        return exitcode
-
-    def _stop_process(self, worker: WorkerProcess, graceful: bool, timeout: Optional[float] = None) -> None:
-        """Ask a worker to leave (SIGTERM drains, SIGINT leaves now); kill it after the timeout."""
-        worker.stopping = True
-        if timeout is None:
-            timeout = self.settings.graceful_timeout if graceful else IMMEDIATE_STOP_TIMEOUT
-        try:
-            os.kill(worker.pid, signal.SIGTERM if graceful else signal.SIGINT)
-        except ProcessLookupError:
-            return
-        worker.timers.append(self._loop.call_later(timeout, lambda: self._kill(worker, timeout)))
-
-    def _kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
-        if worker.pid not in self._processes:
-            return
-        if after is not None:
-            log.error("worker %d (pid %d) did not stop within %.1f s; killing it", worker.slot.id, worker.pid, after)
-        try:
-            os.kill(worker.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def boot_timed_out(self, worker: WorkerProcess) -> None:
-        """A worker took longer than boot_timeout to become ready: kill it."""
-        log.error(
-            "worker %d (pid %d) not ready after %.1f s; killing it",
-            worker.slot.id,
-            worker.pid,
-            self.settings.boot_timeout,
-        )
-        worker.boot_error = f"not ready within boot_timeout ({self.settings.boot_timeout:g} s)"
-        self._kill(worker)
-
-    def _now(self) -> float:
-        return time.monotonic()
