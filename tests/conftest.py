@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -196,6 +197,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+class KeepAliveConnection(http.client.HTTPConnection):
+    """Drops a kept-alive connection the server has closed before reusing it, as urllib3 and nginx do.
+
+    A draining worker closes keep-alive connections idle for IDLE_GRACE; a
+    client that sends on one anyway fails (the usual keep-alive race), which
+    a starved client thread on a loaded machine can hit.
+    """
+
+    def request(self, *args, **kwargs):
+        if self.sock is not None and select.select([self.sock], [], [], 0)[0]:
+            self.close()  # closed by the server while idle: send on a new connection
+        super().request(*args, **kwargs)
+
+
 class LoadLoop:
     """Bounded client load on 127.0.0.1: keep-alive and fresh connections, counting failures."""
 
@@ -228,7 +243,7 @@ class LoadLoop:
             n += 1
             conn = conns.get(port) if keep_alive else None
             if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn = KeepAliveConnection("127.0.0.1", port, timeout=10)
             try:
                 status, body, headers = get(port, self.path, conn=conn)
                 if status != 200:

@@ -1,31 +1,8 @@
 """max_requests: workers are recycled one slot at a time, successor first, no request lost."""
 
-import http.client
-import select
 import time
 
-import pytest
-from conftest import LoadLoop, get, wait_until
-
-
-class ReusingLikeRealClients(http.client.HTTPConnection):
-    """Drops a kept-alive connection the server has closed before reusing it, as urllib3 and nginx do.
-
-    A draining worker closes keep-alive connections idle for IDLE_GRACE; a
-    client that sends on one anyway fails (the usual keep-alive race), which
-    a starved client thread on a loaded machine can hit.
-    """
-
-    def request(self, *args, **kwargs):
-        if self.sock is not None and select.select([self.sock], [], [], 0)[0]:
-            self.close()  # closed by the server while idle: send on a new connection
-        super().request(*args, **kwargs)
-
-
-@pytest.fixture(autouse=True)
-def real_keep_alive_clients(monkeypatch):
-    monkeypatch.setattr(http.client, "HTTPConnection", ReusingLikeRealClients)
-
+from conftest import KeepAliveConnection, LoadLoop, get, wait_until
 
 BODY = """
 class M(RecordingMaster):
@@ -81,7 +58,7 @@ def test_recycling_under_load_staggers_slots_and_fails_nothing(cluster):
 def test_keep_alive_connection_is_told_to_close_before_its_worker_leaves(cluster):
     c = cluster(BODY.format(workers=1, limit=5))
     port = c.ready()["ports"][0]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = KeepAliveConnection("127.0.0.1", port, timeout=10)
     served_by = []
     closes = 0
     deadline = time.monotonic() + 8
@@ -92,7 +69,7 @@ def test_keep_alive_connection_is_told_to_close_before_its_worker_leaves(cluster
         if headers.get("Connection") == "close":
             closes += 1
             conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn = KeepAliveConnection("127.0.0.1", port, timeout=10)
     conn.close()
     pids = list(dict.fromkeys(served_by))
     assert len(pids) == 3 and closes >= 2, (" ".join(served_by), closes)
