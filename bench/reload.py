@@ -150,10 +150,10 @@ def part1(args):
     for kind, close in cases:
         rs = results[(kind, close)]
         shape = "close (server)" if kind == "gunicorn" else ("close (client)" if close else "keep-alive")
-        rows.append([kind, shape, statistics.median(x[1] for x in rs), max(x[1] for x in rs),
+        rows.append([kind, shape, statistics.median(x[1] for x in rs) * 1000, max(x[1] for x in rs) * 1000,
                      sum(x[2] for x in rs), sum(x[0]["requests"] for x in rs),
                      statistics.median(x[0]["rps"] for x in rs)])
-    common.print_table(["contender", "connections", "reload s (median)", "reload s (max)", "failed",
+    common.print_table(["contender", "connections", "reload ms (median)", "reload ms (max)", "failed",
                         "requests", "req/s (median)"], rows)
 
 
