@@ -90,6 +90,7 @@ def nofix_copy(prefork_path):
         return _NOFIX[prefork_path]
     src_root = prefork_path or common.REPO_ROOT
     dest_root = tempfile.mkdtemp(prefix="bench-nofix-")
+    atexit.register(shutil.rmtree, dest_root, True)
     dest = os.path.join(dest_root, "prefork_waitress")
     shutil.copytree(os.path.join(src_root, "prefork_waitress"), dest,
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -111,7 +112,6 @@ def nofix_copy(prefork_path):
     )
     if check.returncode != 0 or not check.stdout.startswith(dest_root):
         raise RuntimeError(f"nofix copy broken: {check.stdout}{check.stderr}")
-    atexit.register(shutil.rmtree, dest_root, True)
     _NOFIX[prefork_path] = dest_root
     return dest_root
 
