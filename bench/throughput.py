@@ -21,7 +21,16 @@ Contenders for each worker count N:
                    should reach (no master, no command thread)
   prefork-N        prefork_waitress ``Master(app, workers=N, base_port=P)``
                    through bench/prefork_launcher.py; skipped with
-                   "prefork_waitress: not available" if it cannot be imported
+                   "prefork_waitress: not available" if it cannot be imported.
+                   Variants: ``prefork`` followed by any of these suffixes,
+                   e.g. ``prefork-unpinned-nofix``:
+                     -unpinned  cpu_affinity=False (default: True, pinned)
+                     -rtS       request_timeout=S seconds (default: None)
+                     -mrK       max_requests=K (default: 0)
+                     -preload   preload=True
+                     -nofix     a temporary copy of the library without the
+                                _DrainAwareChannel._flush_some/writable
+                                overrides (the I/O-loop spin fix, A/B)
   nginx+X          (opt-in with --contenders) nginx on one port in front of
                    the ports of X (waitress-t1xN, prefork, gunicorn-sync), upstream
                    keep-alive, ``worker_processes`` = --nginx-workers (1)
@@ -34,9 +43,13 @@ same N.  Nginx in front of the ports is not measured yet.
 """
 
 import argparse
+import atexit
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 try:
     from bench import common
@@ -45,6 +58,7 @@ except ImportError:  # run as a script: python bench/throughput.py
 
 CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork",
               "nginx+waitress-t1xN", "nginx+prefork", "nginx+gunicorn-sync")
+PREFORK_SUFFIX = re.compile(r"^(unpinned|rt[0-9.]+|mr[0-9]+|preload|nofix)$")
 DEFAULT_CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork")
 
 
@@ -55,6 +69,51 @@ def csv(kind):
 def prefork_env(prefork_path):
     paths = ([prefork_path] if prefork_path else []) + [common.REPO_ROOT]
     return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def is_prefork(contender):
+    """True for prefork and its variants (prefork-unpinned-rt30, ...)."""
+    name = contender[len("nginx+"):] if contender.startswith("nginx+") else contender
+    if name == "prefork":
+        return True
+    if not name.startswith("prefork-"):
+        return False
+    return all(PREFORK_SUFFIX.match(t) for t in name.split("-")[1:])
+
+
+_NOFIX = {}
+
+
+def nofix_copy(prefork_path):
+    """A temp copy of prefork_waitress without the spin fix; returns the dir to put on PYTHONPATH."""
+    if prefork_path in _NOFIX:
+        return _NOFIX[prefork_path]
+    src_root = prefork_path or common.REPO_ROOT
+    dest_root = tempfile.mkdtemp(prefix="bench-nofix-")
+    atexit.register(shutil.rmtree, dest_root, True)
+    dest = os.path.join(dest_root, "prefork_waitress")
+    shutil.copytree(os.path.join(src_root, "prefork_waitress"), dest,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    path = os.path.join(dest, "_waitress.py")
+    with open(path) as f:
+        text = f.read()
+    start = text.index("    def _flush_some(self")
+    end = text.index("\ndef _has_pending_bytes")
+    text = text[:start] + "    pass\n\n" + text[end:]
+    with open(path, "w") as f:
+        f.write(text)
+    check = subprocess.run(
+        [sys.executable, "-c",
+         "from prefork_waitress._waitress import _DrainAwareChannel as C; "
+         "assert '_flush_some' not in C.__dict__ and 'writable' not in C.__dict__, 'fix still there'; "
+         "import prefork_waitress; print(prefork_waitress.__file__)"],
+        env={**os.environ, "PYTHONPATH": dest_root}, cwd=dest_root, capture_output=True, text=True,
+        check=False, timeout=60,
+    )
+    if check.returncode != 0 or not check.stdout.startswith(dest_root):
+        raise RuntimeError(f"nofix copy broken: {check.stdout}{check.stderr}")
+    _NOFIX[prefork_path] = dest_root
+    return dest_root
 
 
 def prefork_available(prefork_path):
@@ -107,12 +166,25 @@ def start(contender, n, app, prefork_path, nginx_workers=1):
             for i, p in enumerate(ports)
         ]
         return servers, ports, None
-    if contender == "prefork":
+    if is_prefork(contender):
         base = common.free_port_range(n)
         ports = list(range(base, base + n))
         argv = [sys.executable, "bench/prefork_launcher.py", "--workers", str(n),
-                "--base-port", str(base), app]
-        return [common.Server(f"prefork-{n}", argv, ports, env=prefork_env(prefork_path))], ports, None
+                "--base-port", str(base)]
+        path = prefork_path
+        for t in contender.split("-")[1:]:
+            if t == "unpinned":
+                argv += ["--cpu-affinity", "off"]
+            elif t == "preload":
+                argv.append("--preload")
+            elif t == "nofix":
+                path = nofix_copy(prefork_path)
+            elif t.startswith("rt"):
+                argv += ["--request-timeout", t[2:]]
+            elif t.startswith("mr"):
+                argv += ["--max-requests", t[2:]]
+        argv.append(app)
+        return [common.Server(contender, argv, ports, env=prefork_env(path))], ports, None
     raise ValueError(contender)
 
 
@@ -134,11 +206,11 @@ def main(argv=None):
                    help="directory to put first on PYTHONPATH for prefork_waitress")
     args = p.parse_args(argv)
     for c in args.contenders:
-        if c not in CONTENDERS:
+        if c not in CONTENDERS and not is_prefork(c):
             p.error(f"unknown contender {c!r}; choose from {', '.join(CONTENDERS)}")
     contenders = list(args.contenders)
-    if any(c.endswith("prefork") for c in contenders) and not prefork_available(args.prefork_path):
-        contenders = [c for c in contenders if not c.endswith("prefork")]
+    if any(is_prefork(c) for c in contenders) and not prefork_available(args.prefork_path):
+        contenders = [c for c in contenders if not is_prefork(c)]
     if not contenders:
         sys.exit("no contender left to run")
 
@@ -189,7 +261,7 @@ def main(argv=None):
                         rs = results[(conns, shape, c)]
                         rps = common.median([r["rps"] for r in rs])
                         name = (c.replace("waitress-t1xN", f"waitress-t1x{n}-pinned")
-                                .replace("prefork", f"prefork-{n}")
+                                .replace("prefork", f"prefork{n}")
                                 .replace("gunicorn-sync", f"gunicorn-sync-w{n}"))
                         rows.append([
                             conns, shape, name, len(running[c][1]), rps,

@@ -1,0 +1,151 @@
+"""Respawn after SIGKILL, prefork_waitress (lazy, preload) vs gunicorn sync -w1; master CPU.
+
+Run from the repo root:  python bench/respawn.py [--rounds 20] [--cpu-rounds 50] [--idle 30]
+
+For each contender, one worker is SIGKILLed and a client polls its port until
+a response comes from a different pid ("next 200 from the replacement";
+connection refused and reset are counted, each attempt has a 10 s timeout).
+
+- prefork lazy / preload: ``Master("examples.hello:app", workers=2)``, slot 0's
+  worker is killed; its port keeps its listening socket in the master, so a
+  connection made meanwhile waits in the backlog for the replacement.
+- gunicorn sync -w1: the only worker is killed (``-w 1`` makes "a new pid
+  answers" the same as "the replacement serves"); gunicorn's arbiter keeps
+  the shared listening socket too.
+
+Then ``--cpu-rounds`` more kills, and the master's (arbiter's) CPU time
+(utime+stime from /proc/PID/stat, 10 ms ticks) across them divided by their
+number; and the master's CPU over ``--idle`` idle seconds.
+"""
+
+import argparse
+import http.client
+import os
+import signal
+import statistics
+import sys
+import time
+
+try:
+    from bench import common, core
+except ImportError:  # python bench/respawn.py
+    import common
+    import core
+
+
+def answer_pid(port, timeout=10.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        if resp.status != 200:
+            raise http.client.HTTPException(f"HTTP {resp.status}")
+        return int(body.split()[3])
+    finally:
+        conn.close()
+
+
+def kill_and_wait(port, old, deadline_s=30.0):
+    """SIGKILL old; return (seconds to a 200 from another pid, refused, other failures)."""
+    refused = failed = 0
+    os.kill(old, signal.SIGKILL)
+    killed = time.perf_counter()
+    while True:
+        if time.perf_counter() - killed > deadline_s:
+            raise TimeoutError(f"no replacement on port {port} after {deadline_s} s")
+        try:
+            if answer_pid(port) != old:
+                return time.perf_counter() - killed, refused, failed
+        except ConnectionRefusedError:
+            refused += 1
+        except (OSError, http.client.HTTPException):
+            failed += 1
+
+
+class PreforkSide:
+    def __init__(self, mode):
+        self.name = f"prefork {mode}"
+        self.cluster = core.Cluster(mode)
+        self.port = self.cluster.wait_ready()[0]
+        self.master_pid = self.cluster.proc.pid
+
+    def worker_pid(self):
+        return self.cluster.pids[0]
+
+    def after_kill(self, old):
+        while self.cluster.pids[0] == old:  # keep our pid table current
+            self.cluster.next_event()
+
+    def close(self):
+        self.cluster.close()
+
+
+class GunicornSide:
+    def __init__(self):
+        self.name = "gunicorn sync -w1"
+        self.port = common.free_port()
+        argv = [sys.executable, "-m", "gunicorn", "-k", "sync", "-w", "1", "--bind",
+                f"127.0.0.1:{self.port}", "--log-level", "warning", "examples.hello:app"]
+        self.server = common.Server("gunicorn-w1", argv, [self.port])
+        self.server.wait_ready()
+        self.master_pid = self.server.pid
+
+    def worker_pid(self):
+        return answer_pid(self.port)
+
+    def after_kill(self, old):
+        pass
+
+    def close(self):
+        self.server.stop()
+
+
+def measure(side, rounds, cpu_rounds, idle):
+    times, refused, failed = [], 0, 0
+    for _ in range(rounds):
+        old = side.worker_pid()
+        t, r, f = kill_and_wait(side.port, old)
+        side.after_kill(old)
+        times.append(t)
+        refused += r
+        failed += f
+    before = core.cpu_seconds(side.master_pid)
+    for _ in range(cpu_rounds):
+        old = side.worker_pid()
+        kill_and_wait(side.port, old)
+        side.after_kill(old)
+    per_respawn = (core.cpu_seconds(side.master_pid) - before) / cpu_rounds if cpu_rounds else None
+    time.sleep(1.0)  # let the last respawn settle before the idle window
+    before = core.cpu_seconds(side.master_pid)
+    time.sleep(idle)  # measuring idleness itself
+    idle_cpu = core.cpu_seconds(side.master_pid) - before
+    return times, refused, failed, per_respawn, idle_cpu
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=20, help="timed kills per contender")
+    p.add_argument("--cpu-rounds", type=int, default=50, help="kills for the master CPU per respawn")
+    p.add_argument("--idle", type=float, default=30.0, help="seconds of idle master CPU")
+    p.add_argument("--contenders", default="lazy,preload,gunicorn")
+    args = p.parse_args(argv)
+    print(f"# machine: {common.machine_summary()}; shared and noisy")
+    print(f"# {args.rounds} timed kills, then {args.cpu_rounds} kills for master CPU, then {args.idle:g} s idle")
+    headers = ["contender", "SIGKILL->200 median ms", "max ms", "refused", "other failures",
+               "master CPU per respawn ms", f"master CPU idle {args.idle:g} s (ms)"]
+    rows = []
+    for name in args.contenders.split(","):
+        side = GunicornSide() if name == "gunicorn" else PreforkSide(name)
+        try:
+            times, refused, failed, per, idle_cpu = measure(side, args.rounds, args.cpu_rounds, args.idle)
+        finally:
+            side.close()
+        rows.append([side.name, statistics.median(times) * 1000, max(times) * 1000, refused, failed,
+                     per * 1000 if per is not None else None, idle_cpu * 1000])
+        print(f"  {side.name}: {[round(t * 1000, 1) for t in times]}", file=sys.stderr, flush=True)
+    common.print_table(headers, rows)
+
+
+if __name__ == "__main__":
+    main()
