@@ -79,3 +79,19 @@ def test_reload_requested_during_a_reload_is_queued_not_run_in_parallel(cluster,
     assert sorted(e["info"]["generation"] for e in exits) == [1, 1, 2, 2]
     with pytest.raises(AssertionError):
         c.wait_event("reloaded", timeout=0.5)
+
+
+def test_new_worker_that_never_becomes_ready_is_killed_and_the_reload_abandoned(cluster, tmp_path):
+    write_app(tmp_path, "v1")
+    c = cluster(
+        'RecordingMaster("versioned:app", workers=2, base_port=0, boot_timeout=1, graceful_timeout=5).start()',
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    ready = c.ready()
+    (tmp_path / "versioned.py").write_text("import time\ntime.sleep(60)\n")
+    c.order("reload")
+    assert c.wait_event("reloaded", timeout=10)["ok"] is False
+    hung = c.wait_event("worker_exited", where=lambda e: e["info"]["generation"] == 2)
+    assert hung["exitcode"] == -9
+    assert "not ready within boot_timeout (1 s)" in c.log()
+    assert [get(w["port"])[1] for w in ready["workers"]] == ["v1", "v1"]
