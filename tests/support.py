@@ -4,11 +4,14 @@ hook as a JSON line on stdout and takes orders as JSON lines on stdin."""
 import json
 import os
 import sys
+import time
 
 from prefork_waitress import CommandError, Master
 
 
 def emit(event, **fields):
+    """One JSON line; ``t`` is the master's monotonic clock, for tests that time events."""
+    fields.setdefault("t", time.monotonic())
     sys.stdout.write(json.dumps({"event": event, **fields}, default=repr) + "\n")
     sys.stdout.flush()
 

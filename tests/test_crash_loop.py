@@ -17,16 +17,7 @@ from apps import app
 """
 
 TIMED_MASTER = """
-import time
-
-class M(RecordingMaster):
-    def worker_exited(self, info, exitcode):
-        emit("worker_exited", info=info.__dict__, exitcode=exitcode, t=time.monotonic())
-
-    def worker_started(self, info):
-        emit("worker_started", info=info.__dict__, t=time.monotonic())
-
-M("flaky_app:app", workers=2, base_port=0, graceful_timeout=5).start()
+RecordingMaster("flaky_app:app", workers=2, base_port=0, graceful_timeout=5).start()
 """
 
 

@@ -10,16 +10,7 @@ from conftest import get, wait_until
 from prefork_waitress._timeouts import _START, RequestMeter, RequestTimeouts
 
 BODY = """
-import time
-
-class M(RecordingMaster):
-    def worker_exited(self, info, exitcode):
-        emit("worker_exited", info=info.__dict__, exitcode=exitcode, t=time.monotonic())
-
-    def worker_started(self, info):
-        emit("worker_started", info=info.__dict__, t=time.monotonic())
-
-M("apps:app", workers=2, base_port=0, request_timeout=1, output={out!r}, graceful_timeout=10).start()
+RecordingMaster("apps:app", workers=2, base_port=0, request_timeout=1, output={out!r}, graceful_timeout=10).start()
 """
 
 
