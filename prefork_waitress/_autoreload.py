@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from ._loading import resolve
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("prefork_waitress")
 
+# A save often touches several files: gather changes until none came for
+# QUIET seconds (at most MAX_GATHER), on a master timer so the loop never blocks.
+QUIET = 0.05
+MAX_GATHER = 0.5
+
 
 class CodeReloader:
     """Keeps the app's Project; in watch mode, turns saved files into rolling reloads."""
@@ -34,6 +40,9 @@ class CodeReloader:
         self.project = Project.from_app(app_spec)
         self.watcher: Optional[FileWatcher] = None
         self._poll_timer: Optional["Timer"] = None
+        self._gathered: "set[str]" = set()
+        self._gather_started = 0.0
+        self._settle_timer: Optional["Timer"] = None
 
     def load_app(self) -> Any:
         """Import (first time) or reload what changed (later), then resolve the app."""
@@ -46,7 +55,7 @@ class CodeReloader:
         """Watch every file of the project from the master loop (no thread)."""
         if not self.watch:
             return
-        self.watcher = self.project.watch_changes()
+        self.watcher = self.project.watch_changes(debounce=0)
         self.master.own(self.watcher)
         self.master.add_io_handler(self.watcher, self._changed)
         self._schedule_poll()
@@ -57,8 +66,9 @@ class CodeReloader:
             self.master.remove_io_handler(self.watcher)
             self.watcher.close()
             self.watcher = None
-        if self._poll_timer is not None:
-            self._poll_timer.cancel()
+        for timer in (self._poll_timer, self._settle_timer):
+            if timer is not None:
+                timer.cancel()
 
     def adopt(self, modules: Dict[str, Optional[str]]) -> None:
         """A lazily loading worker reports the modules it imported: watch the app's ones."""
@@ -80,6 +90,17 @@ class CodeReloader:
         changed = watcher.changed_files()
         if not changed:
             return
+        now = time.monotonic()
+        if not self._gathered:
+            self._gather_started = now
+        self._gathered |= changed
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+        deadline = min(now + QUIET, self._gather_started + MAX_GATHER)
+        self._settle_timer = self.master._loop.call_at(deadline, self._settled)
+
+    def _settled(self) -> None:
+        changed, self._gathered, self._settle_timer = self._gathered, set(), None
         log.info("changed: %s; reloading", ", ".join(sorted(changed)))
         if not self.master.settings.preload:
             for path in changed:

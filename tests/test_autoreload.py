@@ -107,3 +107,13 @@ def test_reload_needs_an_app_string(cluster):
             emit("failed", message=str(exc))
     """)
     assert "option reload: needs the app as a 'package.module:attr' string" in c.wait_event("failed")["message"]
+
+
+def test_a_save_touching_several_files_is_one_reload(cluster, tmp_path):
+    c, ports = start(cluster, tmp_path, True)
+    save(tmp_path, "proj/helpers.py", "GREETING = 'ciao'\n")
+    save(tmp_path, "proj/dynamic.py", "VALUE = 3\n")
+    assert c.wait_event("reloaded")["ok"] is True
+    assert all(state(port)["greeting"] == "ciao" and state(port)["dynamic"] == 3 for port in ports)
+    with pytest.raises(AssertionError, match="no 'reloaded' event"):
+        c.wait_event("reloaded", timeout=1)
