@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from waitress.adjustments import Adjustments
 
@@ -160,11 +160,6 @@ def as_worker_class(value: Any) -> Any:
     return value
 
 
-def identity(value: Any) -> Any:
-    """No conversion (the value is checked elsewhere)."""
-    return value
-
-
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One master option: its name, default, converter and one line of help."""
@@ -205,36 +200,27 @@ OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The validated options of one master."""
+    """The validated options of one master (defaults come from OPTIONS, through make_settings)."""
 
-    workers: int = 3
-    host: str = "127.0.0.1"
-    base_port: int = 8080
-    pidfile: Optional[str] = None
-    output: Any = None
-    worker_class: Any = None
-    preload: bool = False
-    graceful_timeout: float = 30.0
-    boot_timeout: float = 60.0
-    reload: bool = False
-    request_timeout: Optional[float] = None
-    max_requests: int = 0
-    max_requests_jitter: int = 0
-    cpu_affinity: Union[bool, Tuple[int, ...]] = True
-    control_socket: Optional[str] = None
-    upstream_file: Optional[str] = None
-    upstream_format: str = "nginx"
-    on_ports_changed: Optional[str] = None
+    workers: int
+    host: str
+    base_port: int
+    pidfile: Optional[str]
+    output: Any
+    worker_class: Any
+    preload: bool
+    graceful_timeout: float
+    boot_timeout: float
+    reload: bool
+    request_timeout: Optional[float]
+    max_requests: int
+    max_requests_jitter: int
+    cpu_affinity: Union[bool, Tuple[int, ...]]
+    control_socket: Optional[str]
+    upstream_file: Optional[str]
+    upstream_format: str
+    on_ports_changed: Optional[str]
     waitress: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def replace(self, **changes: Any) -> "Settings":
-        """A copy with some options changed, validated like the originals."""
-        merged = {
-            field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "waitress"
-        }
-        merged.update(self.waitress)
-        merged.update(changes)
-        return make_settings(**merged)
 
 
 def convert_option(name: str, value: Any) -> Any:
@@ -290,7 +276,7 @@ def _culprit(options: Mapping[str, Any]) -> str:
 
 def make_settings(**given: Any) -> Settings:
     """Validate and convert every option at once; unknown names go to waitress."""
-    values: Dict[str, Any] = {}
+    values: Dict[str, Any] = {option.name: option.default for option in OPTIONS}
     passthrough: Dict[str, Any] = {}
     for name, value in given.items():
         if name in OPTION_BY_NAME:
@@ -301,15 +287,3 @@ def make_settings(**given: Any) -> Settings:
     if settings.base_port and settings.base_port + settings.workers - 1 > 65535:
         raise ValueError(f"option base_port: {settings.base_port} + {settings.workers} workers runs past port 65535")
     return settings
-
-
-def option_names() -> List[str]:
-    """Names of the master's own options (waitress ones not included)."""
-    return [option.name for option in OPTIONS]
-
-
-def split_known(given: Mapping[str, Any], names: Sequence[str]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Split a mapping into (the named keys, the rest)."""
-    known = {k: v for k, v in given.items() if k in names}
-    rest = {k: v for k, v in given.items() if k not in names}
-    return known, rest
