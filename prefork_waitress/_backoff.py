@@ -11,7 +11,7 @@ logged with its traceback; the same error again is logged in one line.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 from ._slots import Slot, WorkerProcess, describe_exit
 
@@ -41,7 +41,7 @@ class CrashLoops:
         attempt = slot.boot_failures
         delay = backoff_delay(attempt)
         why = describe_exit(exitcode)
-        error, details = _error_of(worker, why)
+        error, details = worker.boot_failure(exitcode)
         meanwhile = f"; {then}" if then else ""
         if self._last_error.get(slot.id) == error:
             log.error(
@@ -74,11 +74,3 @@ class CrashLoops:
             log.info("worker %d is serving again after %d failed attempts", slot.id, slot.boot_failures)
         slot.boot_failures = 0
         self._last_error.pop(slot.id, None)
-
-
-def _error_of(worker: WorkerProcess, why: str) -> Tuple[str, str]:
-    """(one-line error used to recognise a repeat, the traceback to log the first time)."""
-    if worker.boot_error:
-        details = f"\n{worker.boot_traceback.rstrip()}" if worker.boot_traceback else ""
-        return worker.boot_error, details
-    return f"it exited with {why} before it was ready", ""

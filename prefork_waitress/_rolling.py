@@ -64,13 +64,14 @@ class RollingReload:
             return
         if not ok:
             self.master._replacer.drop("reload")
-            reason = (failed.boot_error if failed else None) or "it exited before it was ready"
-            log.error(
-                "reload abandoned: the new worker %d could not start (%s); the old workers keep serving%s",
-                failed.slot.id if failed else -1,
-                reason,
-                f"\n{failed.boot_traceback.rstrip()}" if failed and failed.boot_traceback else "",
-            )
+            if failed is not None:
+                reason, details = failed.boot_failure(exitcode)
+                log.error(
+                    "reload abandoned: the new worker %d could not start (%s); the old workers keep serving%s",
+                    failed.slot.id,
+                    reason,
+                    details,
+                )
             self._finish(False)
             return
         self.pending -= 1

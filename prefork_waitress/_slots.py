@@ -48,6 +48,13 @@ class WorkerProcess:
         self.timers: "list[Timer]" = []
         self.meter: Any = None
 
+    def boot_failure(self, exitcode: Optional[int]) -> "tuple[str, str]":
+        """Why it never became ready: (one line, the traceback to log after it, or "")."""
+        if self.boot_error:
+            details = f"\n{self.boot_traceback.rstrip()}" if self.boot_traceback else ""
+            return self.boot_error, details
+        return f"it exited with {describe_exit(exitcode)} before it was ready", ""
+
     def info(self) -> WorkerInfo:
         return WorkerInfo(
             id=self.slot.id,

@@ -390,8 +390,7 @@ class Master(WorkerProcesses):
             self._spawn(slot)
             return
         if self._state == BOOTING:
-            self._boot_error = worker.boot_error or f"it exited with {why} before it was ready"
-            details = f"\n{worker.boot_traceback.rstrip()}" if worker.boot_traceback else ""
+            self._boot_error, details = worker.boot_failure(exitcode)
             log.error("worker %d could not start (%s); stopping%s", slot.id, self._boot_error, details)
             self.stop()
             return
