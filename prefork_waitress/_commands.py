@@ -66,7 +66,7 @@ class CommandChannel:
         return results, pending
 
     def collect(self, pending: Dict[int, WorkerProcess], name: str, timeout: float, receive: Any) -> Dict[int, Any]:
-        """Wait (with a deadline) for the replies of ``pending``; ``receive(process)`` reads one message."""
+        """Wait (with a deadline) for the replies of ``pending``; ``receive(process)`` reads what it sent."""
         results: Dict[int, Any] = {}
         deadline = time.monotonic() + timeout
         try:
@@ -108,8 +108,7 @@ class CommandChannel:
                 receive(process)
         for seq, process in list(pending.items()):
             if seq not in self._replies and _has_exited(process):
-                while _readable(process):  # a reply sent just before dying still counts
-                    receive(process)
+                receive(process)  # a reply sent just before dying still counts
                 if seq not in self._replies:
                     del pending[seq]
                     self._waiting.discard(seq)
@@ -123,13 +122,6 @@ class CommandChannel:
 
 def _has_exited(process: WorkerProcess) -> bool:
     return bool(wait([process.sentinel], 0))
-
-
-def _readable(process: WorkerProcess) -> bool:
-    try:
-        return not process.conn.closed and process.conn.poll(0)
-    except (OSError, EOFError):
-        return False
 
 
 def _error_from(payload: Any, slot_id: int, name: str) -> CommandError:

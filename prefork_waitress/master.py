@@ -309,7 +309,7 @@ class Master(WorkerProcesses):
         """Run command ``name`` in every worker (or slot ``worker``); replies by slot id."""
         chosen = targets(self._slots, worker)
         results, pending = self._commands.send(chosen, name, args)
-        results.update(self._commands.collect(pending, name, timeout, self._receive))
+        results.update(self._commands.collect(pending, name, timeout, self._drain_messages))
         return {slot.id: results[slot.id] for slot in chosen}
 
     # processes ------------------------------------------------------------
