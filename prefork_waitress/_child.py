@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from . import _platform
 from ._autoreload import imported_modules
 from ._loading import resolve
+from ._output import flush_stdio, redirect_stdio
 from ._waitress import DrainableServer, RequestHooks
 from .worker import Worker
 
@@ -119,14 +120,7 @@ def _redirect_stdio(output: Any) -> None:
     os.close(null)
     if output is None:
         return
-    if isinstance(output, str):
-        fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    else:
-        sys.stdout.flush() if sys.stdout else None
-        fd = os.dup(output.fileno())
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    redirect_stdio(output)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
 
@@ -219,7 +213,7 @@ def run(spec: ChildSpec) -> None:
     except BaseException:
         traceback.print_exc()
     finally:
-        _flush_stdio()
+        flush_stdio()
         os._exit(code)
 
 
@@ -274,16 +268,7 @@ def _start_exit_deadline(seconds: float) -> None:
     def leave() -> None:
         time.sleep(seconds)
         log.error("worker %d did not stop within %.1f s; exiting", os.getpid(), seconds)
-        _flush_stdio()
+        flush_stdio()
         os._exit(EXIT_CRASHED)
 
     threading.Thread(target=leave, name="prefork-exit-deadline", daemon=True).start()
-
-
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass

@@ -1,20 +1,33 @@
-"""Pointing a process's stdout and stderr at the output file (start, log rotation)."""
+"""Pointing a process's stdout and stderr at the output (start, log rotation, workers)."""
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 
-def redirect_stdio(path: str) -> None:
-    """Open ``path`` for appending and put it on fds 1 and 2, so rotated logs are left alone."""
+def flush_stdio() -> None:
+    """Flush sys.stdout and sys.stderr, ignoring streams that are gone."""
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
                 stream.flush()
         except (OSError, ValueError):
             pass
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def open_output(output: Any) -> int:
+    """A new fd on ``output``: a path opened for appending (so rotation is left alone), or a file object's."""
+    if isinstance(output, str):
+        return os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    return os.dup(output.fileno())
+
+
+def redirect_stdio(output: Any) -> None:
+    """Put ``output`` (a path or a file object) on fds 1 and 2."""
+    flush_stdio()
+    fd = open_output(output)
     try:
         os.dup2(fd, 1)
         os.dup2(fd, 2)

@@ -33,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._loop import Timer
+from ._output import open_output
 from ._slots import WorkerProcess
 
 if TYPE_CHECKING:
@@ -150,13 +151,10 @@ def _note_in_output(output: Any, text: str) -> None:
     """Append a line to the workers' output (a path, a file object, or the inherited stderr)."""
     data = text.encode("utf-8", "replace")
     try:
-        if isinstance(output, str):
-            fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-        else:
-            os.write(output.fileno() if output is not None else 2, data)
+        fd = open_output(output) if output is not None else os.dup(2)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
     except (OSError, ValueError):
         pass
