@@ -6,6 +6,7 @@ import logging
 import os
 from typing import Optional
 
+from ._platform import write_atomically
 from .errors import StartError
 
 log = logging.getLogger("prefork_waitress")
@@ -47,11 +48,8 @@ class PidFile:
         if old is not None:
             log.info("replacing stale pid file %s (process %d is gone)", self.path, old)
         self.pid = os.getpid()
-        tmp = f"{self.path}.{self.pid}.tmp"
         try:
-            with open(tmp, "w", encoding="ascii") as f:
-                f.write(f"{self.pid}\n")
-            os.replace(tmp, self.path)
+            write_atomically(self.path, f"{self.pid}\n")
         except OSError as exc:
             raise StartError(f"cannot write pid file {self.path}: {exc.strerror or exc}") from None
 

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from typing import Any, Collection, List, Optional, Sequence, Tuple, Union
 
 log = logging.getLogger("prefork_waitress")
@@ -89,3 +90,22 @@ def pin_to_cpus(cpus: Optional[Sequence[int]]) -> None:
         os.sched_setaffinity(0, set(cpus))
     except OSError as exc:
         log.warning("cannot pin worker %d to CPUs %s: %s", os.getpid(), list(cpus), exc)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import tempfile
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional
 
+from ._platform import write_atomically
 from ._slots import describe_exit
 
 if TYPE_CHECKING:
@@ -49,25 +49,6 @@ def render(ports: Iterable[int], host: str = "127.0.0.1", format: str = "nginx")
     else:
         raise ValueError(f"unknown upstream format {format!r}; expected one of {', '.join(FORMATS)}")
     return "".join(line + "\n" for line in lines)
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".upstream-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _pidfd(pid: int) -> Optional[int]:
