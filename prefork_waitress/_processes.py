@@ -119,7 +119,6 @@ class WorkerProcesses:
         elif kind == "ready":
             self._loop.call_soon(lambda: self._ready(worker, message[2]))
         elif kind == "draining":
-            worker.accepting = False
             self._replacer.released(worker)
         elif kind == "modules" and self._code is not None:
             self._code.adopt(message[1])

@@ -41,7 +41,6 @@ class WorkerProcess:
         self.started_at: Optional[float] = None
         self.ready = False
         self.stopping = False
-        self.accepting = True
         self.timed_out = False  # its request ran past request_timeout
         self.boot_error: Optional[str] = None  # one line: "RuntimeError: database is down"
         self.boot_traceback: Optional[str] = None
