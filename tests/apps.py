@@ -105,3 +105,8 @@ class FailingStartWorker(Worker):
 
     def on_start(self):
         raise RuntimeError("on_start refuses")
+
+
+def crash(environ, start_response):
+    """Kills its worker on every request (a segfaulting extension, an os._exit in the app)."""
+    os._exit(3)
