@@ -13,10 +13,11 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ._cli import Parser
-from .control import ControlError, request
+from .control import MAX_COMMAND_TIMEOUT, ControlError, request
 
 EXIT_OK, EXIT_FAILED = 0, 1
-DEFAULT_TIMEOUTS = {"reload": 600.0, "stop": 300.0}
+# The client outwaits the master: a command's reply comes at the latest after its own timeout.
+DEFAULT_TIMEOUTS = {"reload": 600.0, "stop": 300.0, "command": MAX_COMMAND_TIMEOUT + 10.0}
 COLUMNS = ("slot", "port", "pid", "gen", "uptime", "requests", "restarts")
 
 
@@ -48,6 +49,8 @@ def _json_or_string(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:
+        raise ValueError(f"argument {text[:20]}... is nested too deeply to be sent as JSON") from None
 
 
 def make_request(args: argparse.Namespace) -> Dict[str, Any]:
@@ -109,8 +112,11 @@ def _print_status(args: argparse.Namespace, result: Any) -> int:
 
 
 def _print_command(args: argparse.Namespace, result: Any) -> int:
+    """Every reply on stdout (JSON), and each worker's error once more on stderr, by slot."""
     print(json.dumps(result, indent=2, sort_keys=True, default=repr))
-    failed = [r for r in result.values() if isinstance(r, dict) and set(r) == {"error", "type"}]
+    failed = {slot: r for slot, r in result.items() if isinstance(r, dict) and set(r) == {"error", "type"}}
+    for slot, reply in failed.items():
+        sys.stderr.write(f"prefork-waitress ctl: worker {slot}: {reply['error']}\n")
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -133,14 +139,23 @@ PRINTERS: Dict[str, Callable[[argparse.Namespace, Any], int]] = {
 
 def main(argv: Sequence[str]) -> int:
     """Send one request, print the reply, and say by the exit status whether it worked."""
-    args = build_parser().parse_args(list(argv))
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUTS.get(args.action, 30.0)
     try:
-        reply = request(args.socket, make_request(args), timeout=timeout)
+        message = make_request(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        reply = request(args.socket, message, timeout=timeout)
     except ControlError as exc:
         sys.stderr.write(f"prefork-waitress ctl: error: {exc}\n")
         return EXIT_FAILED
     if not reply.get("ok"):
         sys.stderr.write(f"prefork-waitress ctl: {args.action} failed: {reply.get('error')}\n")
         return EXIT_FAILED
-    return PRINTERS[args.action](args, reply.get("result"))
+    try:
+        return PRINTERS[args.action](args, reply.get("result"))
+    except (ValueError, TypeError, LookupError, AttributeError, RecursionError) as exc:
+        sys.stderr.write(f"prefork-waitress ctl: error: unexpected reply to {args.action}: {exc}\n")
+        return EXIT_FAILED
