@@ -11,10 +11,12 @@ import multiprocessing.context
 import os
 import random
 import signal
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional
 
 from . import _child, _platform
+from ._backoff import backoff_delay
 from ._commands import CommandChannel
+from ._limits import is_out_of_fds, out_of_fds_message
 from ._loop import EventLoop
 from ._slots import Slot, WorkerProcess
 
@@ -28,6 +30,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("prefork_waitress")
 
 IMMEDIATE_STOP_TIMEOUT = 5.0
+
+
+class _Forked(NamedTuple):
+    generation: int
+    process: Any
+
+
+def spawn_failure(slot: Slot, exc: OSError) -> str:
+    """One line saying why no worker could be forked for ``slot`` (naming the fd limit if that was it)."""
+    doing = f"cannot fork a worker for slot {slot.id} (port {slot.port})"
+    return out_of_fds_message(doing, exc) if is_out_of_fds(exc) else f"{doing}: {exc.strerror or exc}"
 
 
 class WorkerProcesses:
@@ -55,10 +68,51 @@ class WorkerProcesses:
         raise NotImplementedError
 
     def _spawn(self, slot: Slot) -> WorkerProcess:
-        """Fork a worker for ``slot``; it becomes the slot's current one unless told otherwise."""
+        """Fork a worker for ``slot``; it becomes the slot's current one unless told otherwise.
+
+        Raises OSError (EMFILE, ENOMEM, EAGAIN) with nothing left open when the fork or its setup fails.
+        """
         parent_conn, child_conn = self._context.Pipe(duplex=True)
+        meter = None
+        try:
+            meter = self._timeouts.new_meter()
+            process = self._fork(slot, child_conn, parent_conn, meter)
+        except BaseException:
+            for obj in (parent_conn, child_conn, meter):
+                if obj is not None:
+                    obj.close()
+            raise
+        child_conn.close()
+        worker = WorkerProcess(slot, process.generation, process.process, parent_conn)
+        worker.meter = meter
+        self._processes[worker.pid] = worker
+        self._timeouts.watch()
+        self._loop.add_reader(parent_conn, lambda conn: self._receive(worker))
+        self._loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
+        worker.timers.append(self._loop.call_later(self.settings.boot_timeout, lambda: self._boot_timed_out(worker)))
+        if slot.current is None:
+            slot.current = worker
+        return worker
+
+    def _spawn_or_retry(self, slot: Slot) -> Optional[WorkerProcess]:
+        """Fork a worker for ``slot``; if the fork fails, retry with backoff (a slot failure like any other)."""
+        try:
+            return self._spawn(slot)
+        except OSError as exc:
+            self._spawn_failed(slot, exc)
+            return None
+
+    def _spawn_failed(self, slot: Slot, exc: OSError) -> None:
+        slot.boot_failures += 1
+        delay = backoff_delay(slot.boot_failures)
+        log.error("%s; retrying in %.1f s", spawn_failure(slot, exc), delay)
+        slot.respawn_timer = self._loop.call_later(delay, lambda: self._respawn_after_backoff(slot))
+
+    def _respawn_after_backoff(self, slot: Slot) -> None:
+        raise NotImplementedError
+
+    def _fork(self, slot: Slot, child_conn: Any, parent_conn: Any, meter: Any) -> "_Forked":
         generation = slot.next_generation()
-        meter = self._timeouts.new_meter()
         spec = _child.ChildSpec(
             slot_id=slot.id,
             port=slot.port,
@@ -79,17 +133,7 @@ class WorkerProcesses:
         )
         process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
         process.start()
-        child_conn.close()
-        worker = WorkerProcess(slot, generation, process, parent_conn)
-        worker.meter = meter
-        self._processes[worker.pid] = worker
-        self._timeouts.watch()
-        self._loop.add_reader(parent_conn, lambda conn: self._receive(worker))
-        self._loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
-        worker.timers.append(self._loop.call_later(self.settings.boot_timeout, lambda: self._boot_timed_out(worker)))
-        if slot.current is None:
-            slot.current = worker
-        return worker
+        return _Forked(generation, process)
 
     def _inherited(self) -> List[Any]:
         objects: List[Any] = [slot.sock for slot in self._slots]

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Callable, List, Optional
 
+from ._processes import spawn_failure
 from ._slots import Slot, WorkerProcess
 
 if TYPE_CHECKING:
@@ -74,7 +75,12 @@ class SlotReplacer:
                 job.done(True, None, None)  # retired, respawning or already replaced: nothing to do
                 continue
             self.current = job
-            job.successor = self.master._spawn(job.slot)
+            try:
+                job.successor = self.master._spawn(job.slot)
+            except OSError as exc:
+                log.error("%s; the old worker keeps serving", spawn_failure(job.slot, exc))
+                self.current = None
+                job.done(False, None, None)
 
     def _replaceable(self, job: Replacement) -> bool:
         slot, worker = job.slot, job.slot.current

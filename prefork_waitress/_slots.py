@@ -39,6 +39,7 @@ class WorkerProcess:
         self.sentinel: int = process.sentinel
         self.forked_at = time.monotonic()
         self.started_at: Optional[float] = None
+        self.ready_at: Optional[float] = None  # monotonic, when it reported ready
         self.ready = False
         self.stopping = False
         self.timed_out = False  # its request ran past request_timeout
@@ -84,6 +85,7 @@ class Slot:
         self.generations = 0
         self.restarts = 0
         self.boot_failures = 0
+        self.early_crashes = 0  # deaths soon after ready, in a row (crash-after-ready backoff)
         self.retiring = False
         self.respawn_timer: Optional[Timer] = None
 

@@ -144,7 +144,7 @@ class RequestTimeouts:
         successor_coming = master._replacer.replacing(slot)
         if master.state in ("booting", "running") and not slot.retiring and not successor_coming:
             slot.restarts += 1
-            master._spawn(slot)
+            master._spawn_or_retry(slot)
 
 
 def _note_in_output(output: Any, text: str) -> None:

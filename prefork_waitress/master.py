@@ -10,10 +10,11 @@ import signal
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from . import _integrations
+from . import _integrations, _scaling
 from ._autoreload import CodeReloader
 from ._backoff import CrashLoops
 from ._commands import CommandChannel, targets
+from ._limits import StopRequested, TimeLimitExceeded, is_out_of_fds, out_of_fds_message, stop_on_sigterm, time_limit
 from ._loading import AppImportError, resolve
 from ._loop import EventLoop
 from ._pidfile import PidFile
@@ -23,7 +24,7 @@ from ._replacing import SlotReplacer
 from ._rolling import RollingReload
 from ._slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
 from ._timeouts import RequestTimeouts
-from .errors import BootError
+from .errors import BootError, StartError
 from .options import Settings, make_settings
 from .reloading import ReloadError
 from .worker import Worker
@@ -171,9 +172,17 @@ class Master(WorkerProcesses):
             raise RuntimeError("a Master can be started once")
         self._state = BOOTING
         try:
-            self._prepare()
-            for slot in self._slots:
-                self._spawn(slot)
+            try:
+                self._prepare()
+                for slot in self._slots:
+                    self._spawn(slot)
+            except StopRequested:
+                log.info("SIGTERM before the workers were started; stopping")
+                self._state = STOPPED
+            except OSError as exc:
+                if not is_out_of_fds(exc):
+                    raise
+                raise StartError(out_of_fds_message("cannot start", exc)) from None
             while self._state != STOPPED:
                 self._loop.run_once()
                 if self._state == STOPPING and not self._processes:
@@ -184,17 +193,18 @@ class Master(WorkerProcesses):
             raise BootError(f"the app could not start: {self._boot_error}")
 
     def _prepare(self) -> None:
-        """Everything that can fail before a fork: pid file, sockets, preload."""
-        if self._pidfile is not None:
-            self._pidfile.create()
-        base = self.settings.base_port
-        for slot_id in range(self.settings.workers):
-            self._add_slot(slot_id, base + slot_id if base else 0)
-        if self.settings.preload:
-            try:
-                self._app = self._code.load_app() if self._code else self.load_app()
-            except (AppImportError, ReloadError) as exc:
-                raise BootError(f"the app could not start: {exc}") from exc
+        """Everything that can fail before a fork: pid file, sockets, preload (bounded by boot_timeout)."""
+        with stop_on_sigterm():
+            if self._pidfile is not None:
+                self._pidfile.create()
+            base = self.settings.base_port
+            for slot_id in range(self.settings.workers):
+                self._add_slot(slot_id, base + slot_id if base else 0)
+            if self.settings.preload:
+                try:
+                    self._app = self._preload()
+                except (AppImportError, ReloadError, TimeLimitExceeded) as exc:
+                    raise BootError(f"the app could not start: {exc}") from None
         self._loop.open_signals()
         if self._code is not None:
             self._code.start_watching()
@@ -226,7 +236,12 @@ class Master(WorkerProcesses):
     def reload_code(self) -> None:
         """Before a rolling reload: in preload mode, import the app's code again."""
         if self.settings.preload and self._code is not None:
-            self._app = self._code.load_app()
+            self._app = self._preload()
+
+    def _preload(self) -> Any:
+        """Import the app in the master, within boot_timeout (SIGALRM interrupts an import that hangs)."""
+        with time_limit(self.settings.boot_timeout, f"importing {self.app_spec!r} in the master (preload)"):
+            return self._code.load_app() if self._code else self.load_app()
 
     def _add_slot(self, slot_id: int, port: int) -> Slot:
         slot = Slot(slot_id, bind_socket(self.settings.host, port))
@@ -275,17 +290,19 @@ class Master(WorkerProcesses):
         self._rolling.request()
 
     def scale(self, n: int) -> None:
-        """Grow to ``n`` slots on the next ports, or gracefully retire the highest ones."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"scale: expected a whole number of workers >= 1, got {n!r}")
+        """Grow to ``n`` slots on the next ports, or gracefully retire the highest ones.
+
+        Growing is all-or-nothing: ``n`` above the workers option's bound, a port past
+        65535, or a socket that cannot be opened raises before any slot is added.
+        """
+        n = _scaling.check_count(n)
         if self._state not in (BOOTING, RUNNING):
             raise RuntimeError(f"scale: the master is {self._state}")
-        while len(self._slots) < n:
-            slot_id = self._slots[-1].id + 1 if self._slots else 0
-            base = self.settings.base_port
-            self._add_slot(slot_id, base + slot_id if base else 0)
+        wanted = _scaling.plan(self._slots, n, self.settings.base_port)
+        for slot in _scaling.open_slots(wanted, self.settings.host, list(self._processes.values())):
+            self._slots.append(slot)
             self._pending_ports = True
-            self._spawn(self._slots[-1])
+            self._spawn_or_retry(slot)
         retiring = self._slots[n:]
         if retiring:
             del self._slots[n:]
@@ -317,6 +334,7 @@ class Master(WorkerProcesses):
         if worker.pid not in self._processes or worker.stopping:
             return
         worker.ready = True
+        worker.ready_at = time.monotonic()
         worker.started_at = started_at
         self._crashes.recovered(worker.slot)
         worker.cancel_timers()
@@ -383,11 +401,13 @@ class Master(WorkerProcesses):
         self._refill(slot, worker, exitcode)
 
     def _refill(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int]) -> None:
-        why = describe_exit(exitcode)
         if worker.ready:
-            log.warning("worker %d (pid %d) died with %s; respawning on port %d", slot.id, worker.pid, why, slot.port)
             slot.restarts += 1
-            self._spawn(slot)
+            delay = self._crashes.died_after_ready(slot, worker, exitcode)
+            if delay:
+                slot.respawn_timer = self._loop.call_later(delay, lambda: self._respawn_after_backoff(slot))
+            else:
+                self._spawn_or_retry(slot)
             return
         if self._state == BOOTING:
             self._boot_error, details = worker.boot_failure(exitcode)
@@ -401,4 +421,4 @@ class Master(WorkerProcesses):
     def _respawn_after_backoff(self, slot: Slot) -> None:
         slot.respawn_timer = None
         if self._state in (BOOTING, RUNNING) and not slot.retiring and slot.current is None:
-            self._spawn(slot)
+            self._spawn_or_retry(slot)
