@@ -19,7 +19,7 @@ MAX_PORT = 65535
 
 def check_count(n: object) -> int:
     """``n`` as a worker count, with the workers option's bounds and message."""
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"scale: expected a whole number of workers >= 1, got {n!r}")
     try:
         count: int = convert_option("workers", n)
