@@ -23,6 +23,8 @@ from ._output import flush_stdio, redirect_stdio
 from ._waitress import DrainableServer, RequestHooks
 from .worker import Worker
 
+BEAT_EVERY = 1.0  # the command thread's heartbeat; the I/O loop beats on every turn of its loop
+
 log = logging.getLogger("prefork_waitress.worker")
 
 EXIT_OK = 0
@@ -48,7 +50,7 @@ class ChildSpec:
     max_requests: int
     master_pid: int
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
-    meter: Any = None  # shared request clock for request_timeout, or None
+    meter: Any = None  # shared clock page (request_timeout, heartbeats), or None
     report_modules: bool = False  # tell the master what was imported (lazy reload=True)
 
 
@@ -141,10 +143,14 @@ def _load_app(spec: ChildSpec) -> Any:
     return resolve(spec.app) if isinstance(spec.app, str) else spec.app
 
 
-def _serve_commands(worker: Worker, channel: Channel, on_eof: Callable[[], None]) -> None:
-    """Command thread: run each command from the master and send its reply."""
+def _serve_commands(worker: Worker, channel: Channel, on_eof: Callable[[], None], meter: Any = None) -> None:
+    """Command thread: run each command from the master and send its reply; beat at least every BEAT_EVERY s."""
     while True:
         try:
+            if meter is not None:
+                meter.beat_commands()
+                if not channel.conn.poll(BEAT_EVERY):
+                    continue
             message = channel.conn.recv()
         except (EOFError, OSError):
             log.warning("worker %d: the master is gone; stopping", worker.id)
@@ -227,11 +233,13 @@ def _run(spec: ChildSpec) -> int:
     requests.channel = channel
     stop = _install_stop(worker, server, spec)
     requests.on_limit = lambda: _ask_to_recycle(channel, worker, stop)
-    threading.Thread(target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True).start()
+    threading.Thread(
+        target=_serve_commands, args=(worker, channel, stop, spec.meter), name="prefork-commands", daemon=True
+    ).start()
     channel.send(("ready", worker.pid, worker.started_at))
     if spec.report_modules:
         channel.send(("modules", imported_modules()))
-    server.serve()
+    server.serve(on_turn=spec.meter.beat_io if spec.meter is not None else None)
     worker.on_stop()
     return EXIT_OK
 

@@ -18,7 +18,7 @@ from .control import MAX_COMMAND_TIMEOUT, ControlError, request
 EXIT_OK, EXIT_FAILED = 0, 1
 # The client outwaits the master: a command's reply comes at the latest after its own timeout.
 DEFAULT_TIMEOUTS = {"reload": 600.0, "stop": 300.0, "command": MAX_COMMAND_TIMEOUT + 10.0}
-COLUMNS = ("slot", "port", "pid", "gen", "uptime", "requests", "restarts")
+COLUMNS = ("slot", "port", "pid", "gen", "uptime", "requests", "restarts", "queued")
 
 
 def build_parser() -> Parser:
@@ -79,6 +79,12 @@ def _uptime(started_at: Optional[float]) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
+def _queued(worker: Dict[str, Any]) -> str:
+    """Connections waiting in the slot's accept queue, and its limit ("-" where the OS cannot say)."""
+    length, limit = worker.get("accept_queue"), worker.get("accept_queue_limit")
+    return "-" if length is None else f"{length}/{limit}"
+
+
 def format_status(status: Dict[str, Any]) -> str:
     """A readable table: one line for the master, one row per worker slot."""
     master = status["master"]
@@ -98,6 +104,7 @@ def format_status(status: Dict[str, Any]) -> str:
                 _uptime(worker.get("started_at")),
                 requests if requests is not None else "-",
                 worker["restarts"],
+                _queued(worker),
             )
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(COLUMNS))]

@@ -11,11 +11,13 @@ if TYPE_CHECKING:
 
 def attach(master: "Master") -> None:
     """Add each integration as a listener, so it works even if hooks skip ``super()``."""
+    from ._accept_queue import AcceptQueueWatch
     from .control import ControlServer
     from .systemd import SystemdNotifier
     from .upstream import UpstreamWriter
 
     settings = master.settings
+    master.add_listener(AcceptQueueWatch(master))
     if settings.control_socket:
         master.add_listener(ControlServer(master, settings.control_socket))
     if settings.upstream_file:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import _integrations, _scaling
 from ._autoreload import CodeReloader
+from ._accept_queue import accept_queue
 from ._backoff import CrashLoops
 from ._commands import CommandChannel, targets
 from ._limits import StopRequested, TimeLimitExceeded, is_out_of_fds, out_of_fds_message, stop_on_sigterm, time_limit
@@ -62,7 +63,7 @@ class Master(WorkerProcesses):
         self._boot_error: Optional[str] = None
         self._rolling = RollingReload(self)
         self._crashes = CrashLoops()
-        self._timeouts = RequestTimeouts(self, self.settings.request_timeout)
+        self._timeouts = RequestTimeouts(self, self.settings.request_timeout, self.settings.heartbeat_timeout)
         self._replacer = SlotReplacer(self)
         self._recycler = Recycler(self)
         self._pending_ports: bool = False
@@ -95,7 +96,7 @@ class Master(WorkerProcesses):
                 "ports": self.ports,
                 "reloading": self._rolling.active,
             },
-            "workers": [dataclasses.asdict(info) for info in self.workers],
+            "workers": [_with_accept_queue(slot.sock, dataclasses.asdict(slot.info())) for slot in self._slots],
         }
 
     # hooks (override in a subclass; all run in the master loop) -----------
@@ -422,3 +423,9 @@ class Master(WorkerProcesses):
         slot.respawn_timer = None
         if self._state in (BOOTING, RUNNING) and not slot.retiring and slot.current is None:
             self._spawn_or_retry(slot)
+
+
+def _with_accept_queue(sock: Any, worker: Dict[str, Any]) -> Dict[str, Any]:
+    """A status entry plus the slot's accept queue: connections waiting, and the limit (None off Linux)."""
+    worker["accept_queue"], worker["accept_queue_limit"] = accept_queue(sock)
+    return worker
