@@ -44,7 +44,7 @@ class StuckQueues:
         self.clock = clock
         self.stuck_after = stuck_after
         self._since: Dict[int, Tuple[float, int]] = {}  # slot id -> (last progress, previous length)
-        self._warned: set = set()
+        self._warned: "set[int]" = set()
 
     def sample(self, queues: Iterable[Tuple[int, int, Optional[int]]]) -> None:
         """``queues``: (slot id, port, queue length or None) of every slot, now."""

@@ -11,8 +11,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from . import _integrations, _scaling
-from ._autoreload import CodeReloader
 from ._accept_queue import accept_queue
+from ._autoreload import CodeReloader
 from ._backoff import CrashLoops
 from ._commands import CommandChannel, targets
 from ._limits import StopRequested, TimeLimitExceeded, is_out_of_fds, out_of_fds_message, stop_on_sigterm, time_limit
