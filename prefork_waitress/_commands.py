@@ -8,6 +8,7 @@ import time
 from multiprocessing.connection import wait
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
+from ._outbox import RETRY_FIRST, OutboxFull
 from ._slots import Slot, WorkerProcess
 from .errors import CommandError
 
@@ -47,7 +48,10 @@ class CommandChannel:
                 continue
             seq = next(self._seq)
             try:
-                process.conn.send(("command", seq, name, args, {}))
+                process.outbox.send(("command", seq, name, args, {}))
+            except OutboxFull as exc:
+                results[slot.id] = not_reading(slot.id, name, exc)
+                continue
             except (OSError, EOFError) as exc:
                 results[slot.id] = CommandError(
                     f"worker {slot.id} is gone: {exc}", worker=slot.id, command=name, exc_type="Gone"
@@ -102,6 +106,7 @@ class CommandChannel:
         for process in pending.values():
             by_object[process.conn] = process
             by_object[process.sentinel] = process
+            remaining = min(remaining, _flush_while_waiting(process))
         for obj in wait(list(by_object), remaining):
             process = by_object[obj]
             if obj is process.conn:
@@ -118,6 +123,26 @@ class CommandChannel:
                         command=name,
                         exc_type="WorkerExited",
                     )
+
+
+def not_reading(slot_id: int, name: str, exc: OutboxFull) -> CommandError:
+    """The error of a command refused because its worker does not read its Pipe."""
+    return CommandError(
+        f"worker {slot_id} is not reading its commands ({exc}); it may be frozen or stuck "
+        "(heartbeat_timeout replaces such a worker)",
+        worker=slot_id,
+        command=name,
+        exc_type="NotReading",
+    )
+
+
+def _flush_while_waiting(process: WorkerProcess) -> float:
+    """A blocking wait runs no timers: push the worker's queued messages itself; how soon to try again."""
+    try:
+        done = process.outbox.flush()
+    except OSError:
+        return 1.0
+    return 1.0 if done else RETRY_FIRST
 
 
 def _has_exited(process: WorkerProcess) -> bool:

@@ -83,7 +83,7 @@ class WorkerProcesses:
                     obj.close()
             raise
         child_conn.close()
-        worker = WorkerProcess(slot, process.generation, process.process, parent_conn)
+        worker = WorkerProcess(slot, process.generation, process.process, parent_conn, self._loop.call_later)
         worker.meter = meter
         self._processes[worker.pid] = worker
         self._timeouts.watch()
@@ -183,6 +183,7 @@ class WorkerProcesses:
         if self._processes.pop(worker.pid, None) is None:
             return worker.process.exitcode
         worker.cancel_timers()
+        worker.outbox.close()
         self._loop.remove_reader(worker.conn)
         self._loop.remove_reader(worker.sentinel)
         worker.process.join()

@@ -9,9 +9,10 @@ import socket
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ._loop import Timer
+from ._outbox import Outbox
 from .errors import StartError
 
 
@@ -30,11 +31,19 @@ class WorkerInfo:
 class WorkerProcess:
     """One forked worker: its process, its end of the Pipe, its state."""
 
-    def __init__(self, slot: "Slot", generation: int, process: BaseProcess, conn: Connection) -> None:
+    def __init__(
+        self,
+        slot: "Slot",
+        generation: int,
+        process: BaseProcess,
+        conn: Connection,
+        call_later: Callable[[float, Callable[[], None]], Any],
+    ) -> None:
         self.slot = slot
         self.generation = generation
         self.process = process
         self.conn = conn
+        self.outbox = Outbox(conn, call_later)
         self.pid: int = process.pid or 0
         self.sentinel: int = process.sentinel
         self.forked_at = time.monotonic()
