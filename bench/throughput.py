@@ -94,7 +94,8 @@ def nofix_copy(prefork_path):
     dest = os.path.join(dest_root, "prefork_waitress")
     shutil.copytree(os.path.join(src_root, "prefork_waitress"), dest,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    path = os.path.join(dest, "_waitress.py")
+    module = "_child._waitress" if os.path.isdir(os.path.join(dest, "_child")) else "_waitress"
+    path = os.path.join(dest, *module.split(".")) + ".py"
     with open(path) as f:
         text = f.read()
     start = text.index("    def _flush_some(self")
@@ -104,7 +105,7 @@ def nofix_copy(prefork_path):
         f.write(text)
     check = subprocess.run(
         [sys.executable, "-c",
-         "from prefork_waitress._waitress import _DrainAwareChannel as C; "
+         f"from prefork_waitress.{module} import _DrainAwareChannel as C; "
          "assert '_flush_some' not in C.__dict__ and 'writable' not in C.__dict__, 'fix still there'; "
          "import prefork_waitress; print(prefork_waitress.__file__)"],
         env={**os.environ, "PYTHONPATH": dest_root}, cwd=dest_root, capture_output=True, text=True,

@@ -10,19 +10,19 @@ import signal
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from . import _integrations
-from ._autoreload import CodeReloader
-from ._backoff import CrashLoops
-from ._commands import CommandChannel, targets
-from ._loading import AppImportError, resolve
-from ._loop import EventLoop
-from ._pidfile import PidFile
-from ._processes import WorkerProcesses
-from ._recycle import Recycler
-from ._replacing import SlotReplacer
-from ._rolling import RollingReload
-from ._slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
-from ._timeouts import RequestTimeouts
+from . import integrations as _integrations
+from .integrations.autoreload import CodeReloader
+from ._policies.backoff import CrashLoops
+from ._core.commands import CommandChannel, targets
+from ._os.loading import AppImportError, resolve
+from ._core.loop import EventLoop
+from ._os.pidfile import PidFile
+from ._core.pool import WorkerProcesses
+from ._policies.recycling import Recycler
+from ._policies.replacing import SlotReplacer
+from ._policies.rolling import RollingReload
+from ._core.slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
+from ._policies.timeouts import RequestTimeouts
 from .errors import BootError
 from .options import Settings, make_settings
 from .reloading import ReloadError

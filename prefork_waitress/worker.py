@@ -86,7 +86,7 @@ class Worker:
 
     def child_reopen(self, path: str) -> bool:
         """Reopen the output file ``path`` onto fds 1 and 2 (log rotation: SIGUSR1 to the CLI master)."""
-        from ._output import redirect_stdio
+        from ._os.output import redirect_stdio
 
         redirect_stdio(path)
         return True

@@ -8,7 +8,7 @@ import pytest
 from clitools import run_cli, server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
 from conftest import free_port, get, pid_alive, wait_until
 
-from prefork_waitress import _cli
+from prefork_waitress._run import cli as _cli
 from prefork_waitress.options import OPTIONS
 
 

@@ -5,7 +5,7 @@ import signal
 
 from conftest import get, wait_until
 
-from prefork_waitress._backoff import BACKOFF_CAP, BACKOFF_START, backoff_delay
+from prefork_waitress._policies.backoff import BACKOFF_CAP, BACKOFF_START, backoff_delay
 
 FLAKY_APP = """
 import os

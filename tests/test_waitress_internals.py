@@ -13,7 +13,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import Task, ThreadedTaskDispatcher, WSGITask
 
-from prefork_waitress._waitress import DrainableServer, RequestHooks
+from prefork_waitress._child._waitress import DrainableServer, RequestHooks
 
 
 def test_waitress_version_is_the_pinned_range():

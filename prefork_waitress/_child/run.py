@@ -16,12 +16,12 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import _platform
-from ._autoreload import imported_modules
-from ._loading import resolve
-from ._output import flush_stdio, redirect_stdio
+from .._os import platform as _platform
+from ..integrations.autoreload import imported_modules
+from .._os.loading import resolve
+from .._os.output import flush_stdio, redirect_stdio
 from ._waitress import DrainableServer, RequestHooks
-from .worker import Worker
+from ..worker import Worker
 
 log = logging.getLogger("prefork_waitress.worker")
 

@@ -8,8 +8,8 @@ import time
 from multiprocessing.connection import wait
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from ._slots import Slot, WorkerProcess
-from .errors import CommandError
+from .slots import Slot, WorkerProcess
+from ..errors import CommandError
 
 log = logging.getLogger("prefork_waitress")
 

@@ -13,17 +13,19 @@ import random
 import signal
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from . import _child, _platform
-from ._commands import CommandChannel
-from ._loop import EventLoop
-from ._slots import Slot, WorkerProcess
+from .._child import run as _child
+
+from .._os import platform as _platform
+from .commands import CommandChannel
+from .loop import EventLoop
+from .slots import Slot, WorkerProcess
 
 if TYPE_CHECKING:
-    from ._autoreload import CodeReloader
-    from ._recycle import Recycler
-    from ._replacing import SlotReplacer
-    from ._timeouts import RequestTimeouts
-    from .options import Settings
+    from ..integrations.autoreload import CodeReloader
+    from .._policies.recycling import Recycler
+    from .._policies.replacing import SlotReplacer
+    from .._policies.timeouts import RequestTimeouts
+    from ..options import Settings
 
 log = logging.getLogger("prefork_waitress")
 

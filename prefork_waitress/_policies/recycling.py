@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Optional, Set
 
-from ._slots import WorkerProcess
+from .._core.slots import WorkerProcess
 
 if TYPE_CHECKING:
-    from .master import Master
+    from ..master import Master
 
 log = logging.getLogger("prefork_waitress")
 

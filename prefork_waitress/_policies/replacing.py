@@ -13,10 +13,10 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Callable, List, Optional
 
-from ._slots import Slot, WorkerProcess
+from .._core.slots import Slot, WorkerProcess
 
 if TYPE_CHECKING:
-    from .master import Master
+    from ..master import Master
 
 log = logging.getLogger("prefork_waitress")
 

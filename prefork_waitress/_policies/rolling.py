@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Optional
 
-from ._slots import WorkerProcess
+from .._core.slots import WorkerProcess
 
 if TYPE_CHECKING:
-    from .master import Master
+    from ..master import Master
 
 log = logging.getLogger("prefork_waitress")
 

@@ -32,12 +32,12 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from ._loop import Timer
-from ._output import open_output
-from ._slots import WorkerProcess
+from .._core.loop import Timer
+from .._os.output import open_output
+from .._core.slots import WorkerProcess
 
 if TYPE_CHECKING:
-    from .master import Master
+    from ..master import Master
 
 log = logging.getLogger("prefork_waitress")
 

@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .master import Master
+    from ..master import Master
 
 
 def attach(master: "Master") -> None:

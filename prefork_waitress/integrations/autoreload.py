@@ -14,13 +14,13 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from ._loading import resolve
-from .reloading import FileWatcher, Project
-from .reloading._project import _drop_bytecode
+from .._os.loading import resolve
+from ..reloading import FileWatcher, Project
+from ..reloading._project import _drop_bytecode
 
 if TYPE_CHECKING:
-    from ._loop import Timer
-    from .master import Master
+    from .._core.loop import Timer
+    from ..master import Master
 
 log = logging.getLogger("prefork_waitress")
 

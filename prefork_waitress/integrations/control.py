@@ -16,10 +16,10 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from .errors import CommandError, StartError
+from ..errors import CommandError, StartError
 
 if TYPE_CHECKING:
-    from .master import Master
+    from ..master import Master
 
 __all__ = ["ControlError", "ControlServer", "request"]
 

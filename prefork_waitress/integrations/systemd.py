@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, List, Optional
 
 if TYPE_CHECKING:
-    from .master import Master
+    from ..master import Master
 
 __all__ = ["SystemdNotifier", "notify"]
 

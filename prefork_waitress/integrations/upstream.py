@@ -13,11 +13,11 @@ import os
 import subprocess
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional
 
-from ._platform import write_atomically
-from ._slots import describe_exit
+from .._os.platform import write_atomically
+from .._core.slots import describe_exit
 
 if TYPE_CHECKING:
-    from .master import Master
+    from ..master import Master
 
 __all__ = ["render", "write_atomically", "UpstreamWriter"]
 
