@@ -17,11 +17,10 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._os import platform as _platform
-from ..integrations.autoreload import imported_modules
-from .._os.loading import resolve
+from .._os.loading import imported_modules, resolve
 from .._os.output import flush_stdio, redirect_stdio
-from ._waitress import DrainableServer, RequestHooks
 from ..worker import Worker
+from ._waitress import DrainableServer, RequestHooks
 
 log = logging.getLogger("prefork_waitress.worker")
 

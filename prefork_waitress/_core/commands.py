@@ -1,4 +1,11 @@
-"""Sending commands to workers and matching their replies, with deadlines."""
+"""Commands to workers: requests with ids, replies matched by id, deadlines on loop timers.
+
+A command goes to each chosen worker as ``("command", seq, name, args, {})``;
+the worker answers ``("reply", seq, ok, payload)`` on its Pipe, which the
+pool's message table hands to :meth:`CommandChannel.reply`. A request is
+complete when every worker answered, exited or missed the deadline; its
+callback then runs from the loop (never inside whatever read the reply).
+"""
 
 from __future__ import annotations
 
@@ -6,122 +13,157 @@ import itertools
 import logging
 import time
 from multiprocessing.connection import wait
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .slots import Slot, WorkerProcess
 from ..errors import CommandError
+from .loop import EventLoop, Timer
+from .slots import Slot, WorkerProcess
 
 log = logging.getLogger("prefork_waitress")
 
-Reply = Tuple[bool, Any]
+Replies = Dict[int, Any]  # slot id -> reply, or CommandError
+Callback = Callable[[Replies], None]
+
+
+class Request:
+    """One command sent to some workers: what is still awaited, what came back."""
+
+    def __init__(self, name: str, slot_ids: List[int], timeout: float, callback: Optional[Callback]) -> None:
+        self.name = name
+        self.slot_ids = slot_ids
+        self.timeout = timeout
+        self.callback = callback
+        self.results: Replies = {}
+        self.pending: Dict[int, WorkerProcess] = {}  # seq -> worker
+        self.timer: Optional[Timer] = None
+        self.done = False
+
+    def replies(self) -> Replies:
+        """The replies in slot order (complete once ``done``)."""
+        return {slot_id: self.results[slot_id] for slot_id in self.slot_ids if slot_id in self.results}
 
 
 class CommandChannel:
-    """Owns the sequence numbers and reply store shared by every command in flight."""
+    """The sequence numbers and the requests in flight, shared by every command."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: EventLoop) -> None:
+        self.loop = loop
         self._seq = itertools.count(1)
-        self._replies: Dict[int, Reply] = {}
-        self._waiting: Set[int] = set()
-
-    def store_reply(self, seq: int, ok: bool, payload: Any) -> None:
-        """Keep a reply someone waits for; late replies to abandoned commands are dropped."""
-        if seq in self._waiting:
-            self._replies[seq] = (ok, payload)
+        self._requests: Dict[int, Request] = {}  # seq -> its request
 
     def send(
-        self, slots: Iterable[Slot], name: str, args: Tuple[Any, ...]
-    ) -> Tuple[Dict[int, Any], Dict[int, WorkerProcess]]:
-        """Send to each ready worker; return (errors by slot id, workers by seq)."""
-        results: Dict[int, Any] = {}
-        pending: Dict[int, WorkerProcess] = {}
+        self, slots: List[Slot], name: str, args: Tuple[Any, ...], timeout: float, callback: Optional[Callback]
+    ) -> Request:
+        """Send ``name`` to each ready worker of ``slots``; ``callback(replies)`` once all are in."""
+        request = Request(name, [slot.id for slot in slots], timeout, callback)
         for slot in slots:
-            process = slot.current
-            if process is None or not process.ready or process.stopping:
-                results[slot.id] = CommandError(
-                    f"worker {slot.id} is not serving (respawning or stopping); try again",
-                    worker=slot.id,
-                    command=name,
-                    exc_type="NotReady",
-                )
-                continue
-            seq = next(self._seq)
-            try:
-                process.conn.send(("command", seq, name, args, {}))
-            except (OSError, EOFError) as exc:
-                results[slot.id] = CommandError(
-                    f"worker {slot.id} is gone: {exc}", worker=slot.id, command=name, exc_type="Gone"
-                )
-                continue
-            except Exception as exc:
-                results[slot.id] = CommandError(
-                    f"the command's arguments cannot be sent: {exc}",
-                    worker=slot.id,
-                    command=name,
-                    exc_type=type(exc).__name__,
-                )
-                continue
-            self._waiting.add(seq)
-            pending[seq] = process
-        return results, pending
+            self._send_one(request, slot, args)
+        if request.pending:
+            request.timer = self.loop.call_later(timeout, lambda: self.expire(request))
+        else:
+            self._complete(request)
+        return request
 
-    def collect(self, pending: Dict[int, WorkerProcess], name: str, timeout: float, receive: Any) -> Dict[int, Any]:
-        """Wait (with a deadline) for the replies of ``pending``; ``receive(process)`` reads what it sent."""
-        results: Dict[int, Any] = {}
-        deadline = time.monotonic() + timeout
+    def _send_one(self, request: Request, slot: Slot, args: Tuple[Any, ...]) -> None:
+        process, name = slot.current, request.name
+        if process is None or not process.ready or process.stopping:
+            request.results[slot.id] = _error(
+                f"worker {slot.id} is not serving (respawning or stopping); try again", slot.id, name, "NotReady"
+            )
+            return
+        seq = next(self._seq)
         try:
-            while pending:
-                self._take_replies(pending, name, results)
-                remaining = deadline - time.monotonic()
-                if not pending or remaining <= 0:
-                    break
-                self._wait_once(pending, name, remaining, receive, results)
-        finally:
-            for process in pending.values():
-                results[process.slot.id] = CommandError(
-                    f"worker {process.slot.id} did not answer {name!r} within {timeout:g} s",
-                    worker=process.slot.id,
-                    command=name,
-                    exc_type="Timeout",
-                )
-            for seq in list(pending):
-                self._waiting.discard(seq)
-        return results
+            process.conn.send(("command", seq, name, args, {}))
+        except (OSError, EOFError) as exc:
+            request.results[slot.id] = _error(f"worker {slot.id} is gone: {exc}", slot.id, name, "Gone")
+            return
+        except Exception as exc:
+            message = f"the command's arguments cannot be sent: {exc}"
+            request.results[slot.id] = _error(message, slot.id, name, type(exc).__name__)
+            return
+        request.pending[seq] = process
+        self._requests[seq] = request
 
-    def _take_replies(self, pending: Dict[int, WorkerProcess], name: str, results: Dict[int, Any]) -> None:
-        for seq in [s for s in pending if s in self._replies]:
-            process = pending.pop(seq)
-            self._waiting.discard(seq)
-            ok, payload = self._replies.pop(seq)
-            results[process.slot.id] = payload if ok else _error_from(payload, process.slot.id, name)
+    def reply(self, seq: int, ok: bool, payload: Any) -> None:
+        """A worker answered; a late reply to an expired request is dropped."""
+        request = self._requests.pop(seq, None)
+        if request is None:
+            return
+        process = request.pending.pop(seq)
+        slot_id = process.slot.id
+        request.results[slot_id] = payload if ok else _error_from(payload, slot_id, request.name)
+        if not request.pending:
+            self._complete(request)
 
-    def _wait_once(
-        self, pending: Dict[int, WorkerProcess], name: str, remaining: float, receive: Any, results: Dict[int, Any]
-    ) -> None:
-        by_object: Dict[Any, WorkerProcess] = {}
-        for process in pending.values():
-            by_object[process.conn] = process
-            by_object[process.sentinel] = process
-        for obj in wait(list(by_object), remaining):
-            process = by_object[obj]
-            if obj is process.conn:
-                receive(process)
-        for seq, process in list(pending.items()):
-            if seq not in self._replies and _has_exited(process):
-                receive(process)  # a reply sent just before dying still counts
-                if seq not in self._replies:
-                    del pending[seq]
-                    self._waiting.discard(seq)
-                    results[process.slot.id] = CommandError(
-                        f"worker {process.slot.id} (pid {process.pid}) exited before answering {name!r}",
-                        worker=process.slot.id,
-                        command=name,
-                        exc_type="WorkerExited",
-                    )
+    def worker_exited(self, process: WorkerProcess) -> None:
+        """``process`` exited (its last messages already read): what it still owed is an error."""
+        for seq, request in [(s, r) for s, r in self._requests.items() if r.pending.get(s) is process]:
+            del self._requests[seq]
+            del request.pending[seq]
+            text = f"worker {process.slot.id} (pid {process.pid}) exited before answering {request.name!r}"
+            request.results[process.slot.id] = _error(text, process.slot.id, request.name, "WorkerExited")
+            if not request.pending:
+                self._complete(request)
+
+    def expire(self, request: Request) -> None:
+        """The deadline passed: every missing reply is a Timeout error."""
+        for seq, process in list(request.pending.items()):
+            self._requests.pop(seq, None)
+            text = f"worker {process.slot.id} did not answer {request.name!r} within {request.timeout:g} s"
+            request.results[process.slot.id] = _error(text, process.slot.id, request.name, "Timeout")
+        request.pending.clear()
+        self._complete(request)
+
+    def _complete(self, request: Request) -> None:
+        if request.done:
+            return
+        request.done = True
+        if request.timer is not None:
+            request.timer.cancel()
+        callback = request.callback
+        if callback is not None:
+            replies = request.replies()
+            self.loop.call_soon(lambda: callback(replies))
+
+    def wait(self, request: Request, receive: Callable[[WorkerProcess], None]) -> Replies:
+        """Block until ``request`` is complete: read only its workers' Pipes and sentinels, up to its deadline.
+
+        ``receive(process)`` reads one message and dispatches it through the pool's
+        table (replies land here); an exited worker's last messages are read, then
+        what it owed becomes an error. Nothing else of the loop runs meanwhile.
+        """
+        deadline = time.monotonic() + request.timeout
+        while not request.done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.expire(request)
+                break
+            by_object: Dict[Any, WorkerProcess] = {}
+            for process in request.pending.values():
+                by_object[process.sentinel] = process
+                if not process.conn.closed:
+                    by_object[process.conn] = process
+            for obj in wait(list(by_object), remaining):
+                process = by_object[obj]
+                if obj is process.conn and not process.conn.closed:
+                    receive(process)
+                elif obj is process.sentinel:
+                    _read_all(process, receive)
+                    self.worker_exited(process)
+        return request.replies()
 
 
-def _has_exited(process: WorkerProcess) -> bool:
-    return bool(wait([process.sentinel], 0))
+def _read_all(process: WorkerProcess, receive: Callable[[WorkerProcess], None]) -> None:
+    """Read what an exited worker sent before its sentinel fired (e.g. its last reply)."""
+    try:
+        while not process.conn.closed and process.conn.poll(0):
+            receive(process)
+    except (OSError, EOFError):
+        pass
+
+
+def _error(text: str, slot_id: int, name: str, exc_type: str) -> CommandError:
+    return CommandError(text, worker=slot_id, command=name, exc_type=exc_type)
 
 
 def _error_from(payload: Any, slot_id: int, name: str) -> CommandError:

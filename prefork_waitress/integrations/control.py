@@ -14,12 +14,10 @@ import os
 import socket
 import stat
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
+from .._core.handle import MasterHandle
 from ..errors import CommandError, StartError
-
-if TYPE_CHECKING:
-    from ..master import Master
 
 __all__ = ["ControlError", "ControlServer", "request"]
 
@@ -66,7 +64,7 @@ class _ReloadWaiter:
 class ControlServer:
     """Master listener serving the control socket in the master's loop."""
 
-    def __init__(self, master: "Master", path: str) -> None:
+    def __init__(self, master: MasterHandle, path: str) -> None:
         self.master = master
         self.path = path
         self.sock: Optional[socket.socket] = None
@@ -238,17 +236,10 @@ class ControlServer:
     # actions --------------------------------------------------------------
     def _do_status(self, client: _Client, message: Dict[str, Any]) -> Any:
         status = self.master.status()
-        serving = [w["id"] for w in status["workers"] if w["pid"] is not None]
-        stats: Dict[int, Any] = {}
-        if serving and self.master.state == "running":
-            stats = self.master.command("stats", timeout=STATS_TIMEOUT)
-        for worker in status["workers"]:
-            reply = stats.get(worker["id"])
-            if not (isinstance(reply, dict) and reply.get("pid") == worker["pid"]):
-                reply = {}
-            for key in ("requests_served", "in_flight", "rss"):
-                worker[key] = reply.get(key)
-        return status
+        if self.master.state != "running" or all(w["pid"] is None for w in status["workers"]):
+            return _with_stats(status, {})
+        self._reply_later(client, "stats", [], None, STATS_TIMEOUT, lambda stats: _with_stats(status, stats))
+        return PENDING
 
     def _do_reload(self, client: _Client, message: Dict[str, Any]) -> Any:
         if self.master.state in ("stopping", "stopped"):
@@ -281,8 +272,25 @@ class ControlServer:
             raise TypeError('"worker" must be a slot id or null')
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_COMMAND_TIMEOUT:
             raise ValueError(f'"timeout" must be a number of seconds in (0, {MAX_COMMAND_TIMEOUT:g}]')
-        replies = self.master.command(name, *args, worker=worker, timeout=float(timeout))
-        return {str(slot): _jsonable(reply) for slot, reply in replies.items()}
+        self._reply_later(client, name, args, worker, float(timeout), _jsonable_replies)
+        return PENDING
+
+    def _reply_later(
+        self,
+        client: _Client,
+        name: str,
+        args: List[Any],
+        worker: Optional[int],
+        timeout: float,
+        result: Callable[[Dict[int, Any]], Any],
+    ) -> None:
+        """Send a worker command without blocking the loop; answer the client when the replies are in."""
+        client.waiting = True
+
+        def answer(replies: Dict[int, Any]) -> None:
+            self._answer(client, {"ok": True, "result": result(replies)})
+
+        self.master.command_async(name, *args, worker=worker, timeout=timeout, callback=answer)
 
     # replies and closing --------------------------------------------------
     def _answer(self, client: _Client, reply: Dict[str, Any]) -> None:
@@ -351,6 +359,21 @@ class ControlServer:
         client.sock.close()
         if client in self.clients:
             self.clients.remove(client)
+
+
+def _with_stats(status: Dict[str, Any], stats: Dict[int, Any]) -> Dict[str, Any]:
+    """The status with each worker's served/in-flight/RSS from its stats reply (None if unknown)."""
+    for worker in status["workers"]:
+        reply = stats.get(worker["id"])
+        if not (isinstance(reply, dict) and reply.get("pid") == worker["pid"]):
+            reply = {}
+        for key in ("requests_served", "in_flight", "rss"):
+            worker[key] = reply.get(key)
+    return status
+
+
+def _jsonable_replies(replies: Dict[int, Any]) -> Dict[str, Any]:
+    return {str(slot): _jsonable(reply) for slot, reply in replies.items()}
 
 
 def _jsonable(reply: Any) -> Any:

@@ -9,10 +9,9 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, List, Optional
+from typing import List, Optional
 
-if TYPE_CHECKING:
-    from ..master import Master
+from .._core.handle import MasterHandle
 
 __all__ = ["SystemdNotifier", "notify"]
 
@@ -50,7 +49,7 @@ def monotonic_usec() -> int:
 class SystemdNotifier:
     """A master listener that tells systemd where the service is in its life."""
 
-    def __init__(self, master: "Master", address: str) -> None:
+    def __init__(self, master: MasterHandle, address: str) -> None:
         self.master = master
         self.address = address
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional
 
-from .._os.platform import write_atomically
+from .._core.handle import MasterHandle
 from .._core.slots import describe_exit
-
-if TYPE_CHECKING:
-    from ..master import Master
+from .._os.platform import write_atomically
 
 __all__ = ["render", "write_atomically", "UpstreamWriter"]
 
@@ -66,7 +64,7 @@ def _pidfd(pid: int) -> Optional[int]:
 class UpstreamWriter:
     """Master listener: write the upstream file, then run ``command`` (coalescing repeats)."""
 
-    def __init__(self, master: "Master", path: str, format: str = "nginx", command: Optional[str] = None) -> None:
+    def __init__(self, master: MasterHandle, path: str, format: str = "nginx", command: Optional[str] = None) -> None:
         if format not in FORMATS:
             raise ValueError(f"unknown upstream format {format!r}; expected one of {', '.join(FORMATS)}")
         self.master = master
