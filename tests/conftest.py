@@ -31,6 +31,31 @@ def wait_until(condition, timeout=10.0, interval=0.01, message="condition"):
         time.sleep(interval)
 
 
+class InThread:
+    """Run ``function()`` in a thread; :meth:`result` returns its value or raises its exception here."""
+
+    def __init__(self, function):
+        self._outcome = {}
+        self.thread = threading.Thread(target=self._run, args=(function,), daemon=True)
+        self.thread.start()
+
+    def _run(self, function):
+        try:
+            self._outcome["value"] = function()
+        except BaseException as exc:  # handed to the test by result()
+            self._outcome["error"] = exc
+
+    def result(self, timeout=10.0):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"still running after {timeout} s"
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["value"]
+
+
+REQUEST_LOST = (OSError, http.client.HTTPException)  # what a client sees when its worker dies mid-request
+
+
 def get(port, path="/", timeout=10.0, headers=None, conn=None):
     """One HTTP GET on 127.0.0.1:port; returns (status, body, response headers)."""
     own = conn is None

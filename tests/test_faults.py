@@ -145,8 +145,18 @@ import os, time
 
 class SlowStart(apps.TestWorker):
     def on_start(self):
-        if os.path.exists("slow.flag"):
-            time.sleep(1.5)
+        if os.path.exists("slow.flag"):  # boot until a command releases it (or 10 s)
+            deadline = time.monotonic() + 10
+            while not os.path.exists("go.flag") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with open("ready_at", "w") as f:
+                f.write(repr(time.monotonic()))
+        super().on_start()
+
+    def child_release_and_sleep(self, seconds):
+        open("go.flag", "w").close()
+        time.sleep(seconds)
+        return "slept"
 
 class M(RecordingMaster):
     def worker_started(self, info):
@@ -173,10 +183,15 @@ def test_commands_under_faults_are_answered_by_their_own_replies(cluster, tmp_pa
     replies = c.order("command", "ping")["result"]
     assert replies["0"] == "pong"
     assert replies["1"]["exc_type"] == "NotReady" and "respawning" in replies["1"]["error"]
-    (tmp_path / "slow.flag").unlink()
 
     # The successor becomes ready while a long command is collected: its hook's command runs after it.
-    slept = c.order("command", "sleep", 1.5, worker=0)["result"]
-    assert slept == {"0": "slept"}
+    slept = c.order("command", "release_and_sleep", 1.0, worker=0)
+    assert slept["result"] == {"0": "slept"}
+    started = c.wait_event("worker_started", where=lambda e: e["info"]["id"] == 1 and e["info"]["generation"] > 1)
     hook = c.wait_event("hook_command")
     assert hook["result"] == {"1": "noticed hook; hello hook from 1"}
+    ready_at = float((tmp_path / "ready_at").read_text())  # CLOCK_MONOTONIC, shared by the processes
+    assert ready_at < slept["t"], "the successor was ready during the command"
+    assert slept["t"] <= started["t"] <= hook["t"], "its ready and its hook were handled after the command"
+    order = [e["event"] for e in c.events if e is slept or e is started or e is hook]
+    assert order == ["result", "worker_started", "hook_command"]

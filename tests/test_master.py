@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import free_port, get, pid_alive, port_is_free, wait_until
+from conftest import REQUEST_LOST, InThread, get, pid_alive, port_is_free, wait_until
 
 BASIC = """
 RecordingMaster("apps:app", workers={workers}, base_port=0, worker_class=apps.TestWorker,
@@ -307,8 +307,7 @@ def test_worker_sigterm_is_graceful_and_it_is_replaced(cluster):
 def test_stop_kills_a_worker_that_ignores_it_after_graceful_timeout(cluster):
     c, ready = basic(cluster, workers=1, graceful=1)
     port = ready["ports"][0]
-    thread = threading.Thread(target=lambda: pytest.raises(Exception, get, port, "/slow?s=20"))
-    thread.start()
+    request = InThread(lambda: get(port, "/slow?s=20"))
     wait_until(lambda: c.order("command", "stats")["result"]["0"]["in_flight"] == 1, message="request in flight")
     started = time.monotonic()
     c.signal(signal.SIGTERM)
@@ -316,11 +315,8 @@ def test_stop_kills_a_worker_that_ignores_it_after_graceful_timeout(cluster):
     assert exited["exitcode"] in (-signal.SIGKILL, 4)
     assert time.monotonic() - started < 5
     assert c.wait_exit() == 0
-    thread.join(10)
-
-
-def test_free_port_helper_gives_a_bindable_port():
-    assert port_is_free(free_port())
+    with pytest.raises(REQUEST_LOST):
+        request.result(10)  # the killed worker's request is lost with it
 
 
 def test_preload_import_failure_is_a_boot_error_before_any_fork(cluster, tmp_path):
