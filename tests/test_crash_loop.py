@@ -51,7 +51,7 @@ def test_crash_loop_backs_off_keeps_others_serving_and_recovers(cluster, tmp_pat
         failures.append(c.wait_event("worker_exited", where=lambda e: e["info"]["id"] == 1 and e["exitcode"] == 3))
         if attempt == 2:  # between attempts: the slot says it is respawning, the other slot serves
             replies = c.order("command", "ping")["result"]
-            assert replies["0"] == "pong" and replies["1"]["exc_type"] == "NotReady"
+            assert replies["0"] == "pong" and replies["1"]["type"] == "NotReady"
             assert get(port0)[0] == 200
     cpu_before = cpu_seconds(c.proc.pid)
     (tmp_path / "fail.flag").unlink()

@@ -59,7 +59,7 @@ class Respawner:
         if how == "kill":
             os.kill(before["pid"], signal.SIGKILL)
         else:
-            assert self.c.order("command", "exit", worker=slot)["result"][str(slot)]["exc_type"] == "WorkerExited"
+            assert self.c.order("command", "exit", worker=slot)["result"][str(slot)]["type"] == "WorkerExited"
         self.c.wait_event("worker_exited", where=lambda e: e["info"]["pid"] == before["pid"])
         started = self.c.wait_event(
             "worker_started", where=lambda e: e["info"]["id"] == slot and e["info"]["generation"] > before["generation"]
@@ -173,7 +173,7 @@ def test_commands_under_faults_are_answered_by_their_own_replies(cluster, tmp_pa
     ready = c.ready()
     # A late reply to a timed-out command is not taken for the next command's.
     late = c.order("command", "sleep", 0.5, worker=0, timeout=0.1)["result"]["0"]
-    assert late["exc_type"] == "Timeout"
+    assert late["type"] == "Timeout"
     assert c.order("command", "greet", "ann", worker=0)["result"] == {"0": "noticed ann; hello ann from 0"}
 
     # A slot whose worker is respawning says so; the other slot answers.
@@ -182,7 +182,7 @@ def test_commands_under_faults_are_answered_by_their_own_replies(cluster, tmp_pa
     c.wait_event("worker_exited")
     replies = c.order("command", "ping")["result"]
     assert replies["0"] == "pong"
-    assert replies["1"]["exc_type"] == "NotReady" and "respawning" in replies["1"]["error"]
+    assert replies["1"]["type"] == "NotReady" and "respawning" in replies["1"]["error"]
 
     # The successor becomes ready while a long command is collected: its hook's command runs after it.
     slept = c.order("command", "release_and_sleep", 1.0, worker=0)

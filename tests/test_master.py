@@ -96,14 +96,14 @@ def test_commands_mixins_errors_and_addressing(cluster):
     one = c.order("command", "greet", "bob", worker=1)["result"]
     assert one == {"1": "noticed bob; hello bob from 1"}
     unknown = c.order("command", "nosuch")["result"]["0"]
-    assert unknown["exc_type"] == "UnknownCommand" and "nosuch" in unknown["error"]
+    assert unknown["type"] == "UnknownCommand" and "nosuch" in unknown["error"]
     boom = c.order("command", "boom")["result"]["1"]
-    assert boom["exc_type"] == "KeyError" and "boom" in boom["error"]
+    assert boom["type"] == "KeyError" and "boom" in boom["error"]
     late = c.order("command", "sleep", 3, timeout=0.3)["result"]
-    assert all(r["exc_type"] == "Timeout" for r in late.values())
+    assert all(r["type"] == "Timeout" for r in late.values())
     assert c.order("command", "ping")["result"] == {"0": "pong", "1": "pong"}
     bad = c.order("command", "unpicklable", worker=0)["result"]["0"]
-    assert bad["exc_type"] == "PicklingError"
+    assert bad["type"] == "PicklingError"
     assert c.order("command", "ping", worker=7)["error"].startswith("ValueError: no worker slot 7")
     stats = c.order("command", "stats", worker=0)["result"]["0"]
     assert stats["pid"] == ready["workers"][0]["pid"] and stats["port"] == ready["ports"][0]
@@ -113,7 +113,7 @@ def test_commands_mixins_errors_and_addressing(cluster):
 def test_command_to_a_worker_that_dies_is_an_error_not_a_hang(cluster):
     c, ready = basic(cluster, workers=2)
     result = c.order("command", "exit", worker=1, timeout=5)["result"]
-    assert result["1"]["exc_type"] == "WorkerExited"
+    assert result["1"]["type"] == "WorkerExited"
     c.wait_event("worker_started", where=lambda e: e["info"]["id"] == 1 and e["info"]["generation"] == 2)
 
 

@@ -272,7 +272,7 @@ class ControlServer:
             raise TypeError('"worker" must be a slot id or null')
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_COMMAND_TIMEOUT:
             raise ValueError(f'"timeout" must be a number of seconds in (0, {MAX_COMMAND_TIMEOUT:g}]')
-        self._reply_later(client, name, args, worker, float(timeout), _jsonable_replies)
+        self._reply_later(client, name, args, worker, float(timeout), jsonable_replies)
         return PENDING
 
     def _reply_later(
@@ -372,14 +372,14 @@ def _with_stats(status: Dict[str, Any], stats: Dict[int, Any]) -> Dict[str, Any]
     return status
 
 
-def _jsonable_replies(replies: Dict[int, Any]) -> Dict[str, Any]:
-    return {str(slot): _jsonable(reply) for slot, reply in replies.items()}
+def jsonable_replies(replies: Dict[int, Any]) -> Dict[str, Any]:
+    """Replies by slot id as JSON shows them (slot ids as strings)."""
+    return {str(slot): jsonable(reply) for slot, reply in replies.items()}
 
 
-def _jsonable(reply: Any) -> Any:
-    if isinstance(reply, CommandError):
-        return {"error": reply.message, "type": reply.exc_type}
-    return reply
+def jsonable(reply: Any) -> Any:
+    """A worker's reply as JSON shows it: a CommandError becomes {"error": ..., "type": ...}."""
+    return reply.as_json() if isinstance(reply, CommandError) else reply
 
 
 def _encode(message: Dict[str, Any]) -> bytes:
