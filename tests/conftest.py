@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from procfs import process_state
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -75,11 +76,8 @@ def pid_alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1].split()[0] != "Z"
-    except OSError:
-        return False
+    state = process_state(pid)
+    return state is not None and state != "Z"
 
 
 def stop_process_group(proc, first_signal=signal.SIGTERM, grace=10.0):

@@ -4,6 +4,7 @@ import os
 import signal
 
 from conftest import get, wait_until
+from procfs import cpu_seconds
 
 from prefork_waitress._policies.backoff import BACKOFF_CAP, BACKOFF_START, backoff_delay
 
@@ -23,13 +24,6 @@ RecordingMaster("flaky_app:app", workers=2, base_port=0, graceful_timeout=5).sta
 
 def full_log(c):
     return c.stderr_path.read_text(errors="replace")
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_backoff_doubles_from_start_to_cap():

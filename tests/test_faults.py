@@ -10,18 +10,7 @@ from conftest import LoadLoop, get, pid_alive, wait_until
 RESOURCES = """
 import os
 
-def children_of(pid):
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found[int(entry)] = fields[0]
-    return found
+from procfs import children_of
 
 class M(RecordingMaster):
     def resources(self):
