@@ -24,12 +24,17 @@ M("apps:app", workers={workers}, base_port=0, max_requests={limit}, graceful_tim
 """
 
 
-def settle(c, limit):
-    """Wait until every slot's worker is below its limit and serving; then every event so far is in c.events."""
+def settle(c, limit, ready):
+    """Wait until every slot's worker is below its limit and serving, and every replaced worker
+    has exited; then every event so far is in c.events."""
 
     def settled():
         replies = c.order("command", "stats")["result"].values()
-        return all("error" not in reply and reply["requests_served"] < limit for reply in replies)
+        if not all("error" not in reply and reply["requests_served"] < limit for reply in replies):
+            return False
+        after_ready = c.events[c.events.index(ready) + 1 :]
+        started = sum(1 for e in after_ready if e["event"] == "worker_started")
+        return started == sum(1 for e in after_ready if e["event"] == "worker_exited")
 
     wait_until(settled, timeout=15, interval=0.05, message="recycling to settle")
 
@@ -58,7 +63,7 @@ def test_recycling_under_load_staggers_slots_and_fails_nothing(cluster):
     with LoadLoop(ready["ports"], threads=4) as load:
         load.wait_for_requests(300)
     assert load.failures == []
-    settle(c, 20)
+    settle(c, 20, ready)
     after_ready = c.events[c.events.index(ready) + 1 :]
     lifecycle = [e for e in after_ready if e["event"] in ("worker_started", "worker_exited")]
     started = [e for e in lifecycle if e["event"] == "worker_started"]
@@ -103,7 +108,7 @@ def test_recycling_and_rolling_reloads_wait_for_each_other(cluster):
         load.wait_for_requests(60)
     assert load.failures == []
     assert all(r["ok"] for r in reloads)
-    settle(c, 15)
+    settle(c, 15, ready)
     lifecycle = [e for e in c.events[c.events.index(ready) + 1 :] if e["event"] in ("worker_started", "worker_exited")]
     assert all(e["serving"] == 2 for e in lifecycle), "a slot was without a serving worker"
     assert all(e["exitcode"] == 0 for e in lifecycle if e["event"] == "worker_exited")
