@@ -332,3 +332,13 @@ def test_preload_import_failure_is_a_boot_error_before_any_fork(cluster, tmp_pat
     failed = c.wait_event("failed")
     assert failed["type"] == "BootError" and "no config file" in failed["message"]
     assert failed["children"] == 0
+
+
+def test_stop_command_drains_the_worker_like_sigterm_and_it_is_replaced(cluster):
+    c, ready = basic(cluster, workers=2)
+    stopped = ready["workers"][0]
+    assert c.order("command", "stop", worker=0)["result"] == {"0": True}
+    exited = c.wait_event("worker_exited", where=lambda e: e["info"]["pid"] == stopped["pid"])
+    assert exited["exitcode"] == 0  # a graceful exit, not a kill
+    c.wait_event("worker_started", where=lambda e: e["info"]["id"] == 0 and e["info"]["generation"] == 2)
+    assert get(stopped["port"])[0] == 200

@@ -245,7 +245,6 @@ def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> C
         server.request_stop()
 
     stopping: List[bool] = []
-    worker._stop = stop
     signal.signal(signal.SIGTERM, lambda signum, frame: stop())
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_OK))
     return stop
