@@ -3,7 +3,8 @@
 import logging
 import socket
 
-from prefork_waitress._accept_queue import StuckQueues, accept_queue
+from prefork_waitress._os.accept_queue import accept_queue
+from prefork_waitress.integrations.accept_queue import StuckQueues
 
 
 def test_accept_queue_counts_connections_waiting_on_a_listening_socket():

@@ -4,7 +4,7 @@ import json
 import threading
 import time
 
-from clitools import ctl, server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
+from clitools import ctl
 from test_control import Conn, start
 
 from prefork_waitress.control import request

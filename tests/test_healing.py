@@ -13,8 +13,7 @@ import sys
 import threading
 import time
 
-from clitools import ENV, server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
-from conftest import get, wait_until
+from conftest import ENV, get, wait_until
 
 STARVING = """
 from support import StarvingMaster
@@ -105,7 +104,7 @@ def test_fd_exhaustion_at_start_up_is_one_line_and_leaves_nothing_running(tmp_pa
     code = (
         "import resource, sys\n"
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
-        "from prefork_waitress._cli import main\n"
+        "from prefork_waitress._run.cli import main\n"
         "sys.exit(main())\n"
     )
     proc = subprocess.Popen(

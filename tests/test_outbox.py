@@ -7,7 +7,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from prefork_waitress._outbox import Outbox, OutboxFull
+from prefork_waitress._core.outbox import Outbox, OutboxFull
 
 
 class Timers:

@@ -11,9 +11,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Callable, Optional
 
-from ._loop import Timer
-from ._outbox import Outbox
-from .errors import StartError
+from ..errors import StartError
+from .loop import Timer
+from .outbox import Outbox
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +43,13 @@ class WorkerProcess:
         self.generation = generation
         self.process = process
         self.conn = conn
-        self.outbox = Outbox(conn, call_later)
+        self.outbox = Outbox(conn, call_later)  # commands go here, never straight to conn (it may block)
         self.pid: int = process.pid or 0
         self.sentinel: int = process.sentinel
         self.forked_at = time.monotonic()
         self.started_at: Optional[float] = None
-        self.ready_at: Optional[float] = None  # monotonic, when it reported ready
         self.ready = False
+        self.ready_at: Optional[float] = None  # monotonic, when it reported ready
         self.stopping = False
         self.timed_out = False  # its request ran past request_timeout
         self.boot_error: Optional[str] = None  # one line: "RuntimeError: database is down"

@@ -12,8 +12,9 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ._cli import Parser
-from .control import MAX_COMMAND_TIMEOUT, ControlError, request
+from ..integrations.control import MAX_COMMAND_TIMEOUT
+from ..integrations.control_client import ControlError, request
+from .cli import Parser
 
 EXIT_OK, EXIT_FAILED = 0, 1
 # The client outwaits the master: a command's reply comes at the latest after its own timeout.

@@ -15,7 +15,7 @@ import signal
 import time
 from typing import Dict, Optional
 
-from ._slots import Slot, WorkerProcess, describe_exit
+from .._core.slots import Slot, WorkerProcess, describe_exit
 
 log = logging.getLogger("prefork_waitress")
 

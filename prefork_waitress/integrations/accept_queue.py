@@ -1,40 +1,23 @@
-"""Accept-queue visibility: how many connections wait in each slot's listening socket.
+"""Stuck accept queues: a slot whose queue stays non-empty without shrinking is warned about.
 
-The master owns the listening sockets, so on Linux it can ask the kernel with
-``TCP_INFO``: for a socket in LISTEN state ``tcpi_unacked`` is the current
-accept-queue length and ``tcpi_sacked`` its limit (the backlog). A queue that
-stays non-empty while nothing leaves it means the slot's worker is stuck or
-at waitress's ``connection_limit``; :class:`StuckQueues` says so in the log.
+``status()`` reports each slot's accept queue (``_os.accept_queue``); a queue
+that stays non-empty while nothing leaves it means the slot's worker is stuck
+or at waitress's ``connection_limit``, and :class:`StuckQueues` says so.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-import struct
 import time
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
+
+from .._core.handle import MasterHandle
+from .._core.loop import Timer
+from .._os import accept_queue as _accept_queue
 
 log = logging.getLogger("prefork_waitress")
 
-_TCP_INFO = getattr(socket, "TCP_INFO", None)
-_UNACKED_SACKED = struct.Struct("=II")
-_UNACKED_OFFSET = 24  # u8 x8, then u32 rto, ato, snd_mss, rcv_mss, unacked, sacked
 STUCK_AFTER = 5.0  # seconds a queue may stay non-empty without shrinking before the warning
-
-
-def accept_queue(sock: socket.socket) -> Tuple[Optional[int], Optional[int]]:
-    """(connections waiting to be accepted, the queue's limit); (None, None) where the OS cannot say."""
-    if _TCP_INFO is None or sock.fileno() < 0:
-        return None, None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
-    except OSError:
-        return None, None
-    if len(info) < _UNACKED_OFFSET + _UNACKED_SACKED.size:
-        return None, None
-    length, limit = _UNACKED_SACKED.unpack_from(info, _UNACKED_OFFSET)
-    return length, limit
 
 
 class StuckQueues:
@@ -85,13 +68,13 @@ class AcceptQueueWatch:
 
     SAMPLE_EVERY = 1.0
 
-    def __init__(self, master: Any) -> None:
+    def __init__(self, master: MasterHandle) -> None:
         self.master = master
         self.stuck = StuckQueues(time.monotonic)
-        self._timer: Any = None
+        self._timer: Optional[Timer] = None
 
     def when_ready(self) -> None:
-        if accept_queue_supported():
+        if _accept_queue.supported():
             self._sample()
 
     def stopping(self) -> None:
@@ -103,7 +86,3 @@ class AcceptQueueWatch:
         workers = self.master.status()["workers"]
         self.stuck.sample((w["id"], w["port"], w.get("accept_queue")) for w in workers)
         self._timer = self.master.call_later(self.SAMPLE_EVERY, self._sample)
-
-
-def accept_queue_supported() -> bool:
-    return _TCP_INFO is not None

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from ._limits import is_out_of_fds, out_of_fds_message
-from ._slots import Slot, WorkerProcess, bind_socket
-from .errors import StartError
-from .options import convert_option
+from .._os.limits import is_out_of_fds, out_of_fds_message
+from ..errors import StartError
+from ..options import convert_option
+from .slots import Slot, WorkerProcess, bind_socket
 
 MAX_PORT = 65535
 

@@ -30,14 +30,12 @@ import os
 import signal
 import struct
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Callable, Optional
 
-from ._loop import Timer
-from ._output import open_output
-from ._slots import WorkerProcess
-
-if TYPE_CHECKING:
-    from .master import Master
+from .._core.loop import EventLoop, Timer
+from .._core.pool import WorkerPool
+from .._core.slots import Slot, WorkerProcess
+from .._os.output import open_output
 
 log = logging.getLogger("prefork_waitress")
 
@@ -90,9 +88,24 @@ class RequestMeter:
 class RequestTimeouts:
     """The master's sweep over the meters of its workers."""
 
-    def __init__(self, master: "Master", timeout: Optional[float], heartbeat_timeout: Optional[float] = None) -> None:
-        self.master = master
+    def __init__(
+        self,
+        timeout: Optional[float],
+        loop: EventLoop,
+        pool: WorkerPool,
+        successor_coming: Callable[[Slot], bool],
+        serving: Callable[[], bool],
+        output: Any = None,
+        heartbeat_timeout: Optional[float] = None,
+    ) -> None:
+        """``successor_coming(slot)``: a replacement is already forking for it; ``serving()``: the
+        master is booting or running; ``output``: the workers' output, for the note."""
         self.timeout = timeout
+        self.loop = loop
+        self.pool = pool
+        self.successor_coming = successor_coming
+        self.serving = serving
+        self.output = output
         self.heartbeats = HeartbeatWatch(self, heartbeat_timeout)
         self._timer: Optional[Timer] = None
 
@@ -103,7 +116,7 @@ class RequestTimeouts:
     def watch(self) -> None:
         """A worker was forked: make sure a sweep is due within one timeout."""
         if self.timeout and self._timer is None:
-            self._timer = self.master.call_later(self.timeout, self.sweep)
+            self._timer = self.loop.call_later(self.timeout, self.sweep)
         self.heartbeats.watch()
 
     def stop(self) -> None:
@@ -118,7 +131,7 @@ class RequestTimeouts:
         self._timer = None
         now = time.monotonic()
         next_sweep = now + self.timeout
-        for worker in list(self.master._processes.values()):
+        for worker in list(self.pool.processes.values()):
             meter = worker.meter
             started = meter.read() if meter is not None and not worker.timed_out else 0.0
             if not started:
@@ -129,8 +142,8 @@ class RequestTimeouts:
                 self._expire(worker, now - started)
             else:
                 next_sweep = min(next_sweep, due)
-        if self.master._processes:
-            self._timer = self.master._loop.call_at(next_sweep, self.sweep)
+        if self.pool.processes:
+            self._timer = self.loop.call_at(next_sweep, self.sweep)
 
     def _expire(self, worker: WorkerProcess, elapsed: float) -> None:
         slot = worker.slot
@@ -145,7 +158,7 @@ class RequestTimeouts:
             self.timeout,
         )
         _note_in_output(
-            self.master.settings.output,
+            self.output,
             f"prefork_waitress: worker {slot.id} (pid {worker.pid}, port {slot.port}) request running for "
             f"{elapsed:.1f} s, over request_timeout ({self.timeout:g} s); its threads:\n",
         )
@@ -161,28 +174,12 @@ class RequestTimeouts:
 
     def _take_out_of_service(self, worker: WorkerProcess) -> None:
         """Stop the stuck worker, kill it after KILL_AFTER_DUMP, fork its successor now."""
-        master, slot = self.master, worker.slot
-        master._stop_process(worker, graceful=True, timeout=KILL_AFTER_DUMP)
-        if slot.current is not worker:
+        pool, slot = self.pool, worker.slot
+        pool.stop_process(worker, graceful=True, timeout=KILL_AFTER_DUMP)
+        if not pool.vacate(worker):
             return  # already replaced (a reload or a recycle), or stopping
-        slot.current = None
-        successor_coming = master._replacer.replacing(slot)
-        if master.state in ("booting", "running") and not slot.retiring and not successor_coming:
-            slot.restarts += 1
-            master._spawn_or_retry(slot)
-
-
-def _note_in_output(output: Any, text: str) -> None:
-    """Append a line to the workers' output (a path, a file object, or the inherited stderr)."""
-    data = text.encode("utf-8", "replace")
-    try:
-        fd = open_output(output) if output is not None else os.dup(2)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-    except (OSError, ValueError):
-        pass
+        if self.serving() and not slot.retiring and not self.successor_coming(slot):
+            pool.respawn(slot)
 
 
 class HeartbeatWatch:
@@ -200,7 +197,7 @@ class HeartbeatWatch:
 
     def watch(self) -> None:
         if self.timeout and self._timer is None:
-            self._timer = self.timeouts.master.call_later(self.timeout / 2, self.sweep)
+            self._timer = self.timeouts.loop.call_later(self.timeout / 2, self.sweep)
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -210,9 +207,9 @@ class HeartbeatWatch:
     def sweep(self) -> None:
         assert self.timeout is not None
         self._timer = None
-        master = self.timeouts.master
+        pool = self.timeouts.pool
         now = time.monotonic()
-        for worker in list(master._processes.values()):
+        for worker in list(pool.processes.values()):
             if not worker.ready or worker.stopping or worker.meter is None or worker.ready_at is None:
                 continue
             io, commands = (max(beat, worker.ready_at) for beat in worker.meter.beats())
@@ -220,7 +217,7 @@ class HeartbeatWatch:
             missed = [(name, silent) for name, silent in late if silent > self.timeout]
             if missed:
                 self._replace(worker, missed)
-        if master._processes:
+        if pool.processes:
             self.watch()
 
     def _replace(self, worker: WorkerProcess, missed: "list[tuple[str, float]]") -> None:
@@ -236,3 +233,16 @@ class HeartbeatWatch:
             self.timeout,
         )
         self.timeouts.dump_and_replace(worker)
+
+
+def _note_in_output(output: Any, text: str) -> None:
+    """Append a line to the workers' output (a path, a file object, or the inherited stderr)."""
+    data = text.encode("utf-8", "replace")
+    try:
+        fd = open_output(output) if output is not None else os.dup(2)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        pass
