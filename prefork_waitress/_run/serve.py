@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Optional, TextIO
+from typing import Any, Dict, Optional, TextIO
 
 from .._os.loading import AppImportError
 from .._os.output import redirect_stdio
@@ -63,9 +63,13 @@ def reopen_output(master: Master) -> None:
         log.error("cannot reopen %s: %s", output, exc)
         return
     log.info("reopened %s", output)
-    for slot, reply in master.command("reopen", output, timeout=REOPEN_TIMEOUT).items():
-        if isinstance(reply, CommandError):
-            log.warning("worker %d did not reopen %s: %s", slot, output, reply.message)
+
+    def reopened(replies: Dict[int, Any]) -> None:
+        for slot, reply in replies.items():
+            if isinstance(reply, CommandError):
+                log.warning("worker %d did not reopen %s: %s", slot, output, reply.message)
+
+    master.command_async("reopen", output, timeout=REOPEN_TIMEOUT, callback=reopened)
 
 
 def serve(master: Master) -> int:
