@@ -76,3 +76,21 @@ def test_an_unpicklable_message_raises_before_anything_is_sent(pair):
         outbox.send(("command", 1, "x", (lambda: None,), {}))
     outbox.send(("command", 2, "ping", (), {}))
     assert worker.recv()[1] == 2
+
+
+def test_a_message_nobody_waits_for_is_dropped_unless_part_of_it_was_written(pair):
+    master, worker = pair
+    timers = Timers()
+    outbox = Outbox(master, timers, max_messages=8, max_bytes=1 << 20)
+    big = "x" * 60_000
+    queued = [outbox.send(("command", n, "greet", (big,), {})) for n in range(4)]
+    assert queued[0] is None and all(q is not None for q in queued[2:])  # the first went (partly) at once
+    outbox.discard(queued[2])
+    received = []
+    reader = threading.Thread(target=lambda: received.extend(worker.recv()[1] for _ in range(3)), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while reader.is_alive() and time.monotonic() < deadline:
+        timers.run()
+        reader.join(0.001)
+    assert received == [0, 1, 3]

@@ -5,6 +5,7 @@ gives it back (SIGCONT) in a ``finally``, so teardown never waits for it.
 """
 
 import os
+import select
 import signal
 import socket
 import threading
@@ -80,14 +81,18 @@ def test_a_worker_that_never_reads_its_commands_cannot_wedge_the_master(cluster,
     path = str(tmp_path / "ctl.sock")
     big = "x" * 60_000
     with frozen(ready["workers"][0]["pid"]):
-        errors = []
-        for _ in range(12):
-            reply = request(
-                path, {"action": "command", "name": "greet", "args": [big], "worker": 0, "timeout": 0.2}, timeout=5
-            )
-            answer = reply["result"]["0"]
-            errors.append(answer["error"] if isinstance(answer, dict) else f"answered: {answer[:20]}")
-        assert any("not reading its commands" in e for e in errors), errors
+        waiting = [Conn(path) for _ in range(12)]  # 12 commands pending at once, 720 KB for a frozen reader
+        for conn in waiting:
+            conn.send({"action": "command", "name": "greet", "args": [big], "worker": 0, "timeout": 3})
+        answered = select.select([conn.sock for conn in waiting], [], [], 2.5)[0]  # before the 3 s timeout
+        assert answered, "no command was refused at once"
+        first = next(conn for conn in waiting if conn.sock is answered[0]).reply()["result"]["0"]
+        assert first["type"] == "NotReading", first
+        assert request(path, {"action": "status"}, timeout=3)["ok"] is True
+        errors = [conn.reply()["result"]["0"]["error"] for conn in waiting if conn.sock is not answered[0]]
+        for conn in waiting:
+            conn.close()
+        assert all("did not answer" in e or "not reading its commands" in e for e in errors), errors
         info = respawned(c, ready, 1, timeout=3)
         assert info["generation"] == 2
         c.signal(signal.SIGTERM)

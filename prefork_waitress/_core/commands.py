@@ -36,6 +36,7 @@ class Request:
         self.callback = callback
         self.results: Replies = {}
         self.pending: Dict[int, WorkerProcess] = {}  # seq -> worker
+        self.queued: Dict[int, Any] = {}  # seq -> its message still waiting whole in the worker's outbox
         self.timer: Optional[Timer] = None
         self.done = False
 
@@ -74,7 +75,7 @@ class CommandChannel:
             return
         seq = next(self._seq)
         try:
-            process.outbox.send(("command", seq, name, args, {}))
+            queued = process.outbox.send(("command", seq, name, args, {}))
         except OutboxFull as exc:
             request.results[slot.id] = _error(
                 f"worker {slot.id} is not reading its commands ({exc}); it may be frozen or stuck "
@@ -92,6 +93,7 @@ class CommandChannel:
             request.results[slot.id] = _error(message, slot.id, name, type(exc).__name__)
             return
         request.pending[seq] = process
+        request.queued[seq] = queued
         self._requests[seq] = request
 
     def reply(self, seq: int, ok: bool, payload: Any) -> None:
@@ -119,6 +121,7 @@ class CommandChannel:
         """The deadline passed: every missing reply is a Timeout error."""
         for seq, process in list(request.pending.items()):
             self._requests.pop(seq, None)
+            process.outbox.discard(request.queued.get(seq))  # still unsent: the worker never sees it
             text = f"worker {process.slot.id} did not answer {request.name!r} within {request.timeout:g} s"
             request.results[process.slot.id] = _error(text, process.slot.id, request.name, "Timeout")
         request.pending.clear()

@@ -13,7 +13,7 @@ import socket
 import struct
 from collections import deque
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Deque
+from typing import Any, Callable, Deque, Optional
 
 MAX_MESSAGES = 64
 MAX_BYTES = 256 * 1024
@@ -49,17 +49,32 @@ class Outbox:
         """Messages (whole or the rest of one) not yet taken by the socket."""
         return len(self._queue)
 
-    def send(self, message: Any) -> None:
-        """Send now what the socket takes, queue the rest; OutboxFull over the bound, OSError if gone."""
+    def send(self, message: Any) -> Optional[memoryview]:
+        """Send now what the socket takes, queue the rest; OutboxFull over the bound, OSError if gone.
+
+        Returns the queued message (for :meth:`discard`) if it had to wait whole, else None.
+        """
         data = frame(message)
         if self._queue:
             if len(self._queue) >= self.max_messages or self._queued_bytes + len(data) > self.max_bytes:
                 raise OutboxFull(f"{len(self._queue)} earlier messages ({self._queued_bytes} bytes) are still unread")
-            self._enqueue(memoryview(data))
-            return
+            whole = memoryview(data)
+            self._enqueue(whole)
+            return whole
         sent = self._write(memoryview(data))
         if sent < len(data):
             self._enqueue(memoryview(data)[sent:])
+        return None
+
+    def discard(self, queued: Optional[memoryview]) -> None:
+        """Drop a message nobody waits for any more, unless some of it was written (the head may be)."""
+        if queued is None or not self._queue or queued is self._queue[0]:
+            return
+        for index, item in enumerate(self._queue):
+            if item is queued:
+                del self._queue[index]
+                self._queued_bytes -= len(item)
+                return
 
     def flush(self) -> bool:
         """Write what waits, in order; True once nothing does (OSError: the worker is gone)."""
