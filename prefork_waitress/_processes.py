@@ -72,6 +72,7 @@ class WorkerProcesses:
             cpus=_platform.cpus_for(slot.id, self.settings.cpu_affinity),
             graceful_timeout=self.settings.graceful_timeout,
             max_requests=self._max_requests(),
+            max_rss=self.settings.max_rss,
             master_pid=os.getpid(),
             report_modules=self.settings.reload and not self.settings.preload,
             inherited=self._inherited() + [parent_conn],
@@ -123,7 +124,7 @@ class WorkerProcesses:
         elif kind == "modules" and self._code is not None:
             self._code.adopt(message[1])
         elif kind == "recycle":
-            self._loop.call_soon(lambda: self._recycler.request(worker, message[1]))
+            self._loop.call_soon(lambda: self._recycler.request(worker, message[2]))
         elif kind == "boot_failed":
             worker.boot_error, worker.boot_traceback = message[1], message[2]
 

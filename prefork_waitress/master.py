@@ -16,6 +16,7 @@ from ._backoff import CrashLoops
 from ._commands import CommandChannel, targets
 from ._loading import AppImportError, resolve
 from ._loop import EventLoop
+from ._memory import freeze_heap, unfreeze_heap
 from ._pidfile import PidFile
 from ._processes import WorkerProcesses
 from ._recycle import Recycler
@@ -192,7 +193,7 @@ class Master(WorkerProcesses):
             self._add_slot(slot_id, base + slot_id if base else 0)
         if self.settings.preload:
             try:
-                self._app = self._code.load_app() if self._code else self.load_app()
+                self._preload(self._code.load_app if self._code else self.load_app)
             except (AppImportError, ReloadError) as exc:
                 raise BootError(f"the app could not start: {exc}") from exc
         self._loop.open_signals()
@@ -226,7 +227,22 @@ class Master(WorkerProcesses):
     def reload_code(self) -> None:
         """Before a rolling reload: in preload mode, import the app's code again."""
         if self.settings.preload and self._code is not None:
-            self._app = self._code.load_app()
+            self._preload(self._code.load_app)
+
+    def _preload(self, load: Callable[[], Any]) -> None:
+        """Import the app in the master; with gc_freeze, freeze the heap the workers will share.
+
+        A reload unfreezes first, so the old code's objects can be collected;
+        the heap is frozen again even if the new code fails to import.
+        """
+        if not self.settings.gc_freeze:
+            self._app = load()
+            return
+        unfreeze_heap()
+        try:
+            self._app = load()
+        finally:
+            log.info("preloaded the app; %d objects frozen (gc.freeze) for the workers to share", freeze_heap())
 
     def _add_slot(self, slot_id: int, port: int) -> Slot:
         slot = Slot(slot_id, bind_socket(self.settings.host, port))
