@@ -3,7 +3,7 @@
 import pytest
 from conftest import LoadLoop
 
-from prefork_waitress._memory import MIB, RssLimit
+from prefork_waitress._os.memory import MIB, RssLimit
 
 BODY = """
 M = RecordingMaster
