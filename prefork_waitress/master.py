@@ -19,6 +19,7 @@ from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit
 from ._os.accept_queue import accept_queue
 from ._os.limits import StopRequested, TimeLimitExceeded, is_out_of_fds, out_of_fds_message, stop_on_sigterm, time_limit
 from ._os.loading import AppImportError, resolve
+from ._os.memory import freeze_heap, unfreeze_heap
 from ._os.pidfile import PidFile
 from ._policies.backoff import CrashLoops, backoff_delay
 from ._policies.recycling import Recycler
@@ -81,7 +82,7 @@ class Master:
         pool.on_exit = self._exited
         pool.handle("ready", lambda worker, message: self._ready(worker, message[2]), deferred=True)
         pool.handle("draining", lambda worker, message: self._replacer.released(worker), deferred=True)
-        pool.handle("recycle", lambda worker, message: self._recycler.request(worker, message[1]), deferred=True)
+        pool.handle("recycle", lambda worker, message: self._recycler.request(worker, message[2]), deferred=True)
         pool.handle("modules", self._adopt_modules)
         return pool
 
@@ -251,7 +252,7 @@ class Master:
                 self._pool.add_slot()
             if self.settings.preload:
                 try:
-                    self._app = self._preload()
+                    self._preload(self._code.load_app if self._code else self.load_app)
                 except (AppImportError, ReloadError, TimeLimitExceeded) as exc:
                     raise BootError(f"the app could not start: {exc}") from None
         self._loop.open_signals()
@@ -273,12 +274,24 @@ class Master:
     def reload_code(self) -> None:
         """Before a rolling reload: in preload mode, import the app's code again."""
         if self.settings.preload and self._code is not None:
-            self._app = self._preload()
+            self._preload(self._code.load_app)
 
-    def _preload(self) -> Any:
-        """Import the app in the master within boot_timeout (SIGALRM interrupts an import that hangs)."""
+    def _preload(self, load: Callable[[], Any]) -> None:
+        """Import the app in the master within boot_timeout (SIGALRM interrupts an import that hangs);
+        with gc_freeze, freeze the heap the workers will share.
+
+        A reload unfreezes first, so the old code's objects can be collected;
+        the heap is frozen again even if the new code fails to import.
+        """
         with time_limit(self.settings.boot_timeout, f"importing {self.app_spec!r} in the master (preload)"):
-            return self._code.load_app() if self._code else self.load_app()
+            if not self.settings.gc_freeze:
+                self._app = load()
+                return
+            unfreeze_heap()
+            try:
+                self._app = load()
+            finally:
+                log.info("preloaded the app; %d objects frozen (gc.freeze) for the workers to share", freeze_heap())
 
     def _cleanup(self) -> None:
         self._pool.close()
