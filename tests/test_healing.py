@@ -231,3 +231,14 @@ def test_sigterm_during_a_preloaded_import_removes_the_pid_file(server, tmp_path
     s.signal(signal.SIGTERM)
     s.wait(timeout=10)
     assert not (tmp_path / "m.pid").exists(), s.log()
+
+
+def test_ttin_past_the_last_port_is_one_log_line_and_changes_nothing(server, tmp_path):
+    """Point 7/8 through signals: a refused TTIN is logged in one line, no traceback, the count unchanged."""
+    sock = tmp_path / "ctl.sock"
+    s = server("--workers", "1", "--base-port", "65535", "--control-socket", sock, "apps:app")
+    s.status(sock)
+    s.signal(signal.SIGTTIN)
+    wait_until(lambda: "past 65535" in s.log(), 10, message="the refusal logged")
+    assert "Traceback" not in s.log(), s.log()
+    assert s.status(sock)["master"]["workers"] == 1

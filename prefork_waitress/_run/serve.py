@@ -48,7 +48,10 @@ def scale_by(master: Master, delta: int) -> None:
         log.warning("not removing the last worker (SIGTTOU ignored)")
         return
     log.info("scaling to %d workers", wanted)
-    master.scale(wanted)
+    try:
+        master.scale(wanted)
+    except (ValueError, RuntimeError) as exc:  # a bound, a port past 65535, no fds: one line, nothing changed
+        log.error("%s; still %d workers", exc, len(master.ports))
 
 
 def reopen_output(master: Master) -> None:
