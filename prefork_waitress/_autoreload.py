@@ -3,14 +3,15 @@
 In preload mode the master imports the app, so a reload re-imports exactly
 the modules that changed and those depending on them before forking the new
 generation. In lazy mode every new worker imports the code afresh, so the
-master only watches the files (workers report what they imported) and drops
-stale bytecode before the rolling reload.
+master only watches the files and drops stale bytecode before the rolling
+reload. In both modes workers report what they imported, at boot and after
+each request that imported more (frameworks load most of an app lazily), so
+those files are watched from then on.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
@@ -71,8 +72,11 @@ class CodeReloader:
                 timer.cancel()
 
     def adopt(self, modules: Dict[str, Optional[str]]) -> None:
-        """A lazily loading worker reports the modules it imported: watch the app's ones."""
-        self.project.adopt(modules)
+        """A worker reports the modules it imported (at boot, after requests): watch the app's ones."""
+        added = self.project.adopt(modules)
+        if added and self.watcher is not None:
+            names = ", ".join(added[:5]) + (f" and {len(added) - 5} more" if len(added) > 5 else "")
+            log.info("watching %d files for changes (new: %s)", len(self.watcher.paths), names)
 
     def _schedule_poll(self) -> None:
         if self.watcher is None:
@@ -108,11 +112,3 @@ class CodeReloader:
                     _drop_bytecode(path)
         self.master.reload()
 
-
-def imported_modules() -> Dict[str, Optional[str]]:
-    """What a worker reports: every imported module's name and file."""
-    return {
-        name: getattr(module, "__file__", None)
-        for name, module in list(sys.modules.items())
-        if getattr(module, "__file__", None)
-    }

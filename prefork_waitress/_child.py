@@ -17,10 +17,10 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _platform
-from ._autoreload import imported_modules
 from ._loading import resolve
 from ._output import flush_stdio, redirect_stdio
 from ._waitress import DrainableServer, RequestHooks
+from .reloading import NewModules
 from .worker import Worker
 
 log = logging.getLogger("prefork_waitress.worker")
@@ -49,7 +49,7 @@ class ChildSpec:
     master_pid: int
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
     meter: Any = None  # shared request clock for request_timeout, or None
-    report_modules: bool = False  # tell the master what was imported (lazy reload=True)
+    report_modules: bool = False  # tell the master what was imported, at boot and after requests (reload=True)
 
 
 class WorkerRequests(RequestHooks):
@@ -60,6 +60,7 @@ class WorkerRequests(RequestHooks):
         self.max_requests = max_requests
         self.meter = meter
         self.on_limit: Callable[[], None] = lambda: None
+        self.after_request: Callable[[], None] = lambda: None
         self.channel: Optional[Channel] = None
 
     def request_started(self) -> bool:
@@ -75,6 +76,7 @@ class WorkerRequests(RequestHooks):
         worker.requests_served += 1
         if self.meter is not None:
             self.meter.finished()
+        self.after_request()
         if self.max_requests and worker.requests_served == self.max_requests:
             self.on_limit()
 
@@ -230,10 +232,23 @@ def _run(spec: ChildSpec) -> int:
     threading.Thread(target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True).start()
     channel.send(("ready", worker.pid, worker.started_at))
     if spec.report_modules:
-        channel.send(("modules", imported_modules()))
+        requests.after_request = _module_reporter(channel)
+        requests.after_request()
     server.serve()
     worker.on_stop()
     return EXIT_OK
+
+
+def _module_reporter(channel: Channel) -> Callable[[], None]:
+    """Return a callable that sends the master the modules imported since its last call."""
+    new_modules = NewModules()
+
+    def report() -> None:
+        fresh = new_modules.since_last()
+        if fresh:
+            channel.send(("modules", fresh))
+
+    return report
 
 
 def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> Callable[[], None]:

@@ -73,7 +73,7 @@ class WorkerProcesses:
             graceful_timeout=self.settings.graceful_timeout,
             max_requests=self._max_requests(),
             master_pid=os.getpid(),
-            report_modules=self.settings.reload and not self.settings.preload,
+            report_modules=self.settings.reload,
             inherited=self._inherited() + [parent_conn],
             meter=meter,
         )

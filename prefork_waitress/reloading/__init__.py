@@ -4,9 +4,12 @@
 (inotify on Linux, stat polling elsewhere; never a thread).  ``Project`` knows
 the modules an app is made of and what imports what, and ``load()`` reloads
 exactly the changed modules and those depending on them, in dependency order.
+``NewModules`` tells a worker what it imported since it last looked, so modules
+a framework imports after boot are watched too.
 """
 
+from ._new_modules import NewModules
 from ._project import Project, ReloadError
 from ._watcher import FileWatcher
 
-__all__ = ["FileWatcher", "Project", "ReloadError"]
+__all__ = ["FileWatcher", "NewModules", "Project", "ReloadError"]

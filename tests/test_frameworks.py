@@ -1,0 +1,227 @@
+"""--reload on real frameworks: code imported after a worker booted is watched, and
+after the reload every port serves the new code (Django, Flask, Pyramid, Trac)."""
+
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import get, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+MASTER = """
+RecordingMaster({app!r}, workers=3, base_port=0, preload={preload}, reload=True,
+                graceful_timeout=5).start()
+"""
+
+
+def write(root, files):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def save(path, text):
+    """Save like an editor that writes a temporary file and renames it over the original."""
+    tmp = path.with_name(path.name + ".swp")
+    tmp.write_text(textwrap.dedent(text))
+    tmp.replace(path)
+
+
+def start(cluster, app, preload=False, env=None):
+    c = cluster(MASTER.format(app=app, preload=preload), env={"PYTHONDONTWRITEBYTECODE": "", **(env or {})})
+    return c, c.ready(timeout=30)["ports"]
+
+
+def body(port, path):
+    status, text, _ = get(port, path)
+    assert status == 200, (port, path, status, text)
+    return text
+
+
+def wait_watched(c, module):
+    """The master logs each module a worker reported once it watches its file."""
+    pattern = re.compile(r"watching \d+ files for changes \(new: [^)]*\b" + re.escape(module) + r"\b")
+    wait_until(lambda: pattern.search(c.log()), timeout=15, message=f"the master to watch {module}")
+
+
+def edit_and_check_every_port(c, ports, path, url, old, new, text):
+    """Save the edit, wait for the reload, then every port must serve ``new``."""
+    save(path, text)
+    assert c.wait_event("reloaded", timeout=30)["ok"] is True
+    for port in ports:
+        served = body(port, url)
+        assert new in served and old not in served, (port, served)
+
+
+# Django: the project's URLconf includes the app's urls lazily ("polls.urls"), so the
+# view module is imported by the first request, not at boot.
+
+DJANGO_VIEW = """
+from django.http import HttpResponse
+
+def index(request):
+    return HttpResponse("polls {version}")
+"""
+
+
+@pytest.fixture
+def django_project(tmp_path):
+    pytest.importorskip("django")
+    run = [sys.executable, "-m", "django"]
+    subprocess.run([*run, "startproject", "mysite", str(tmp_path)], check=True, timeout=30)
+    subprocess.run([*run, "startapp", "polls"], cwd=str(tmp_path), check=True, timeout=30)
+    settings = tmp_path / "mysite" / "settings.py"
+    text = settings.read_text()
+    text = text.replace("ALLOWED_HOSTS = []", "ALLOWED_HOSTS = ['*']")
+    text = text.replace("'django.contrib.staticfiles',", "'django.contrib.staticfiles',\n    'polls',")
+    settings.write_text(text)
+    write(
+        tmp_path,
+        {
+            "polls/views.py": DJANGO_VIEW.format(version="v1"),
+            "polls/urls.py": """
+                from django.urls import path
+                from . import views
+                urlpatterns = [path("", views.index)]
+            """,
+            "mysite/urls.py": """
+                from django.urls import include, path
+                urlpatterns = [path("polls/", include("polls.urls"))]
+            """,
+        },
+    )
+    return tmp_path
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["lazy", "preload"])
+def test_django_view_behind_lazy_include(cluster, django_project, preload):
+    c, ports = start(cluster, "mysite.wsgi:application", preload)
+    assert body(ports[0], "/polls/") == "polls v1"  # only worker 0 imported the view
+    wait_watched(c, "polls.views")
+    view = django_project / "polls" / "views.py"
+    edit_and_check_every_port(c, ports, view, "/polls/", "v1", "polls v2", DJANGO_VIEW.format(version="v2"))
+    # the new generation reports the view again, and a second edit is seen as well
+    edit_and_check_every_port(c, ports, view, "/polls/", "v2", "polls v3", DJANGO_VIEW.format(version="v3"))
+
+
+def test_django_settings_edit_reloads(cluster, django_project):
+    c, ports = start(cluster, "mysite.wsgi:application")
+    wait_watched(c, "mysite.settings")
+    settings = django_project / "mysite" / "settings.py"
+    text = settings.read_text() + "\nGREETING = 'from settings'\n"
+    save(settings, text)
+    assert c.wait_event("reloaded", timeout=30)["ok"] is True
+
+
+# Flask: a blueprint in its own module, found by a dotted string at app creation.
+
+FLASK_VIEWS = """
+from flask import Blueprint
+
+bp = Blueprint("hello", __name__)
+
+@bp.route("/hello")
+def hello():
+    return "blueprint {version}"
+"""
+
+
+def test_flask_blueprint(cluster, tmp_path):
+    pytest.importorskip("flask")
+    write(
+        tmp_path,
+        {
+            "flaskapp/__init__.py": "",
+            "flaskapp/views.py": FLASK_VIEWS.format(version="v1"),
+            "flaskapp/wsgi.py": """
+                from flask import Flask
+                from werkzeug.utils import import_string
+
+                app = Flask(__name__)
+                app.register_blueprint(import_string("flaskapp.views:bp"))
+            """,
+        },
+    )
+    c, ports = start(cluster, "flaskapp.wsgi:app")
+    assert body(ports[1], "/hello") == "blueprint v1"
+    wait_watched(c, "flaskapp.views")
+    views = tmp_path / "flaskapp" / "views.py"
+    edit_and_check_every_port(c, ports, views, "/hello", "v1", "blueprint v2", FLASK_VIEWS.format(version="v2"))
+
+
+# Pyramid: views are found by config.scan(); no module imports them.
+
+PYRAMID_VIEWS = """
+from pyramid.view import view_config
+
+@view_config(route_name="hello", renderer="string")
+def hello(request):
+    return "scanned {version}"
+"""
+
+
+def test_pyramid_config_scan(cluster, tmp_path):
+    pytest.importorskip("pyramid")
+    write(
+        tmp_path,
+        {
+            "pyrapp/__init__.py": """
+                from pyramid.config import Configurator
+
+                def main(global_config, **settings):
+                    with Configurator(settings=settings) as config:
+                        config.add_route("hello", "/hello")
+                        config.scan()
+                    return config.make_wsgi_app()
+            """,
+            "pyrapp/views.py": PYRAMID_VIEWS.format(version="v1"),
+            "pyrapp/wsgi.py": "from pyrapp import main\n\napp = main({})\n",
+        },
+    )
+    c, ports = start(cluster, "pyrapp.wsgi:app")
+    wait_watched(c, "pyrapp.views")
+    views = tmp_path / "pyrapp" / "views.py"
+    edit_and_check_every_port(c, ports, views, "/hello", "v1", "scanned v2", PYRAMID_VIEWS.format(version="v2"))
+
+
+# Trac: the environment (and its plugins/ directory) is opened by the first request;
+# a plugin is a top-level module loaded from a file outside sys.path.
+
+TRAC_PLUGIN = """
+from trac.core import Component, implements
+from trac.web.api import IRequestHandler
+
+class Hello(Component):
+    implements(IRequestHandler)
+
+    def match_request(self, req):
+        return req.path_info == "/hello"
+
+    def process_request(self, req):
+        req.send(b"plugin {version}", "text/plain")
+"""
+
+
+@pytest.fixture
+def trac_env(tmp_path):
+    pytest.importorskip("trac.web.main")
+    env = tmp_path / "tracenv"
+    admin = [sys.executable, "-c", "from trac.admin.console import run; import sys; sys.exit(run())"]
+    subprocess.run([*admin, str(env), "initenv", "demo", "sqlite:db/trac.db"], check=True, timeout=60,
+                   stdout=subprocess.DEVNULL)
+    write(env, {"plugins/hello.py": TRAC_PLUGIN.format(version="v1")})
+    return env
+
+
+@pytest.mark.timeout(120)
+def test_trac_env_plugin(cluster, trac_env):
+    c, ports = start(cluster, "trac.web.main:dispatch_request", env={"TRAC_ENV": str(trac_env)})
+    assert body(ports[2], "/hello") == "plugin v1"  # the first request opens the env
+    wait_watched(c, "hello")
+    plugin = trac_env / "plugins" / "hello.py"
+    edit_and_check_every_port(c, ports, plugin, "/hello", "v1", "plugin v2", TRAC_PLUGIN.format(version="v2"))
+
