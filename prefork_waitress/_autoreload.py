@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ._loading import resolve
 from .reloading import FileWatcher, Project
@@ -71,12 +71,13 @@ class CodeReloader:
             if timer is not None:
                 timer.cancel()
 
-    def adopt(self, modules: Dict[str, Optional[str]]) -> None:
-        """A worker reports the modules it imported (at boot, after requests): watch the app's ones."""
-        added = self.project.adopt(modules)
+    def adopt(self, modules: Dict[str, Optional[str]], data_files: List[str]) -> None:
+        """A worker reports what it imported (at boot, after requests): watch the app's part."""
+        added = self.project.adopt(modules) + self.project.add_data_files(data_files)
         if added and self.watcher is not None:
             names = ", ".join(added[:5]) + (f" and {len(added) - 5} more" if len(added) > 5 else "")
             log.info("watching %d files for changes (new: %s)", len(self.watcher.paths), names)
+            log.debug("now watching: %s", ", ".join(added))
 
     def _schedule_poll(self) -> None:
         if self.watcher is None:

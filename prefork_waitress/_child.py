@@ -20,7 +20,7 @@ from . import _platform
 from ._loading import resolve
 from ._output import flush_stdio, redirect_stdio
 from ._waitress import DrainableServer, RequestHooks
-from .reloading import NewModules
+from .reloading import NewDataFiles, NewModules
 from .worker import Worker
 
 log = logging.getLogger("prefork_waitress.worker")
@@ -240,13 +240,17 @@ def _run(spec: ChildSpec) -> int:
 
 
 def _module_reporter(channel: Channel) -> Callable[[], None]:
-    """Return a callable that sends the master the modules imported since its last call."""
-    new_modules = NewModules()
+    """Return a callable that sends the master what was imported since its last call.
+
+    With the modules go the data files the framework wants watched, looked up
+    again only when something was imported (the framework may just have loaded).
+    """
+    new_modules, new_data_files = NewModules(), NewDataFiles()
 
     def report() -> None:
         fresh = new_modules.since_last()
         if fresh:
-            channel.send(("modules", fresh))
+            channel.send(("modules", fresh, new_data_files.since_last()))
 
     return report
 

@@ -121,7 +121,7 @@ class WorkerProcesses:
         elif kind == "draining":
             self._replacer.released(worker)
         elif kind == "modules" and self._code is not None:
-            self._code.adopt(message[1])
+            self._code.adopt(message[1], message[2])
         elif kind == "recycle":
             self._loop.call_soon(lambda: self._recycler.request(worker, message[1]))
         elif kind == "boot_failed":

@@ -12,6 +12,7 @@ from conftest import get, wait_until
 pytestmark = pytest.mark.timeout(60)
 
 MASTER = """
+logging.getLogger("prefork_waitress").setLevel(logging.DEBUG)  # lists every file it starts watching
 RecordingMaster({app!r}, workers=3, base_port=0, preload={preload}, reload=True,
                 graceful_timeout=5).start()
 """
@@ -42,10 +43,10 @@ def body(port, path):
     return text
 
 
-def wait_watched(c, module):
-    """The master logs each module a worker reported once it watches its file."""
-    pattern = re.compile(r"watching \d+ files for changes \(new: [^)]*\b" + re.escape(module) + r"\b")
-    wait_until(lambda: pattern.search(c.log()), timeout=15, message=f"the master to watch {module}")
+def wait_watched(c, name):
+    """The master logs (DEBUG) each module or data file a worker reported once it watches it."""
+    pattern = re.compile(r"now watching: (.*[ /])?" + re.escape(name) + r"(,|$)", re.M)
+    wait_until(lambda: pattern.search(c.log()), timeout=15, message=f"the master to watch {name}")
 
 
 def edit_and_check_every_port(c, ports, path, url, old, new, text):
@@ -62,9 +63,13 @@ def edit_and_check_every_port(c, ports, path, url, old, new, text):
 
 DJANGO_VIEW = """
 from django.http import HttpResponse
+from django.shortcuts import render
 
 def index(request):
     return HttpResponse("polls {version}")
+
+def page(request):
+    return render(request, "polls/page.html")
 """
 
 
@@ -86,8 +91,9 @@ def django_project(tmp_path):
             "polls/urls.py": """
                 from django.urls import path
                 from . import views
-                urlpatterns = [path("", views.index)]
+                urlpatterns = [path("", views.index), path("page", views.page)]
             """,
+            "polls/templates/polls/page.html": "template v1",
             "mysite/urls.py": """
                 from django.urls import include, path
                 urlpatterns = [path("polls/", include("polls.urls"))]
@@ -106,6 +112,16 @@ def test_django_view_behind_lazy_include(cluster, django_project, preload):
     edit_and_check_every_port(c, ports, view, "/polls/", "v1", "polls v2", DJANGO_VIEW.format(version="v2"))
     # the new generation reports the view again, and a second edit is seen as well
     edit_and_check_every_port(c, ports, view, "/polls/", "v2", "polls v3", DJANGO_VIEW.format(version="v3"))
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["lazy", "preload"])
+def test_django_template_edit(cluster, django_project, preload):
+    """Django caches templates in the process (DEBUG or not): a template change needs fresh workers."""
+    c, ports = start(cluster, "mysite.wsgi:application", preload)
+    assert all(body(port, "/polls/page") == "template v1" for port in ports)  # every cache holds v1
+    wait_watched(c, "page.html")
+    template = django_project / "polls" / "templates" / "polls" / "page.html"
+    edit_and_check_every_port(c, ports, template, "/polls/page", "v1", "template v2", "template v2")
 
 
 def test_django_settings_edit_reloads(cluster, django_project):

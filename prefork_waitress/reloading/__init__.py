@@ -5,11 +5,13 @@
 the modules an app is made of and what imports what, and ``load()`` reloads
 exactly the changed modules and those depending on them, in dependency order.
 ``NewModules`` tells a worker what it imported since it last looked, so modules
-a framework imports after boot are watched too.
+a framework imports after boot are watched too; ``NewDataFiles`` the data files
+its framework asks a reloader to watch (Django's templates and translations).
 """
 
+from ._data_files import NewDataFiles
 from ._new_modules import NewModules
 from ._project import Project, ReloadError
 from ._watcher import FileWatcher
 
-__all__ = ["FileWatcher", "NewModules", "Project", "ReloadError"]
+__all__ = ["FileWatcher", "NewDataFiles", "NewModules", "Project", "ReloadError"]

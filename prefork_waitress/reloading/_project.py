@@ -331,6 +331,23 @@ class Project:
             self._update_watchers()
         return added
 
+    def add_data_files(self, paths: Iterable[StrPath]) -> list[str]:
+        """Watch files whose change reloads no module but needs fresh workers (templates).
+
+        Like ``depends={path: []}``; returns the paths that were new.
+        """
+        added = []
+        for path in paths:
+            key = os.path.abspath(os.fspath(path))
+            if key not in self._graph.depends:
+                self._graph.add_depends(key, [])
+                added.append(key)
+        if added:
+            if self._loaded:
+                self._stamp_new_files()
+            self._update_watchers()
+        return added
+
     def _stamp_new_files(self) -> None:
         """Stamp the project files never stamped before (their baseline)."""
         for path in self._graph.files():
