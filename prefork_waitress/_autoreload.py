@@ -61,6 +61,7 @@ class CodeReloader:
         self.master.add_io_handler(self.watcher, self._changed)
         self._schedule_poll()
         log.info("watching %d files for changes", len(self.watcher.paths))
+        log.debug("now watching: %s", ", ".join(sorted(self.project.modules)))
 
     def stop_watching(self) -> None:
         if self.watcher is not None:

@@ -146,7 +146,8 @@ def hello():
 """
 
 
-def test_flask_blueprint(cluster, tmp_path):
+@pytest.mark.parametrize("preload", [False, True], ids=["lazy", "preload"])
+def test_flask_blueprint(cluster, tmp_path, preload):
     pytest.importorskip("flask")
     write(
         tmp_path,
@@ -162,7 +163,7 @@ def test_flask_blueprint(cluster, tmp_path):
             """,
         },
     )
-    c, ports = start(cluster, "flaskapp.wsgi:app")
+    c, ports = start(cluster, "flaskapp.wsgi:app", preload)
     assert body(ports[1], "/hello") == "blueprint v1"
     wait_watched(c, "flaskapp.views")
     views = tmp_path / "flaskapp" / "views.py"
@@ -180,7 +181,8 @@ def hello(request):
 """
 
 
-def test_pyramid_config_scan(cluster, tmp_path):
+@pytest.mark.parametrize("preload", [False, True], ids=["lazy", "preload"])
+def test_pyramid_config_scan(cluster, tmp_path, preload):
     pytest.importorskip("pyramid")
     write(
         tmp_path,
@@ -198,7 +200,7 @@ def test_pyramid_config_scan(cluster, tmp_path):
             "pyrapp/wsgi.py": "from pyrapp import main\n\napp = main({})\n",
         },
     )
-    c, ports = start(cluster, "pyrapp.wsgi:app")
+    c, ports = start(cluster, "pyrapp.wsgi:app", preload)
     wait_watched(c, "pyrapp.views")
     views = tmp_path / "pyrapp" / "views.py"
     edit_and_check_every_port(c, ports, views, "/hello", "v1", "scanned v2", PYRAMID_VIEWS.format(version="v2"))

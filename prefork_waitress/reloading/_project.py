@@ -258,11 +258,18 @@ class Project:
         self._pending |= modules
         for key in modules | {p for p in changed if p in self._graph.depends}:
             self._pending |= self._graph.dependents(key)
+        if self._app is not None and self._pending:
+            # The app object may hold what no import shows (a Pyramid scan, a
+            # blueprint found by name): build it again from the new modules.
+            self._pending.add(self._app)
 
     def _reload_pending(self) -> list[str]:
         """Reload pending modules in dependency order; raise ReloadError on the first failure."""
         reloaded: list[str] = []
-        for name in self._graph.order(self._pending):
+        order = self._graph.order(self._pending)
+        if self._app in order:  # last: after every module it may have found dynamically
+            order.append(order.pop(order.index(self._app)))
+        for name in order:
             module = sys.modules.get(name)
             source = self._graph.sources.get(name)
             if module is None or source is None or not os.path.exists(source):
