@@ -113,4 +113,3 @@ class CodeReloader:
                 if path.endswith(".py"):
                     _drop_bytecode(path)
         self.master.reload()
-

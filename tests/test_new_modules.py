@@ -82,9 +82,7 @@ def test_adopts_reported_modules_from_outside_sys_path_but_not_libraries(tmp_pat
         assert str(plugin) in watcher.paths
 
 
-def test_load_reloads_a_reported_module_it_has_but_never_imports_one_it_lacks(
-    tmp_path: Path, names: list[str]
-) -> None:
+def test_load_reloads_a_reported_module_it_has_but_never_imports_one_it_lacks(tmp_path: Path, names: list[str]) -> None:
     project, app = app_project(tmp_path, names)
     here = tmp_path / "imported_here.py"
     here.write_text("VALUE = 1\n")

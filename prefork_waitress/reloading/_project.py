@@ -11,8 +11,8 @@ import sys
 import time
 import traceback
 import weakref
-from types import ModuleType
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
 from ._graph import ModuleGraph
