@@ -11,7 +11,7 @@ its framework asks a reloader to watch (Django's templates and translations).
 
 from ._data_files import NewDataFiles
 from ._new_modules import NewModules
-from ._project import Project, ReloadError
-from ._watcher import FileWatcher
+from ._project import Project, ReloadError, drop_bytecode
+from ._watcher import ChangeBatch, FileWatcher
 
-__all__ = ["FileWatcher", "NewDataFiles", "NewModules", "Project", "ReloadError"]
+__all__ = ["ChangeBatch", "FileWatcher", "NewDataFiles", "NewModules", "Project", "ReloadError", "drop_bytecode"]

@@ -16,12 +16,12 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import _platform
-from ._loading import resolve
-from ._output import flush_stdio, redirect_stdio
+from .._os import platform as _platform
+from .._os.loading import resolve
+from .._os.output import flush_stdio, redirect_stdio
+from ..reloading import NewDataFiles, NewModules
+from ..worker import Worker
 from ._waitress import DrainableServer, RequestHooks
-from .reloading import NewDataFiles, NewModules
-from .worker import Worker
 
 log = logging.getLogger("prefork_waitress.worker")
 
@@ -265,7 +265,6 @@ def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> C
         server.request_stop()
 
     stopping: List[bool] = []
-    worker._stop = stop
     signal.signal(signal.SIGTERM, lambda signum, frame: stop())
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_OK))
     return stop
