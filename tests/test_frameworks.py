@@ -147,6 +147,11 @@ def test_django_settings_edit(cluster, django_project):
     edit_and_check_every_port(c, ports, settings, "/polls/greeting", "hello", "bonjour", text)
 
 
+def test_django_with_preload_warns_that_settings_cannot_be_reloaded(cluster, django_project):
+    c, _ = start(cluster, "mysite.wsgi:application", preload=True)
+    assert "Django reads settings.py and registers models once per process" in c.log()
+
+
 # Flask: a blueprint in its own module, found by a dotted string at app creation.
 
 FLASK_VIEWS = """

@@ -12,6 +12,7 @@ those files are watched from then on.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any, Dict, List, Optional
 
@@ -58,6 +59,11 @@ class CodeReloader:
         self._schedule_poll()
         log.info("watching %d files for changes", len(self.watcher.paths))
         log.debug("now watching: %s", ", ".join(sorted(self.project.modules)))
+        if self.master.settings.preload and "django.conf" in sys.modules:
+            log.warning(
+                "reload with preload: Django reads settings.py and registers models once per process, "
+                "so the master cannot reload them; leave preload off to have every save served"
+            )
 
     def stop_watching(self) -> None:
         if self.watcher is not None:
