@@ -18,7 +18,12 @@ setup(
     python_requires=">=3.9",
     install_requires=["waitress>=3.0.2,<4", "typing-extensions"],
     extras_require={
-        "testing": ["pytest", "pytest-timeout", "PasteDeploy"],
+        # The frameworks are test dependencies only (tests/test_frameworks.py runs them);
+        # Trac 1.6 imports pkg_resources, which setuptools 81 removed.
+        "testing": [
+            *("pytest", "pytest-timeout", "PasteDeploy"),
+            *("Django", "Flask", "pyramid", "Trac", "setuptools<81"),
+        ],
     },
     entry_points={
         "console_scripts": ["prefork-waitress = prefork_waitress.__main__:main"],
