@@ -34,7 +34,8 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not os.environ.get("PYTHONPATH"):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
 
@@ -120,8 +121,92 @@ def group(stats):
     return totals
 
 
-def thread_cpu():
-    """{thread name: utime+stime seconds} for the threads of this process."""
+SYSCALL_LINES = (
+    ("syscall send", (".send(",)),
+    ("syscall recv", (".recv(",)),
+    ("syscall select", ("select.select(", "pollster.poll(", "poller.poll(")),
+    ("syscall accept/close", (".accept(", ".close()", "setsockopt(", ".shutdown(")),
+)
+
+
+def _source_line(path, lineno):
+    import linecache
+
+    for root in [""] + sys.path:
+        full = os.path.join(root, path) if root else path
+        if os.path.exists(full):
+            return linecache.getline(full, lineno)
+    return ""
+
+
+def spy_parts(raw_path):
+    """{part: samples} from py-spy's raw output, only stacks under serve() or the task thread.
+
+    A sample's leaf is the Python line being run; a line that is a socket
+    call counts as that syscall, the others go to the part of their function.
+    """
+    totals = dict.fromkeys([p for p, _ in PARTS], 0)
+    leaves = {}
+    with open(raw_path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if "DrainableServer.serve (" not in stack and "handler_thread (" not in stack:
+                continue
+            leaf = stack.rsplit(";", 1)[-1]
+            leaves[leaf] = leaves.get(leaf, 0) + int(count)
+    for leaf, count in leaves.items():
+        name, _, where = leaf.rpartition(" (")
+        path, _, lineno = where.rstrip(")").rpartition(":")
+        text = _source_line(path, int(lineno)) if lineno.isdigit() else ""
+        part = next((p for p, marks in SYSCALL_LINES if any(m in text for m in marks)), None)
+        if part is None:
+            part = part_of((path, 0, name.rsplit(".", 1)[-1])) or "other"
+            if "Dispatcher" in name and part == "WSGI task":
+                part = "handoff"
+        totals[part] += count
+    return totals, sorted(leaves.items(), key=lambda kv: kv[1], reverse=True)
+
+
+def run_py_spy(args):
+    """The unprofiled child under ``py-spy record`` (sampling: no per-call cost)."""
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(spy):
+        sys.exit("py-spy not found: pip install py-spy")
+    out = os.path.join(common.REPO_ROOT, f".py-spy-{os.getpid()}.txt")
+    argv = [spy, "record", "-r", str(args.rate), "-f", "raw", "--threads", "-o", out, "--",
+            sys.executable, os.path.abspath(__file__), "--child", "--no-profile", "--requests",
+            str(args.requests), "--conns", str(args.conns), "--app", args.app]
+    argv += ["--close"] * args.close + ["--threaded"] * args.threaded + ["--meter"] * args.meter
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False,
+                              cwd=common.REPO_ROOT)
+        result = next((eval(x[len("RESULT "):], {}) for x in proc.stdout.splitlines()
+                       if x.startswith("RESULT ")), None)  # our own repr() of plain data
+        if result is None:
+            raise RuntimeError(f"py-spy run failed:\n{proc.stdout}\n{proc.stderr}")
+        return result, spy_parts(out)
+    finally:
+        if os.path.exists(out):
+            os.unlink(out)
+
+
+def report_py_spy(args, total_us):
+    result, (parts, leaves) = run_py_spy(args)
+    samples = sum(parts.values())
+    print(f"\npy-spy -r {args.rate}: {samples} samples under serve(), "
+          f"{result['served'] / result['wall']:,.0f} req/s while sampled; "
+          f"us/request = share x unprofiled {total_us:.1f} us")
+    rows = [[part, parts[part], f"{parts[part] / samples * 100:.1f} %", parts[part] / samples * total_us, what]
+            for part, what in PARTS]
+    rows.append(["total", samples, "100 %", total_us, ""])
+    common.print_table(["part", "samples", "share", "us/request", "what"], rows)
+    print(f"\ntop {args.top} lines (py-spy leaf frames)")
+    common.print_table(["line", "samples", "us/request"],
+                       [[leaf[-90:], n, n / samples * total_us] for leaf, n in leaves[: args.top]])
+
+
+def thread_cpu(kernel_only=False):
+    """{thread name: utime+stime (or stime only) seconds} for the threads of this process."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     out = {}
     for tid in os.listdir("/proc/self/task"):
@@ -130,17 +215,19 @@ def thread_cpu():
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        out[names.get(int(tid), tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ticks = int(fields[12]) + (0 if kernel_only else int(fields[11]))
+        out[names.get(int(tid), tid)] = ticks / os.sysconf("SC_CLK_TCK")
     return out
 
 
 def serve(args, port, sock):
     """Run the worker request path in this process until args.requests were served."""
+    from waitress import task as waitress_task
+
     from prefork_waitress import _waitress
     from prefork_waitress._child import WorkerRequests
     from prefork_waitress._timeouts import RequestMeter
     from prefork_waitress.worker import Worker
-    from waitress import task as waitress_task
 
     if args.threaded:
         _waitress.INLINE_TASKS = False
@@ -173,6 +260,7 @@ def serve(args, port, sock):
         finished()
         if worker.requests_served == args.requests:
             marks["end"] = thread_cpu()
+            marks["sys_end"] = thread_cpu(kernel_only=True)
             server.request_stop()
 
     requests.request_finished = counting_finished
@@ -183,6 +271,7 @@ def serve(args, port, sock):
     )
     try:
         marks["start"] = thread_cpu()
+        marks["sys_start"] = thread_cpu(kernel_only=True)
         started = time.monotonic()
         main_prof = None
         if not args.no_profile:
@@ -222,7 +311,11 @@ def child_main(args):
     cpu = {}
     for name, end in marks["end"].items():
         cpu[name] = end - marks["start"].get(name, 0.0)
-    result = {"served": served, "wall": wall, "cpu": cpu, "parts": None, "top": []}
+    import prefork_waitress
+
+    sys_cpu = {name: end - marks["sys_start"].get(name, 0.0) for name, end in marks["sys_end"].items()}
+    result = {"library": os.path.dirname(prefork_waitress.__file__), "served": served, "sys": sys_cpu,
+              "wall": wall, "cpu": cpu, "parts": None, "top": []}
     if profilers:
         stats = pstats.Stats(profilers[0])
         for prof in profilers[1:]:
@@ -238,11 +331,39 @@ def measure(args, no_profile):
             "--conns", str(args.conns), "--app", args.app, "--top", str(args.top)]
     argv += ["--close"] * args.close + ["--threaded"] * args.threaded + ["--meter"] * args.meter
     argv += ["--no-profile"] * no_profile
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, cwd=common.REPO_ROOT)
+    env = dict(os.environ)
+    if args.prefork_path:
+        env["PYTHONPATH"] = os.pathsep.join([args.prefork_path, common.REPO_ROOT])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False,
+                          cwd=common.REPO_ROOT, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return eval(line[len("RESULT "):], {})  # our own repr() of plain data
     raise RuntimeError(f"profile run failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def compare(args, paths):
+    """Unprofiled CPU per request (and stime) for each checkout, alternated, rotated each round."""
+    results = {p: [] for p in paths}
+    for rnd in range(args.rounds):
+        k = rnd % len(paths)
+        for path in paths[k:] + paths[:k]:
+            args.prefork_path = path
+            r = measure(args, no_profile=True)
+            us = sum(r["cpu"].values()) / r["served"] * 1e6
+            sys_us = sum(r["sys"].values()) / r["served"] * 1e6
+            results[path].append((us, sys_us, r["served"] / r["wall"]))
+            print(f"  {path} round {rnd + 1}: {us:.1f} us/request (kernel {sys_us:.1f}), "
+                  f"{r['served'] / r['wall']:,.0f} req/s", file=sys.stderr, flush=True)
+    base = common.median([x[0] for x in results[paths[0]]])
+    rows = []
+    for path in paths:
+        xs = results[path]
+        us = common.median([x[0] for x in xs])
+        rows.append([path, us, f"{min(x[0] for x in xs):.1f}-{max(x[0] for x in xs):.1f}",
+                     common.median([x[1] for x in xs]), common.median([x[2] for x in xs]), f"{us / base:.3f}x"])
+    print(f"uptime after: {os.getloadavg()}")
+    common.print_table(["library", "CPU us/request", "range", "kernel us/request", "req/s", "vs first"], rows)
 
 
 def main(argv=None):
@@ -255,6 +376,12 @@ def main(argv=None):
     p.add_argument("--meter", action="store_true", help="with request_timeout's meter")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--prefork-path", default=None, help="directory to put first on PYTHONPATH (A/B)")
+    p.add_argument("--compare", default=None,
+                   help="A/B: comma-separated library checkouts, unprofiled, alternated --rounds times")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--py-spy", action="store_true", help="sample with py-spy instead of cProfile")
+    p.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -266,13 +393,19 @@ def main(argv=None):
     print(f"# app {args.app}, {args.requests} requests, wrk -t1 -c{args.conns} on CPU 1, "
           f"{'Connection: close' if args.close else 'keep-alive'}, worker on CPU 0, "
           f"task {'on the task thread' if args.threaded else 'inline on the I/O thread'}")
+    if args.compare:
+        compare(args, args.compare.split(","))
+        return
     plain = measure(args, no_profile=True)
     n = plain["served"]
     plain_us = {k: v / n * 1e6 for k, v in plain["cpu"].items() if v > 0}
     total_us = sum(plain_us.values())
-    print(f"\nunprofiled: {n / plain['wall']:,.0f} req/s, CPU per request {total_us:.1f} us "
+    print(f"\n{plain['library']}\nunprofiled: {n / plain['wall']:,.0f} req/s, CPU per request {total_us:.1f} us "
           + ", ".join(f"{k} {v:.1f}" for k, v in sorted(plain_us.items())))
     if args.no_profile:
+        return
+    if args.py_spy:
+        report_py_spy(args, total_us)
         return
     prof = measure(args, no_profile=False)
     n = prof["served"]

@@ -37,6 +37,9 @@ DRAIN_TICK = 0.05
 # Run tasks on the I/O thread (False: on waitress's task thread, the old path,
 # kept for A/B benchmarks; bench/throughput.py's "-threaded" contenders).
 INLINE_TASKS = True
+# A first body chunk up to this size is sent in one piece with the header
+# (copying more would cost more than the second send it saves).
+COALESCE_MAX = 64 * 1024
 
 log = logging.getLogger("prefork_waitress.worker")
 
@@ -72,12 +75,48 @@ class _DrainAwareTask(WSGITask):  # type: ignore[misc]
             self.set_close_on_finish()
         return super().build_response_header()
 
+    def write(self, data: bytes) -> None:
+        # The header and the first chunk of the body leave in one send, not two.
+        if self.wrote_header or not data:
+            super().write(data)
+            return
+        channel = self.channel
+        channel.pw_hold_header = True
+        try:
+            super().write(data)
+        finally:
+            channel.pw_release_header()
+
 
 class _DrainAwareChannel(HTTPChannel):  # type: ignore[misc]
     """A channel that also keeps the I/O loop from spinning while the task thread sends."""
 
     task_class = _DrainAwareTask
     pw_task_sending = False
+    pw_hold_header = False
+    pw_held: Optional[bytes] = None
+
+    def write_soon(self, data: Any) -> Any:
+        if self.pw_hold_header:  # the response header: keep it for the first body chunk
+            self.pw_hold_header = False
+            self.pw_held = data
+            return len(data)
+        held = self.pw_held
+        if held is not None:
+            self.pw_held = None
+            if type(data) is bytes and len(data) <= COALESCE_MAX:
+                data = held + data
+            else:
+                super().write_soon(held)
+        return super().write_soon(data)
+
+    def pw_release_header(self) -> None:
+        """Send a header still held (the body was empty, or the write failed)."""
+        self.pw_hold_header = False
+        held = self.pw_held
+        if held is not None:
+            self.pw_held = None
+            super().write_soon(held)
 
     def _flush_some(self, do_close: bool = True) -> Any:
         # With send_bytes=1 the task thread sends its own output while holding
@@ -191,9 +230,7 @@ class DrainableServer:
         options: "dict[str, Any]",
     ) -> None:
         self._inline = _InlineDispatcher() if INLINE_TASKS else None
-        self.server: BaseWSGIServer = create_server(
-            app, sockets=[sock], threads=1, _dispatcher=self._inline, **options
-        )
+        self.server: BaseWSGIServer = create_server(app, sockets=[sock], threads=1, _dispatcher=self._inline, **options)
         self.server.channel_class = _DrainAwareChannel if self._inline is None else _InlineChannel
         if self._inline is not None:
             self.server.pull_trigger = self._pull_trigger
