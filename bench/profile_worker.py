@@ -2,7 +2,7 @@
 
 Run from the repo root:
     python bench/profile_worker.py [--requests 40000] [--conns 8] [--close] [--app bench.apps:hello]
-        [--threaded] [--meter] [--no-profile] [--top 25]
+        [--inline] [--meter] [--py-spy] [--compare DIR,DIR] [--no-profile] [--top 25]
 
 One process runs the worker's real request path (``_waitress.DrainableServer``
 with ``_child.WorkerRequests`` on a ``Worker``, pinned to CPU 0 like slot 0),
@@ -19,8 +19,8 @@ drains and the figures are divided by that count.
   inflates every figure, so the table also gives each part scaled to the
   unprofiled CPU per request (``--scale-us``, or measured by a first
   ``--no-profile`` run in the same invocation).
-- ``--threaded``: the task on waitress's task thread (the old path) instead of
-  inline on the I/O thread, for A/B.
+- ``--inline``: requests run inline on the I/O thread (``INLINE_TASKS``)
+  instead of on waitress's task thread, for A/B.
 """
 
 import argparse
@@ -176,7 +176,7 @@ def run_py_spy(args):
     argv = [spy, "record", "-r", str(args.rate), "-f", "raw", "--threads", "-o", out, "--",
             sys.executable, os.path.abspath(__file__), "--child", "--no-profile", "--requests",
             str(args.requests), "--conns", str(args.conns), "--app", args.app]
-    argv += ["--close"] * args.close + ["--threaded"] * args.threaded + ["--meter"] * args.meter
+    argv += ["--close"] * args.close + ["--inline"] * args.inline + ["--meter"] * args.meter
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False,
                               cwd=common.REPO_ROOT)
@@ -229,8 +229,8 @@ def serve(args, port, sock):
     from prefork_waitress._timeouts import RequestMeter
     from prefork_waitress.worker import Worker
 
-    if args.threaded:
-        _waitress.INLINE_TASKS = False
+    if args.inline:
+        _waitress.INLINE_TASKS = True
     os.sched_setaffinity(0, {0})
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as _child.run does
     app = common_load(args.app)
@@ -329,7 +329,7 @@ def child_main(args):
 def measure(args, no_profile):
     argv = [sys.executable, os.path.abspath(__file__), "--child", "--requests", str(args.requests),
             "--conns", str(args.conns), "--app", args.app, "--top", str(args.top)]
-    argv += ["--close"] * args.close + ["--threaded"] * args.threaded + ["--meter"] * args.meter
+    argv += ["--close"] * args.close + ["--inline"] * args.inline + ["--meter"] * args.meter
     argv += ["--no-profile"] * no_profile
     env = dict(os.environ)
     if args.prefork_path:
@@ -372,7 +372,7 @@ def main(argv=None):
     p.add_argument("--conns", type=int, default=8)
     p.add_argument("--close", action="store_true", help="wrk sends Connection: close")
     p.add_argument("--app", default="bench.apps:hello")
-    p.add_argument("--threaded", action="store_true", help="task on waitress's task thread (old path)")
+    p.add_argument("--inline", action="store_true", help="requests inline on the I/O thread (INLINE_TASKS)")
     p.add_argument("--meter", action="store_true", help="with request_timeout's meter")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--top", type=int, default=25)
@@ -392,7 +392,7 @@ def main(argv=None):
     print(f"# machine: {common.machine_summary()}; uptime: {os.getloadavg()}")
     print(f"# app {args.app}, {args.requests} requests, wrk -t1 -c{args.conns} on CPU 1, "
           f"{'Connection: close' if args.close else 'keep-alive'}, worker on CPU 0, "
-          f"task {'on the task thread' if args.threaded else 'inline on the I/O thread'}")
+          f"task {'inline on the I/O thread' if args.inline else 'on the task thread'}")
     if args.compare:
         compare(args, args.compare.split(","))
         return

@@ -6,10 +6,12 @@ with ``Connection: close``, close idle keep-alive connections, stop the task
 thread. ``tests/test_waitress_internals.py`` pins every attribute this
 relies on, so a waitress release that changes them fails loudly.
 
-With threads=1 a worker runs each request inline on the I/O thread, between
-two turns of the loop (:class:`_InlineDispatcher`): there is no task thread,
-so no hand-off through a queue, no GIL switch and no trigger write per
-request (bench/PROFILE.md has the figures).
+A server can also run each request inline on the I/O thread, between two
+turns of the loop (:class:`_InlineDispatcher`): no task thread, so no
+hand-off through a queue, no GIL switch and no trigger write per request.
+It costs 29 % less CPU per request, but a worker that no longer sleeps twice
+per request gets a smaller share of a CPU it shares with other busy
+processes, so it is off by default (bench/PROFILE.md has the figures).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from waitress.task import WSGITask
 # keep a reload quick.
 IDLE_GRACE = 0.25
 DRAIN_TICK = 0.05
-# Run tasks on the I/O thread (False: on waitress's task thread, the old path,
-# kept for A/B benchmarks; bench/throughput.py's "-threaded" contenders).
-INLINE_TASKS = True
+# Run tasks on the I/O thread instead of waitress's task thread (the default
+# of DrainableServer(inline=...); bench/throughput.py's "-inline" contenders).
+INLINE_TASKS = False
 # A first body chunk up to this size is sent in one piece with the header
 # (copying more would cost more than the second send it saves).
 COALESCE_MAX = 64 * 1024
@@ -228,8 +230,9 @@ class DrainableServer:
         sock: socket.socket,
         hooks: RequestHooks,
         options: "dict[str, Any]",
+        inline: Optional[bool] = None,
     ) -> None:
-        self._inline = _InlineDispatcher() if INLINE_TASKS else None
+        self._inline = _InlineDispatcher() if (INLINE_TASKS if inline is None else inline) else None
         self.server: BaseWSGIServer = create_server(app, sockets=[sock], threads=1, _dispatcher=self._inline, **options)
         self.server.channel_class = _DrainAwareChannel if self._inline is None else _InlineChannel
         if self._inline is not None:

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import pytest
 import waitress
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
@@ -14,6 +15,8 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import Task, ThreadedTaskDispatcher, WSGITask
 
 from prefork_waitress._waitress import DrainableServer, RequestHooks
+
+both_paths = pytest.mark.parametrize("inline", [False, True], ids=["task-thread", "inline"])
 
 
 def test_waitress_version_is_the_pinned_range():
@@ -114,20 +117,21 @@ class Counting(RequestHooks):
         self.finished += 1
 
 
-def _serve(**options):
+def _serve(inline=None, **options):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     port = sock.getsockname()[1]
     hooks = Counting()
-    server = DrainableServer(_app, sock, hooks, options)
+    server = DrainableServer(_app, sock, hooks, options, inline=inline)
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     return server, hooks, thread, port
 
 
-def test_drain_finishes_in_flight_request_with_connection_close_and_closes_idle():
-    server, hooks, thread, port = _serve()
+@both_paths
+def test_drain_finishes_in_flight_request_with_connection_close_and_closes_idle(inline):
+    server, hooks, thread, port = _serve(inline)
     idle = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     idle.request("GET", "/")
     assert idle.getresponse().read() == b"ok"
@@ -148,8 +152,9 @@ def test_drain_finishes_in_flight_request_with_connection_close_and_closes_idle(
     assert server.server.task_dispatcher.threads == set()
 
 
-def test_request_arriving_during_drain_grace_is_served_with_close():
-    server, hooks, thread, port = _serve()
+@both_paths
+def test_request_arriving_during_drain_grace_is_served_with_close(inline):
+    server, hooks, thread, port = _serve(inline)
     conn = socket.create_connection(("127.0.0.1", port), timeout=5)
     deadline = time.monotonic() + 5
     while not server.server.active_channels and time.monotonic() < deadline:
@@ -167,8 +172,9 @@ def test_request_arriving_during_drain_grace_is_served_with_close():
     conn.close()
 
 
-def test_large_response_streams_while_the_task_thread_sends():
-    server, hooks, thread, port = _serve()
+@both_paths
+def test_large_response_streams_while_the_task_thread_sends(inline):
+    server, hooks, thread, port = _serve(inline)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     for _ in range(2):
         conn.request("GET", "/big")
@@ -185,9 +191,9 @@ def _stop(server, thread):
     assert not thread.is_alive(), "serve() returned after the drain"
 
 
-def test_requests_run_on_the_loop_thread_and_waitress_starts_no_task_thread():
+def test_inline_requests_run_on_the_loop_thread_and_waitress_starts_no_task_thread():
     threads_before = {t.name for t in threading.enumerate()}
-    server, hooks, thread, port = _serve()
+    server, hooks, thread, port = _serve(inline=True)
     thread.name = "the-loop"
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -201,8 +207,9 @@ def test_requests_run_on_the_loop_thread_and_waitress_starts_no_task_thread():
         _stop(server, thread)
 
 
-def test_response_shapes_are_intact_with_the_header_sent_with_the_first_chunk():
-    server, hooks, thread, port = _serve()
+@both_paths
+def test_response_shapes_are_intact_with_the_header_sent_with_the_first_chunk(inline):
+    server, hooks, thread, port = _serve(inline)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         expected = {"/": b"ok", "/chunks": b"0;1;2;3;4;", "/empty": b"", "/large": BIG_CHUNK, "/write": b"write!"}
@@ -218,8 +225,9 @@ def test_response_shapes_are_intact_with_the_header_sent_with_the_first_chunk():
         _stop(server, thread)
 
 
-def test_pipelined_requests_are_answered_in_order():
-    server, hooks, thread, port = _serve()
+@both_paths
+def test_pipelined_requests_are_answered_in_order(inline):
+    server, hooks, thread, port = _serve(inline)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
             conn.sendall(b"GET /write HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
@@ -234,10 +242,10 @@ def test_pipelined_requests_are_answered_in_order():
         _stop(server, thread)
 
 
-def test_a_client_that_stops_reading_is_dropped_after_channel_timeout_and_others_are_served():
+def test_inline_a_client_that_stops_reading_is_dropped_after_channel_timeout_and_others_are_served():
     # The inline task fills the buffers past the high watermark; nobody else
     # can flush them, so it waits for the socket itself, channel_timeout at most.
-    server, hooks, thread, port = _serve(outbuf_high_watermark=1 << 20, channel_timeout=1)
+    server, hooks, thread, port = _serve(inline=True, outbuf_high_watermark=1 << 20, channel_timeout=1)
     try:
         stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
