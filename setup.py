@@ -19,6 +19,9 @@ setup(
     install_requires=["waitress>=3.0.2,<4", "typing-extensions"],
     extras_require={
         "testing": ["pytest", "pytest-timeout", "PasteDeploy"],
+        # bench/peers.py and bench/profile_worker.py; uwsgi and bjoern compile C
+        # (build-essential python3-dev libev-dev); each is skipped when missing
+        "bench": ["gunicorn", "flask", "py-spy", "uwsgi", "granian", "bjoern"],
     },
     entry_points={
         "console_scripts": ["prefork-waitress = prefork_waitress.__main__:main"],
