@@ -4,8 +4,8 @@ Run from the repo root:
     python bench/profile_worker.py [--requests 40000] [--conns 8] [--close] [--app bench.apps:hello]
         [--inline] [--meter] [--py-spy] [--compare DIR,DIR] [--no-profile] [--top 25]
 
-One process runs the worker's real request path (``_waitress.DrainableServer``
-with ``_child.WorkerRequests`` on a ``Worker``, pinned to CPU 0 like slot 0),
+One process runs the worker's real request path (``_child._waitress.DrainableServer``
+with ``_child.run.WorkerRequests`` on a ``Worker``, pinned to CPU 0 like slot 0),
 wrk loads it from CPU 1, and after exactly ``--requests`` requests the server
 drains and the figures are divided by that count.
 
@@ -224,10 +224,17 @@ def serve(args, port, sock):
     """Run the worker request path in this process until args.requests were served."""
     from waitress import task as waitress_task
 
-    from prefork_waitress import _waitress
-    from prefork_waitress._child import WorkerRequests
-    from prefork_waitress._timeouts import RequestMeter
     from prefork_waitress.worker import Worker
+
+    try:
+        from prefork_waitress._child import _waitress
+        from prefork_waitress._child.run import WorkerRequests
+        from prefork_waitress._policies.timeouts import RequestMeter
+    except ImportError:  # a checkout from before the layers (issue 9), for --compare
+        from prefork_waitress._timeouts import RequestMeter
+
+        from prefork_waitress import _waitress
+        from prefork_waitress._child import WorkerRequests
 
     if args.inline:
         _waitress.INLINE_TASKS = True
