@@ -24,6 +24,9 @@ setup(
             *("pytest", "pytest-timeout", "PasteDeploy"),
             *("Django", "Flask", "pyramid", "Trac", "setuptools<81"),
         ],
+        # bench/peers.py and bench/profile_worker.py; uwsgi and bjoern compile C
+        # (build-essential python3-dev libev-dev); each is skipped when missing
+        "bench": ["gunicorn", "flask", "py-spy", "uwsgi", "granian", "bjoern"],
     },
     entry_points={
         "console_scripts": ["prefork-waitress = prefork_waitress.__main__:main"],
