@@ -149,16 +149,31 @@ class WorkerProcesses:
             worker.meter.close()
         return exitcode
 
-    def _stop_process(self, worker: WorkerProcess, graceful: bool, timeout: Optional[float] = None) -> None:
-        """Ask a worker to leave (SIGTERM drains, SIGINT leaves now); kill it after the timeout."""
+    def _stop_process(
+        self, worker: WorkerProcess, graceful: bool, timeout: Optional[float] = None, keep_accepting: bool = False
+    ) -> None:
+        """Ask a worker to leave (SIGTERM drains, SIGINT leaves now); kill it after the timeout.
+
+        ``keep_accepting``: the slot retires (no successor shares its socket), so
+        the worker serves what still arrives until its port has been quiet.
+        """
         worker.stopping = True
         if timeout is None:
             timeout = self.settings.graceful_timeout if graceful else IMMEDIATE_STOP_TIMEOUT
-        try:
-            os.kill(worker.pid, signal.SIGTERM if graceful else signal.SIGINT)
-        except ProcessLookupError:
-            return
+        if not (keep_accepting and self._ask(worker, ("retire",))):
+            try:
+                os.kill(worker.pid, signal.SIGTERM if graceful else signal.SIGINT)
+            except ProcessLookupError:
+                return
         worker.timers.append(self._loop.call_later(timeout, lambda: self._kill(worker, timeout)))
+
+    @staticmethod
+    def _ask(worker: WorkerProcess, message: Any) -> bool:
+        try:
+            worker.conn.send(message)
+        except (OSError, EOFError, ValueError):
+            return False
+        return True
 
     def _kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
         if worker.pid not in self._processes:

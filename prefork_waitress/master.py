@@ -20,6 +20,7 @@ from ._pidfile import PidFile
 from ._processes import WorkerProcesses
 from ._recycle import Recycler
 from ._replacing import SlotReplacer
+from ._retiring import Retirements
 from ._rolling import RollingReload
 from ._slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
 from ._timeouts import RequestTimeouts
@@ -64,6 +65,7 @@ class Master(WorkerProcesses):
         self._timeouts = RequestTimeouts(self, self.settings.request_timeout)
         self._replacer = SlotReplacer(self)
         self._recycler = Recycler(self)
+        self._retirements = Retirements(self.call_later, self._frontends, self._retire)
         self._pending_ports: bool = False
         self._install_default_signals()
         _integrations.attach(self)
@@ -234,6 +236,7 @@ class Master(WorkerProcesses):
         return slot
 
     def _cleanup(self) -> None:
+        self._retirements.abandon()
         for process in list(self._processes.values()):
             self._kill(process)
             self._reap(process)
@@ -263,6 +266,7 @@ class Master(WorkerProcesses):
         self._rolling.abandon("the master is stopping")
         self._recycler.abandon()
         self._replacer.abandon()
+        self._retirements.abandon()
         self.emit("stopping")
         for slot in self._slots:
             if slot.respawn_timer is not None:
@@ -282,20 +286,41 @@ class Master(WorkerProcesses):
             raise RuntimeError(f"scale: the master is {self._state}")
         while len(self._slots) < n:
             slot_id = self._slots[-1].id + 1 if self._slots else 0
+            self._pending_ports = True
+            if self._reinstate(slot_id):
+                continue
             base = self.settings.base_port
             self._add_slot(slot_id, base + slot_id if base else 0)
-            self._pending_ports = True
             self._spawn(self._slots[-1])
         retiring = self._slots[n:]
         if retiring:
             del self._slots[n:]
+            for slot in retiring:
+                slot.retiring = True
             self.emit("ports_changed", self.ports)
-        for slot in retiring:
-            self._retire(slot)
+            self._retirements.begin(retiring)
         if self._pending_ports:
             self._maybe_announce_ports()
 
+    def _reinstate(self, slot_id: int) -> bool:
+        """Scale up again before a retiring slot was stopped: it simply serves on."""
+        slot = self._retirements.reclaim(slot_id)
+        if slot is None:
+            return False
+        if slot.sock.fileno() < 0:  # its worker died meanwhile and the socket was closed
+            return False
+        slot.retiring = False
+        self._slots.append(slot)
+        if slot.current is None:
+            self._spawn(slot)
+        return True
+
+    def _frontends(self) -> List[Any]:
+        """Listeners that send traffic to the ports and must let go of one before it retires."""
+        return [listener for listener in self._listeners if hasattr(listener, "release_ports")]
+
     def _retire(self, slot: Slot) -> None:
+        """The frontends have let go of the slot: stop its worker, which serves what is still queued."""
         slot.retiring = True
         if slot.respawn_timer is not None:
             slot.respawn_timer.cancel()
@@ -303,7 +328,7 @@ class Master(WorkerProcesses):
         if slot.current is None:
             slot.sock.close()
         else:
-            self._stop_process(slot.current, graceful=True)
+            self._stop_process(slot.current, graceful=True, keep_accepting=True)
 
     def command(self, name: str, *args: Any, worker: Optional[int] = None, timeout: float = 5.0) -> Dict[int, Any]:
         """Run command ``name`` in every worker (or slot ``worker``); replies by slot id."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional
 
 from ._platform import write_atomically
 from ._slots import describe_exit
@@ -78,6 +78,8 @@ class UpstreamWriter:
         self._watch: Any = None
         self._poll_delay = POLL_START
         self._deadline: Any = None
+        self._after_run: List[Callable[[], None]] = []  # released once the running command exits
+        self._after_next_run: List[Callable[[], None]] = []  # ... once the queued one exits
 
     def when_ready(self) -> None:
         self.update(self.master.ports)
@@ -85,10 +87,21 @@ class UpstreamWriter:
     def ports_changed(self, ports: List[int]) -> None:
         self.update(ports)
 
+    def release_ports(self, ports: List[int], done: Callable[[], None]) -> None:
+        """The file no longer lists ``ports``: ``done()`` once the command that tells the frontend has exited."""
+        if self.again:
+            self._after_next_run.append(done)
+        elif self.process is not None:
+            self._after_run.append(done)
+        else:
+            done()
+
     def stopped(self) -> None:
         """The master is done: stop watching a command still running (it is left to finish)."""
         if self.process is not None:
             self._forget()
+        self._release(self._after_run)
+        self._release(self._after_next_run)
 
     def update(self, ports: List[int]) -> None:
         """Rewrite the file for ``ports``; run the command if it was written."""
@@ -107,10 +120,12 @@ class UpstreamWriter:
             self.again = True
             return
         assert self.command is not None
+        self._after_run, self._after_next_run = self._after_next_run, []
         try:
             self.process = subprocess.Popen(self.command, shell=True, stdin=subprocess.DEVNULL)
         except OSError as exc:
             log.error("cannot run on_ports_changed command %r: %s", self.command, exc)
+            self._release(self._after_run)
             return
         self._deadline = self.master.call_later(COMMAND_TIMEOUT, self._timed_out)
         fd = _pidfd(self.process.pid)
@@ -135,6 +150,7 @@ class UpstreamWriter:
         self._forget()
         if code != 0:
             log.error("on_ports_changed command %r failed with %s", self.command, describe_exit(code))
+        self._release(self._after_run)
         if self.again:
             self.again = False
             self.run_command()
@@ -143,6 +159,13 @@ class UpstreamWriter:
         if self.process is not None and self.process.poll() is None:
             log.error("on_ports_changed command %r still running after %g s; killing it", self.command, COMMAND_TIMEOUT)
             self.process.kill()
+
+    def _release(self, callbacks: List[Callable[[], None]]) -> None:
+        """Let the retiring slots waiting on a run go (they retire whether it worked or not)."""
+        waiting = list(callbacks)
+        callbacks.clear()
+        for done in waiting:
+            done()
 
     def _forget(self) -> None:
         if isinstance(self._watch, int):
