@@ -185,11 +185,14 @@ class DrainableServer:
         self._shutdown()
 
     def _still_accepting(self) -> bool:
-        """While retiring: True until the port is quiet (no connection, none queued) or time is up."""
+        """While retiring: True until the port is quiet (nothing queued, no connection active) or time is up."""
         now = time.monotonic()
         if now >= self._accept_until:
             return False
-        if self.server.active_channels or _has_pending_connection(self.server.socket):
+        if _has_pending_connection(self.server.socket) or any(
+            not _is_idle(channel) or time.time() - channel.last_activity < QUIET_PORT
+            for channel in list(self.server.active_channels.values())
+        ):
             self._last_busy = now
         return now - self._last_busy < QUIET_PORT
 

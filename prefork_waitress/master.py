@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from . import _integrations
+from ._activation import activated_sockets
 from ._autoreload import CodeReloader
 from ._backoff import CrashLoops
 from ._commands import CommandChannel, targets
@@ -189,9 +190,13 @@ class Master(WorkerProcesses):
         """Everything that can fail before a fork: pid file, sockets, preload."""
         if self._pidfile is not None:
             self._pidfile.create()
-        base = self.settings.base_port
-        for slot_id in range(self.settings.workers):
-            self._add_slot(slot_id, base + slot_id if base else 0)
+        passed = activated_sockets()
+        if passed:
+            self._adopt_sockets([activated.sock for activated in passed])
+        else:
+            base = self.settings.base_port
+            for slot_id in range(self.settings.workers):
+                self._add_slot(slot_id, base + slot_id if base else 0)
         if self.settings.preload:
             try:
                 self._app = self._code.load_app() if self._code else self.load_app()
@@ -229,6 +234,16 @@ class Master(WorkerProcesses):
         """Before a rolling reload: in preload mode, import the app's code again."""
         if self.settings.preload and self._code is not None:
             self._app = self._code.load_app()
+
+    def _adopt_sockets(self, socks: List[Any]) -> None:
+        """Socket activation: the passed sockets are the slots, in order, instead of binding."""
+        for sock in socks:
+            self._slots.append(Slot(len(self._slots), sock))
+        if len(socks) != self.settings.workers:
+            log.info(
+                "serving the %d sockets passed by socket activation (not workers=%d)", len(socks), self.settings.workers
+            )
+        log.info("socket activation: ports %s", self.ports)
 
     def _add_slot(self, slot_id: int, port: int) -> Slot:
         slot = Slot(slot_id, bind_socket(self.settings.host, port))

@@ -74,10 +74,10 @@ events {{ worker_connections 256; }}
 http {{
     access_log off;
     {temp_paths}
-    upstream app {{ include {upstream}; }}
+    upstream app {{ include {upstream}; {keepalive} }}
     server {{
         listen 127.0.0.1:{port};
-        location / {{ proxy_pass http://app; }}
+        location / {{ proxy_pass http://app; {proxy} }}
     }}
 }}
 """
@@ -92,7 +92,7 @@ def _nginx_features():
 class Nginx:
     """nginx with its own config, pid, logs and temp files under tmp_path, in the foreground."""
 
-    def __init__(self, prefix, upstream):
+    def __init__(self, prefix, upstream, keepalive=False):
         version, info = _nginx_features()
         self.prefix, self.port = prefix, free_port()
         (prefix / "tmp").mkdir(parents=True)
@@ -109,6 +109,8 @@ class Nginx:
                 upstream=upstream,
                 user="user root;" if os.geteuid() == 0 else "",
                 temp_paths="\n    ".join(temps),
+                keepalive="keepalive 16;" if keepalive else "",
+                proxy='proxy_http_version 1.1; proxy_set_header Connection "";' if keepalive else "",
             )
         )
         self.base = [NGINX, "-c", str(self.conf), "-p", str(prefix)]
@@ -136,10 +138,10 @@ class Nginx:
 
 
 @pytest.fixture
-def nginx(tmp_path):
+def nginx(tmp_path, request):
     if NGINX is None:
         pytest.skip("no nginx binary (CI installs nginx-light)")
-    server = Nginx(tmp_path / "nginx", tmp_path / "upstream.conf")
+    server = Nginx(tmp_path / "nginx", tmp_path / "upstream.conf", getattr(request, "param", False))
     yield server
     server.stop()
 
@@ -189,6 +191,7 @@ def test_nginx_reaches_every_worker_then_the_new_one_and_loses_nothing_in_a_relo
     wait_until(lambda: _pid_via(nginx.port) in new_pids, message="nginx on the reloaded workers")
 
 
+@pytest.mark.parametrize("nginx", [False, True], ids=["close", "upstream-keepalive"], indirect=True)
 def test_scale_down_behind_nginx_drops_nothing_not_even_a_post(cluster, nginx):
     from frontload import FrontendLoad
 
