@@ -22,6 +22,12 @@ def attach(master: "Master") -> None:
         master.add_listener(
             UpstreamWriter(master, settings.upstream_file, settings.upstream_format, settings.on_ports_changed)
         )
+    if settings.haproxy_socket and settings.haproxy_backend:
+        from .haproxy import HAProxyServers
+
+        master.add_listener(
+            HAProxyServers(master, settings.haproxy_socket, settings.haproxy_backend, settings.graceful_timeout)
+        )
     address = os.environ.get("NOTIFY_SOCKET")
     if address:
         master.add_listener(SystemdNotifier(master, address))

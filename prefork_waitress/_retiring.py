@@ -31,9 +31,10 @@ class RetiringSlot(Protocol):
 
 
 class _Job:
-    def __init__(self, slots: List[Any], waiting: int) -> None:
+    def __init__(self, slots: List[Any], waiting: int, retire: Callable[[Any], None]) -> None:
         self.slots = slots
         self.waiting = waiting
+        self.retire = retire
         self.timer: Any = None
 
 
@@ -58,13 +59,13 @@ class Retirements:
         """The slots still waiting, oldest first."""
         return [slot for job in self._jobs for slot in job.slots]
 
-    def begin(self, slots: Iterable[RetiringSlot]) -> None:
-        """Tell every frontend to let go of these slots' ports; retire them once all have."""
+    def begin(self, slots: Iterable[RetiringSlot], retire: Optional[Callable[[Any], None]] = None) -> None:
+        """Tell every frontend to let go of these slots' ports; then ``retire`` each (default: the one given)."""
         chosen = list(slots)
         if not chosen:
             return
         frontends = list(self._frontends())
-        job = _Job(chosen, len(frontends))
+        job = _Job(chosen, len(frontends), retire or self._retire)
         self._jobs.append(job)
         if frontends:
             job.timer = self._call_later(self._timeout, lambda: self._finish(job, timed_out=True))
@@ -88,7 +89,7 @@ class Retirements:
         return None
 
     def abandon(self) -> None:
-        """Retire every waiting slot now (the master is stopping)."""
+        """Retire every waiting slot now (the master is stopping at once)."""
         for job in list(self._jobs):
             self._finish(job)
 
@@ -118,4 +119,4 @@ class Retirements:
                 self._timeout,
             )
         for slot in job.slots:
-            self._retire(slot)
+            job.retire(slot)

@@ -281,13 +281,22 @@ class Master(WorkerProcesses):
         self._rolling.abandon("the master is stopping")
         self._recycler.abandon()
         self._replacer.abandon()
-        self._retirements.abandon()
         self.emit("stopping")
         for slot in self._slots:
             if slot.respawn_timer is not None:
                 slot.respawn_timer.cancel()
+        self._retirements.abandon()  # a scale-down in progress: those slots retire now
+        # A graceful stop first lets the frontends move off every port, as a scale-down does.
+        held = [slot for slot in self._slots if slot.current] if graceful and self._frontends() else []
         for process in list(self._processes.values()):
-            self._stop_process(process, graceful)
+            if process not in [slot.current for slot in held]:
+                self._stop_process(process, graceful)
+        self._retirements.begin(held, self._stop_current)
+
+    def _stop_current(self, slot: Slot) -> None:
+        """Stop the worker of a slot the frontends have let go of (the master is stopping)."""
+        if slot.current is not None and slot.current.pid in self._processes:
+            self._stop_process(slot.current, graceful=True)
 
     def reload(self) -> None:
         """Rolling restart: each slot gets a new worker, then its old one is stopped."""

@@ -1,5 +1,6 @@
 """Bounded GET + POST load through one frontend port (nginx, HAProxy), counting every non-2xx."""
 
+import http.client
 import threading
 import time
 
@@ -13,6 +14,7 @@ class FrontendLoad:
         self.port = port
         self.ok = 0
         self.posts = 0
+        self.stale_retries = 0
         self.failures = []
         self._stop = threading.Event()
         self._deadline = time.monotonic() + max_seconds
@@ -41,16 +43,35 @@ class FrontendLoad:
             raise AssertionError(f"{'POST' if n % 2 else 'GET'} got {response.status}: {body[:200]!r}")
         return n % 2, response.getheader("Connection") == "close"
 
+    def _send(self, conn, n, reused):
+        """One request; a kept-alive connection the frontend closed meanwhile is retried once on a new one.
+
+        That race (the client sends as nginx closes an idle keep-alive connection,
+        e.g. when an old nginx worker exits after a reload) is between client and
+        frontend; clients such as urllib3 retry it. Anything else is a failure.
+        """
+        try:
+            return conn, self._one(conn, n)
+        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+            if not reused:
+                raise
+        conn.close()
+        with self._lock:
+            self.stale_retries += 1
+        conn = KeepAliveConnection("127.0.0.1", self.port, timeout=10)
+        return conn, self._one(conn, n)
+
     def _run(self, index):
         keep_alive = index % 2 == 0
         conn = None
         n = index
         while not self._stop.is_set() and time.monotonic() < self._deadline and self.ok < self._budget:
             n += 1
+            reused = conn is not None
             if conn is None:
                 conn = KeepAliveConnection("127.0.0.1", self.port, timeout=10)
             try:
-                posted, closing = self._one(conn, n)
+                conn, (posted, closing) = self._send(conn, n, reused)
                 with self._lock:
                     self.ok += 1
                     self.posts += posted
