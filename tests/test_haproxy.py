@@ -204,3 +204,20 @@ def test_haproxy_options_are_checked_together(tmp_path):
     with pytest.raises(ValueError, match="expected an HAProxy backend name"):
         make_settings(haproxy_socket="x.sock", haproxy_backend="my backend")
     assert make_settings(haproxy_socket="x.sock", haproxy_backend="app").haproxy_socket == os.path.abspath("x.sock")
+
+
+def test_haproxy_down_at_start_is_one_warning_and_the_backend_fills_once_it_is_up(cluster, tmp_path):
+    if HAPROXY is None:
+        pytest.skip("no haproxy binary (CI installs Debian's haproxy)")
+    prefix = tmp_path / "haproxy"
+    c = cluster(MASTER.format(workers=2, host="127.0.0.1", api=str(prefix / "admin.sock")))
+    ports = c.ready()["ports"]
+    assert get(ports[0])[0] == 200  # serving directly meanwhile
+    wait_until(lambda: "HAProxy: cannot read backend 'app'" in c.log(), message="the warning")
+    late = HAProxy(prefix)
+    try:
+        wait_until(lambda: late.live() == sorted(ports), timeout=15, message="the servers once haproxy is up")
+        assert c.log().count("HAProxy: cannot read backend") == 1 and "in step again" in c.log()
+        assert len(_pids_through(late.port, 2)) == 2
+    finally:
+        late.stop()
