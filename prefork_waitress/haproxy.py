@@ -129,7 +129,8 @@ class HAProxyServers:
             if row.get("srv_admin_state") != "0":
                 commands.append(f"set server {server} state ready")
         for name, row in existing.items():
-            if name in wanted or int(name.rpartition("-")[2] or 0) in draining:
+            port_text = name[len(self.prefix) :]
+            if name in wanted or (port_text.isdigit() and int(port_text) in draining):
                 continue
             if row.get("srv_op_state") == "0" or row.get("srv_admin_state") != "0":
                 # down or in maintenance, not ours any more: a leftover of an earlier run
@@ -210,7 +211,9 @@ class HAProxyServers:
             return
         sessions = server_sessions(reply)
         busy = [port for port in drain.ports if sessions.get(self.name(port), 0) > 0]
-        if busy:
+        if not drain.ports:
+            self._end_drain(drain)
+        elif busy:
             self.master.call_later(DRAIN_POLL, lambda: self._poll_sessions(drain))
             return
         for index, port in enumerate(drain.ports):
