@@ -217,7 +217,8 @@ def test_haproxy_down_at_start_is_one_warning_and_the_backend_fills_once_it_is_u
     late = HAProxy(prefix)
     try:
         wait_until(lambda: late.live() == sorted(ports), timeout=15, message="the servers once haproxy is up")
-        assert c.log().count("HAProxy: cannot read backend") == 1 and "in step again" in c.log()
+        wait_until(lambda: "in step again" in c.log(), message="the master saying so")
+        assert c.log().count("HAProxy: cannot read backend") == 1
         assert len(_pids_through(late.port, 2)) == 2
     finally:
         late.stop()
