@@ -3,14 +3,12 @@
 import os
 import signal
 import socket
-import subprocess
 import sys
 
 import pytest
-from clitools import ENV
-from conftest import HERE, LoadLoop, get, stop_process_group, wait_until
+from conftest import HERE, LoadLoop, get, wait_until
 
-from prefork_waitress._activation import activated_sockets
+from prefork_waitress._os.activation import activated_sockets
 from prefork_waitress.errors import StartError
 
 ENVIRONMENT_APP = """
@@ -33,91 +31,59 @@ def listening_socket():
     return sock
 
 
-class Activated:
-    """``prefork-waitress`` started through sd_exec.py with the given sockets, like systemd starts it."""
-
-    def __init__(self, tmp_path, socks, args, names=None):
-        (tmp_path / "envapp.py").write_text(ENVIRONMENT_APP)
-        fds = [str(s.fileno()) for s in socks]
-        wrapper = [sys.executable, os.path.join(HERE, "sd_exec.py")] + (["--names", names] if names else [])
-        self.log_path = tmp_path / f"activated-{len(os.listdir(tmp_path))}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [*wrapper, *fds, "--", sys.executable, "-m", "prefork_waitress", *map(str, args)],
-                cwd=str(tmp_path),
-                env=ENV,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=[s.fileno() for s in socks],
-                start_new_session=True,
-            )
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")
-
-    def serving(self, port, count):
-        """Wait until ``count`` distinct worker pids answer on ``port``; return them."""
-        pids = set()
-
-        def enough():
-            assert self.proc.poll() is None, self.log()
-            status, body, _ = get(port, timeout=5)
-            pids.add(int(body.split()[0]))
-            return len(pids) >= count
-
-        wait_until(enough, 15, message=f"{count} workers behind port {port}")
-        return pids
-
-    def close(self):
-        stop_process_group(self.proc)
+def activated(server, tmp_path, socks, *args, names=None):
+    """``prefork-waitress ARGS`` started through sd_exec.py with ``socks``, as systemd starts a service."""
+    (tmp_path / "envapp.py").write_text(ENVIRONMENT_APP)
+    wrapper = [sys.executable, os.path.join(HERE, "sd_exec.py")] + (["--names", names] if names else [])
+    wrapper += [str(s.fileno()) for s in socks] + ["--", sys.executable, "-m", "prefork_waitress"]
+    return server(*args, program=wrapper, pass_fds=[s.fileno() for s in socks])
 
 
-@pytest.fixture
-def activated(tmp_path):
-    started = []
+def serving(master, port, count=1):
+    """Wait until ``count`` distinct worker pids answer on ``port``; return them."""
+    pids = set()
 
-    def start(socks, *args, names=None):
-        started.append(Activated(tmp_path, socks, args, names))
-        return started[-1]
+    def enough():
+        assert master.proc.poll() is None, master.log()
+        status, body, _ = get(port, timeout=5)
+        pids.add(int(body.split()[0]))
+        return len(pids) >= count
 
-    yield start
-    for server in started:
-        server.close()
+    wait_until(enough, 15, message=f"{count} workers behind port {port}")
+    return pids
 
 
 def _port(sock):
     return sock.getsockname()[1]
 
 
-def test_passed_sockets_are_the_slots_in_name_order_and_workers_do_not_inherit_the_variables(activated):
+def test_passed_sockets_are_the_slots_in_name_order_and_workers_do_not_inherit_the_variables(server, tmp_path):
     socks = [listening_socket(), listening_socket()]
     try:
         # Named b, a: slot 0 is the socket named "a", the second one passed.
-        server = activated(socks, "--workers", 5, "envapp:app", names="web-b:web-a")
+        master = activated(server, tmp_path, socks, "--workers", 5, "envapp:app", names="web-b:web-a")
         for sock in socks:
-            server.serving(_port(sock), 1)
+            serving(master, _port(sock))
         status, body, _ = get(_port(socks[0]), "/env")
         assert (status, body) == (200, "[]")
-        assert f"socket activation: ports [{_port(socks[1])}, {_port(socks[0])}]" in server.log()
-        assert "not workers=5" in server.log()
+        assert f"serving the 2 sockets passed, ports [{_port(socks[1])}, {_port(socks[0])}]" in master.log()
     finally:
         for sock in socks:
             sock.close()
 
 
-def test_a_restart_on_the_passed_sockets_refuses_no_connection(activated):
+def test_a_restart_on_the_passed_sockets_refuses_no_connection(server, tmp_path):
     socks = [listening_socket(), listening_socket()]
     ports = [_port(s) for s in socks]
     try:
-        first = activated(socks, "apps:app")
-        old = set().union(*(first.serving(port, 1) for port in ports))
+        first = activated(server, tmp_path, socks, "apps:app")
+        old = set().union(*(serving(first, port) for port in ports))
         with LoadLoop(ports, threads=4, max_seconds=30) as load:
             load.wait_for_requests(50)
             first.proc.send_signal(signal.SIGTERM)  # what systemctl restart does: stop, then start
             assert first.proc.wait(15) == 0
-            second = activated(socks, "apps:app")
-            new = set().union(*(second.serving(port, 1) for port in ports))
+            second = activated(server, tmp_path, socks, "apps:app")
+            new = set().union(*(serving(second, port) for port in ports))
             load.wait_for_requests(50)
         assert load.failures == [] and not (old & new)
     finally:
@@ -125,12 +91,12 @@ def test_a_restart_on_the_passed_sockets_refuses_no_connection(activated):
             sock.close()
 
 
-def test_bad_activation_is_a_clear_start_error(activated, tmp_path):
+def test_bad_activation_is_a_clear_start_error(server, tmp_path):
     not_listening = socket.socket()
     try:
-        server = activated([not_listening], "apps:app")
-        assert server.proc.wait(15) != 0
-        assert "fd 3 passed by socket activation is not listening (use ListenStream=" in server.log()
+        master = activated(server, tmp_path, [not_listening], "apps:app")
+        assert master.wait(15) != 0
+        assert "fd 3 passed by socket activation is not listening (use ListenStream=" in master.log()
     finally:
         not_listening.close()
 

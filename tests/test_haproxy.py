@@ -10,8 +10,8 @@ import pytest
 from conftest import Cluster, free_port, get, stop_process_group, wait_until
 from frontload import FrontendLoad
 
-from prefork_waitress.haproxy import server_prefix
-from prefork_waitress.haproxy_runtime import parse_address, reply_error, server_sessions, servers_state
+from prefork_waitress.integrations.haproxy import server_prefix
+from prefork_waitress.integrations.haproxy_runtime import parse_address, reply_error, server_sessions, servers_state
 
 HAPROXY = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if os.access(p, os.X_OK)), None)
 

@@ -2,7 +2,7 @@
 
 import types
 
-from prefork_waitress._retiring import Retirements
+from prefork_waitress._policies.retiring import Retirements
 
 
 class Timers:

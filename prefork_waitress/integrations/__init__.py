@@ -1,20 +1,25 @@
-"""Attach the built-in integrations a master's settings and environment ask for."""
+"""Built-in integrations: each sees the master only through the MasterHandle Protocol.
+
+:func:`attach` is the one list of what a master gets from its settings and
+environment. A new integration is a listener (see ``_core.events.Listener``)
+added here.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .master import Master
+from .._core.handle import MasterHandle
+from .control import ControlServer
+from .haproxy import HAProxyServers
+from .signals import install_default_signals
+from .systemd import SystemdNotifier
+from .upstream import UpstreamWriter
 
 
-def attach(master: "Master") -> None:
-    """Add each integration as a listener, so it works even if hooks skip ``super()``."""
-    from .control import ControlServer
-    from .systemd import SystemdNotifier
-    from .upstream import UpstreamWriter
-
+def attach(master: MasterHandle) -> None:
+    """Install the default signals and add each integration asked for as a listener."""
+    install_default_signals(master)
     settings = master.settings
     if settings.control_socket:
         master.add_listener(ControlServer(master, settings.control_socket))
@@ -23,8 +28,6 @@ def attach(master: "Master") -> None:
             UpstreamWriter(master, settings.upstream_file, settings.upstream_format, settings.on_ports_changed)
         )
     if settings.haproxy_socket and settings.haproxy_backend:
-        from .haproxy import HAProxyServers
-
         master.add_listener(
             HAProxyServers(master, settings.haproxy_socket, settings.haproxy_backend, settings.graceful_timeout)
         )

@@ -15,7 +15,7 @@ import re
 import socket
 from typing import List, MutableMapping, NamedTuple, Optional
 
-from .errors import StartError
+from ..errors import StartError
 
 __all__ = ["SD_LISTEN_FDS_START", "ActivatedSocket", "activated_sockets"]
 

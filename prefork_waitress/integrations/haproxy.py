@@ -17,8 +17,9 @@ import logging
 import re
 from typing import Any, Callable, List, Optional
 
+from .._core.handle import MasterHandle
+from .._os.platform import frontend_host
 from .haproxy_runtime import RuntimeClient, reply_error, server_sessions, servers_state
-from .upstream import frontend_host
 
 log = logging.getLogger("prefork_waitress")
 
@@ -44,7 +45,7 @@ class _Drain:
 class HAProxyServers:
     """Master listener keeping the backend's servers for this master's ports in step with it."""
 
-    def __init__(self, master: Any, address: str, backend: str, drain_timeout: float = 30.0) -> None:
+    def __init__(self, master: MasterHandle, address: str, backend: str, drain_timeout: float = 30.0) -> None:
         self.master = master
         self.backend = backend
         self.host = frontend_host(master.settings.host)
