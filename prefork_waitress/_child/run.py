@@ -17,9 +17,10 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._os import platform as _platform
-from .._os.loading import imported_modules, resolve
+from .._os.loading import resolve
 from .._os.memory import MIB, RssLimit
 from .._os.output import flush_stdio, redirect_stdio
+from ..reloading import NewDataFiles, NewModules
 from ..worker import Worker
 from ._waitress import DrainableServer, RequestHooks
 
@@ -51,7 +52,7 @@ class ChildSpec:
     master_pid: int
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
     meter: Any = None  # shared clock page (request_timeout, heartbeats), or None
-    report_modules: bool = False  # tell the master what was imported (lazy reload=True)
+    report_modules: bool = False  # tell the master what was imported, at boot and after requests (reload=True)
     max_rss: int = 0  # MiB; 0: no limit
 
 
@@ -65,6 +66,7 @@ class WorkerRequests(RequestHooks):
         self.meter = meter
         self.rss_limit = RssLimit(max_rss) if max_rss else None
         self.on_limit: Callable[[str], None] = lambda why: None
+        self.after_request: Callable[[], None] = lambda: None
         self.channel: Optional[Channel] = None
 
     def request_started(self) -> bool:
@@ -80,6 +82,7 @@ class WorkerRequests(RequestHooks):
         worker.requests_served += 1
         if self.meter is not None:
             self.meter.finished()
+        self.after_request()
         if self.max_requests and worker.requests_served == self.max_requests:
             self.on_limit(f"served {worker.requests_served} requests")
         if self.rss_limit is not None:
@@ -150,7 +153,13 @@ def _load_app(spec: ChildSpec) -> Any:
     return resolve(spec.app) if isinstance(spec.app, str) else spec.app
 
 
-def _serve_commands(worker: Worker, channel: Channel, on_eof: Callable[[], None], meter: Any = None) -> None:
+def _serve_commands(
+    worker: Worker,
+    channel: Channel,
+    on_eof: Callable[[], None],
+    on_retire: Callable[[], None],
+    meter: Any = None,
+) -> None:
     """Command thread: run each command from the master and send its reply; beat at least every BEAT_EVERY s."""
     while True:
         try:
@@ -165,6 +174,9 @@ def _serve_commands(worker: Worker, channel: Channel, on_eof: Callable[[], None]
             return
         except Exception as exc:  # an unpicklable message: answer nothing, keep going
             log.error("worker %d: unreadable message from the master: %s", worker.id, exc)
+            continue
+        if message[0] == "retire":
+            on_retire()
             continue
         _, seq, name, args, kwargs = message
         try:
@@ -240,25 +252,45 @@ def _run(spec: ChildSpec) -> int:
     requests.channel = channel
     stop = _install_stop(worker, server, spec)
     requests.on_limit = lambda why: _ask_to_recycle(channel, worker, stop, why)
-    threading.Thread(
-        target=_serve_commands, args=(worker, channel, stop, spec.meter), name="prefork-commands", daemon=True
-    ).start()
+    retire = lambda: stop(keep_accepting=True)  # noqa: E731
+    commands = threading.Thread(
+        target=_serve_commands, args=(worker, channel, stop, retire, spec.meter), name="prefork-commands", daemon=True
+    )
+    commands.start()
     channel.send(("ready", worker.pid, worker.started_at))
     if spec.report_modules:
-        channel.send(("modules", imported_modules()))
+        requests.after_request = _module_reporter(channel)
+        requests.after_request()
     server.serve(on_turn=spec.meter.beat_io if spec.meter is not None else None)
     worker.on_stop()
     return EXIT_OK
 
 
-def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> Callable[[], None]:
+def _module_reporter(channel: Channel) -> Callable[[], None]:
+    """Return a callable that sends the master what was imported since its last call.
+
+    With the modules go the data files the framework wants watched, looked up
+    again only when something was imported (the framework may just have loaded).
+    """
+    new_modules, new_data_files = NewModules(), NewDataFiles()
+
+    def report() -> None:
+        fresh = new_modules.since_last()
+        if fresh:
+            channel.send(("modules", fresh, new_data_files.since_last()))
+
+    return report
+
+
+def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> Callable[..., None]:
     """Wire every way of stopping (signal, command, EOF) to one drain."""
 
-    def stop() -> None:
+    def stop(keep_accepting: bool = False) -> None:
         if not stopping:
             stopping.append(True)
             _start_exit_deadline(spec.graceful_timeout)
-        server.request_stop()
+        # A retiring slot has no successor on its socket: serve on until the port is quiet.
+        server.request_stop(keep_accepting_for=spec.graceful_timeout / 2 if keep_accepting else 0.0)
 
     stopping: List[bool] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop())
