@@ -194,6 +194,14 @@ OPTIONS: Tuple[Option, ...] = (
     Option("upstream_file", None, optional(as_path), "write the live ports to this file"),
     Option("upstream_format", "nginx", as_upstream_format, "upstream file dialect: nginx or haproxy"),
     Option("on_ports_changed", None, optional(str), "shell command run after the upstream file changes"),
+    Option(
+        "handle_signals",
+        True,
+        as_bool,
+        "install the default signals (TERM/INT stop, QUIT stop at once, HUP reload, TTIN/TTOU scale, "
+        "USR1 reopen the output, USR2 worker tracebacks); false: none",
+        cli=False,
+    ),
 )
 OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
 
@@ -220,6 +228,7 @@ class Settings:
     upstream_file: Optional[str]
     upstream_format: str
     on_ports_changed: Optional[str]
+    handle_signals: bool
     waitress: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 

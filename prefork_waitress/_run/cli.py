@@ -79,7 +79,7 @@ def build_parser() -> Parser:
         usage=USAGE,
         description="Run a WSGI app in single-threaded waitress workers, one port each, under one master.",
         epilog="Signals: TERM/INT stop gracefully, QUIT at once, HUP rolling reload, "
-        "TTIN/TTOU one worker more/less, USR1 reopen the output file.",
+        "TTIN/TTOU one worker more/less, USR1 reopen the output file, USR2 worker tracebacks.",
         argument_default=argparse.SUPPRESS,
         allow_abbrev=False,
     )
