@@ -1,11 +1,15 @@
+import re
+
 from setuptools import find_packages, setup
 
 with open("README.rst", encoding="utf-8") as f:
     long_description = f.read()
+with open("prefork_waitress/__init__.py", encoding="utf-8") as f:  # not imported: waitress may be missing
+    version = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)  # type: ignore[union-attr]
 
 setup(
     name="prefork_waitress",
-    version="0.1.0",
+    version=version,
     description=(
         "Run a WSGI app as a cluster of single-threaded waitress processes, "
         "one port each, under a master your own Python code controls."
@@ -18,7 +22,7 @@ setup(
     python_requires=">=3.9",
     install_requires=["waitress>=3.0.2,<4", "typing-extensions"],
     extras_require={
-        "testing": ["pytest", "pytest-timeout", "PasteDeploy"],
+        "testing": ["pytest", "pytest-timeout", "PasteDeploy", "pyramid"],
     },
     entry_points={
         "console_scripts": ["prefork-waitress = prefork_waitress.__main__:main"],

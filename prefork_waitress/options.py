@@ -147,6 +147,33 @@ def as_log_level(value: Any) -> str:
     return value.upper()
 
 
+def as_bind(value: Any) -> Tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6): the host, and the first slot's port."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"expected HOST:PORT, e.g. 127.0.0.1:8080, got {value!r}")
+    host, _, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return as_host(host), int_at_least(0, 65535)(port)
+
+
+def as_directory(value: Any) -> str:
+    """An existing directory, made absolute."""
+    path = as_path(value)
+    if not os.path.isdir(path):
+        raise ValueError(f"no such directory: {path}")
+    return path
+
+
+def as_search_path(value: Any) -> Tuple[str, ...]:
+    """Directories for sys.path, separated by commas (or given as a list); made absolute when used."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    paths = tuple(str(part).strip() for part in parts if str(part).strip())
+    if not paths:
+        raise ValueError(f"expected one or more directories separated by commas, got {value!r}")
+    return paths
+
+
 def as_worker_class(value: Any) -> Any:
     """A Worker subclass, or a "module:Class" string naming one."""
     from .worker import Worker
@@ -204,6 +231,15 @@ OPTIONS: Tuple[Option, ...] = (
     ),
 )
 OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
+
+# Options of the programs (CLI, paste runner), not of the master: same table rules.
+PROGRAM_OPTIONS: Tuple[Option, ...] = (
+    Option("call", False, as_bool, "MODULE:APP is a factory: call it (in each worker) to get the WSGI app"),
+    Option("log_level", "info", as_log_level, "log level: debug, info, warning, error or critical"),
+    Option("bind", None, optional(as_bind), "HOST:PORT of the first slot (the others follow); sets host and base_port"),
+    Option("chdir", None, optional(as_directory), "change to this directory first (relative paths start there)"),
+    Option("pythonpath", None, optional(as_search_path), "directories (comma-separated) put first on sys.path"),
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -197,6 +197,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(count):
+    """The first of ``count`` consecutive ports free right now (for base_port tests)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count <= 65536 and all(port_is_free(first + i) for i in range(count)):
+            return first
+    raise AssertionError(f"no {count} consecutive free ports found")
+
+
 class KeepAliveConnection(http.client.HTTPConnection):
     """Drops a kept-alive connection the server has closed before reusing it, as urllib3 and nginx do.
 

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 from clitools import run_cli, server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
-from conftest import free_port, get, pid_alive, wait_until
+from conftest import free_port, free_ports, get, pid_alive, wait_until
 
 from prefork_waitress._run import cli as _cli
 from prefork_waitress.options import OPTIONS
@@ -27,7 +27,7 @@ def test_parse_keeps_strings_for_the_option_table_and_names_waitress_options():
     )
     assert app == "m:f()"
     assert options == {"workers": "4", "pidfile": "x.pid", "preload": "true", "channel_timeout": "30"}
-    assert runner == {"call": True, "log_level": "DEBUG"}
+    assert runner == {"call": True, "log_level": "DEBUG", "bind": None, "chdir": None, "pythonpath": None}
 
 
 def test_serves_every_worker_and_exits_zero_after_sigterm(server, tmp_path):
@@ -134,3 +134,52 @@ def test_boot_error_is_reported_and_exits_one(tmp_path):
     result = run_cli("--workers", 1, "--base-port", 0, "--worker-class", "apps:FailingStartWorker", "apps:app")
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].startswith("prefork-waitress: error: the app could not start")
+
+
+def test_version_comes_from_the_package():
+    import prefork_waitress
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"prefork-waitress {prefork_waitress.__version__}"
+
+
+def test_bind_chdir_pythonpath_and_process_names(server, tmp_path):
+    site, lib = tmp_path / "site", tmp_path / "lib"
+    site.mkdir()
+    lib.mkdir()
+    (lib / "libapp.py").write_text("from apps import app\n")
+    port = free_ports(2)
+    s = server(
+        "--bind", f"127.0.0.1:{port}", "--workers", 2, "--chdir", site, "--pythonpath", "../lib",
+        "--control-socket", "ctl.sock", "--pid", "master.pid", "libapp:app",
+    )  # fmt: skip
+    status = s.status(site / "ctl.sock")  # relative paths start in the --chdir directory
+    assert (site / "master.pid").exists()
+    assert [w["port"] for w in status["workers"]] == [port, port + 1]
+    assert get(port)[0] == 200
+    with open(f"/proc/{s.proc.pid}/comm") as f:
+        assert f.read().strip() == "pw-master"
+    for worker in status["workers"]:
+        with open(f"/proc/{worker['pid']}/comm") as f:
+            assert f.read().strip() == f"pw-slot-{worker['id']}"
+
+
+def test_bind_with_host_is_a_usage_error():
+    result = run_cli("--bind", "127.0.0.1:8080", "--host", "0.0.0.0", "apps:app")
+    assert result.returncode == 2
+    assert "give either --bind or --host/--base-port" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bind", "8080", "apps:app"], "option bind: expected HOST:PORT"),
+        (["--bind", "127.0.0.1:99999", "apps:app"], "option bind: must be at least 0 and at most 65535"),
+        (["--chdir", "/no/such/dir", "apps:app"], "option chdir: no such directory: /no/such/dir"),
+    ],
+)
+def test_bad_program_options_are_usage_errors(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr

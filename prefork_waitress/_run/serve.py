@@ -14,6 +14,7 @@ import sys
 from typing import Optional, TextIO
 
 from .._os.loading import AppImportError
+from .._os import platform as _platform
 from .._os.output import redirect_stdio
 from ..errors import BootError, StartError
 from ..integrations.signals import reopen_output
@@ -47,6 +48,7 @@ def serve(master: Master) -> int:
         if isinstance(output, str) and master.settings.handle_signals:
             # this program sent its own stdio to the file too: reopen it here as well
             master.add_signal_handler(signal.SIGUSR1, lambda: reopen_output(master, own_stdio=True))
+        _platform.set_process_name("pw-master")  # workers name themselves pw-slot-N
         master.start()
     except (StartError, BootError, AppImportError) as exc:
         return fail(str(exc), terminal)
