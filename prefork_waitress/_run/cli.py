@@ -15,9 +15,9 @@ from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from waitress.adjustments import Adjustments, asbool
 
+from .. import __version__
 from .._os.loading import FACTORY_SUFFIX, probe
 from ..master import Master
-from .. import __version__
 from ..options import MANAGED_WAITRESS_OPTIONS, OPTIONS, PROGRAM_OPTIONS, Option, as_bool, convert_option
 from .serve import EXIT_USAGE, configure_logging, fail, serve
 

@@ -13,8 +13,8 @@ import signal
 import sys
 from typing import Optional, TextIO
 
-from .._os.loading import AppImportError
 from .._os import platform as _platform
+from .._os.loading import AppImportError
 from .._os.output import redirect_stdio
 from ..errors import BootError, StartError
 from ..integrations.signals import reopen_output
