@@ -6,14 +6,19 @@ point: PasteDeploy's ``call:`` speaks the server-factory protocol.)
 Options arrive as strings from the ini file and go through the same option
 table as the API and the CLI. The app is already loaded by PasteDeploy in
 this process, so the workers get the loaded callable (effectively preload):
-a rolling reload (SIGHUP) restarts the workers but does not re-read the code.
+a rolling reload (SIGHUP) restarts the workers but does not re-read the code,
+and ``reload = true`` is refused. Under ``pserve``, which catches SystemExit
+and exits 0, a failure leaves through ``os._exit`` with its code.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+import os
+import sys
+from typing import Any, Callable, Mapping, NoReturn
 
+from ._os.output import flush_stdio
 from ._run.serve import configure_logging, serve
 from .master import Master
 from .options import as_log_level, make_settings
@@ -21,28 +26,69 @@ from .options import as_log_level, make_settings
 __all__ = ["serve_paste", "server_factory"]
 
 
+PROGRAM = "prefork-waitress"
+NO_PASTE_RELOAD = (
+    "option reload: the paste runner gets the app already loaded by PasteDeploy, so it cannot re-import it; "
+    "run prefork-waitress --reload MODULE:APP, or reload after a change with SIGHUP or prefork-waitress ctl reload"
+)
+UNDER_HUPPER = (
+    "pserve --reload (hupper) restarts the whole cluster on every change, refusing connections meanwhile; "
+    "run pserve without --reload and send SIGHUP (or prefork-waitress ctl reload) for a rolling reload"
+)
+
+
+def _under_pserve() -> bool:
+    """pserve catches SystemExit around ``server(app)`` and exits 0: a failure must leave otherwise."""
+    return "pyramid.scripts.pserve" in sys.modules
+
+
+def _under_hupper() -> bool:
+    hupper = sys.modules.get("hupper")
+    return bool(hupper is not None and getattr(hupper, "is_active", lambda: False)())
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """Leave with ``code``: SystemExit, or (under pserve, which swallows it) os._exit after a flush."""
+    if not _under_pserve():
+        raise SystemExit(f"{PROGRAM}: error: {message}" if message else code)
+    if message:
+        sys.stderr.write(f"{PROGRAM}: error: {message}\n")
+    flush_stdio()
+    os._exit(code)
+
+
+def _check(kw: Mapping[str, Any]) -> str:
+    """Check the options (all but log_level) as the master will; the converted log level."""
+    options = {k: v for k, v in kw.items() if k != "log_level"}
+    try:
+        level: str = as_log_level(kw["log_level"]) if "log_level" in kw else "INFO"
+        if make_settings(**options).reload:
+            raise ValueError(NO_PASTE_RELOAD)
+    except (ValueError, TypeError, ImportError) as exc:
+        _fail(str(exc))
+    if _under_hupper():
+        _fail(UNDER_HUPPER)
+    return level
+
+
 def serve_paste(wsgi_app: Any, global_conf: Mapping[str, Any], **kw: Any) -> None:
-    """Serve ``wsgi_app`` until the master stops; SystemExit with a one-line message on failure."""
+    """Serve ``wsgi_app`` until the master stops; a non-zero exit with a one-line message on failure."""
+    level = _check(kw)
     log_level = kw.pop("log_level", None)
     try:
-        level = as_log_level(log_level) if log_level is not None else "INFO"
         master = Master(wsgi_app, **kw)
     except (ValueError, TypeError, ImportError) as exc:
-        raise SystemExit(f"prefork-waitress: error: {exc}") from None
+        _fail(str(exc))
     if not logging.getLogger().handlers:  # pserve configures logging when the ini has a [loggers] section
         configure_logging(level)
     elif log_level is not None:
         logging.getLogger("prefork_waitress").setLevel(level)
-    code = serve(master)
+    code = serve(master)  # it has printed the failure already
     if code:
-        raise SystemExit(code)
+        _fail("", code)
 
 
 def server_factory(global_conf: Mapping[str, Any], **kw: Any) -> Callable[[Any], None]:
     """PasteDeploy server factory: check the options now, serve the app when called with it."""
-    checked = {k: v for k, v in kw.items() if k != "log_level"}
-    try:
-        make_settings(**checked)
-    except (ValueError, TypeError, ImportError) as exc:
-        raise SystemExit(f"prefork-waitress: error: {exc}") from None
+    _check(kw)
     return lambda wsgi_app: serve_paste(wsgi_app, global_conf, **kw)

@@ -1,12 +1,14 @@
 """The PasteDeploy server runner, loaded by the real PasteDeploy from an ini file."""
 
+import re
 import signal
+import socket
 import sys
 from importlib import metadata
 
 import pytest
 from clitools import server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
-from conftest import get
+from conftest import get, wait_until
 
 pytest.importorskip("paste.deploy")
 
@@ -73,3 +75,45 @@ def test_bad_ini_value_is_a_one_line_error(server, tmp_path, use):
     s = run_ini(server, tmp_path, use, workers="many")
     assert s.wait() == 1
     assert s.log().strip() == "prefork-waitress: error: option workers: expected a number, got 'many'"
+
+
+PSERVE = (sys.executable, "-c", "import sys; from pyramid.scripts.pserve import main; sys.exit(main())")
+
+
+def run_pserve(server, tmp_path, *pserve_args, **server_options):
+    pytest.importorskip("pyramid")
+    ini = tmp_path / "site.ini"
+    text = INI.format(use="call:prefork_waitress.paste:server_factory", workers="2")
+    for name, value in server_options.items():
+        text = re.sub(rf"^{name} = .*$", "", text, flags=re.M) + f"{name} = {value}\n"
+    ini.write_text(text)
+    return server(*pserve_args, ini, program=PSERVE)
+
+
+def test_pserve_serves_and_exits_zero_after_sigterm(server, tmp_path):
+    s = run_pserve(server, tmp_path)
+    for worker in s.status(tmp_path / "ctl.sock")["workers"]:
+        assert get(worker["port"])[0] == 200
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+
+
+def test_pserve_failed_start_exits_nonzero(server, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        s = run_pserve(server, tmp_path, base_port=busy.getsockname()[1])
+        assert s.wait() == 1
+    assert "address already in use" in s.log()
+
+
+def test_pserve_bad_option_and_reload_true_exit_nonzero_with_the_reason(server, tmp_path):
+    s = run_pserve(server, tmp_path, reload="true")
+    assert s.wait() == 1
+    assert "option reload: the paste runner gets the app already loaded" in s.log()
+
+
+def test_pserve_reload_is_detected_and_explained(server, tmp_path):
+    s = run_pserve(server, tmp_path, "--reload")
+    wait_until(lambda: "pserve --reload (hupper) restarts the whole cluster" in s.log(), 20, message="the advice")
+    assert not (tmp_path / "ctl.sock").exists()  # no cluster was started
