@@ -123,6 +123,10 @@ def as_cpu_affinity(value: Any) -> Union[bool, Tuple[int, ...]]:
         return value
     if isinstance(value, (list, tuple)) and value:
         cpus = tuple(int_at_least(0)(cpu) for cpu in value)
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        if usable is not None and not set(cpus) <= usable:
+            missing = sorted(set(cpus) - usable)
+            raise ValueError(f"CPUs {missing} are not available to this process (it may use {sorted(usable)})")
         return cpus
     raise ValueError(f"expected 'auto', true, false or a list of CPU numbers, got {value!r}")
 

@@ -108,9 +108,10 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, code, message)
     assert "Traceback" not in result.stderr
 
 
-def test_app_raising_at_import_shows_only_its_own_frames(tmp_path):
+@pytest.mark.parametrize("preload", [[], ["--preload"]])
+def test_app_raising_at_import_shows_only_its_own_frames(tmp_path, preload):
     (tmp_path / "broken.py").write_text("x = 1\nraise ValueError('broken on purpose')\n")
-    result = run_cli("--base-port", 0, "broken:app", cwd=tmp_path)
+    result = run_cli("--base-port", 0, *preload, "broken:app", cwd=tmp_path)
     assert result.returncode == 1
     assert "broken.py" in result.stderr and "ValueError: broken on purpose" in result.stderr
     assert "prefork_waitress" not in result.stderr.replace("prefork-waitress: error", "")
@@ -183,3 +184,13 @@ def test_bad_program_options_are_usage_errors(args, message):
     result = run_cli(*args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_preload_start_says_nothing_was_reloaded_and_a_junk_pid_file_is_named(server, tmp_path):
+    sock, pidfile = tmp_path / "ctl.sock", tmp_path / "master.pid"
+    pidfile.write_text("not a pid\n")
+    s = server("--workers", 1, "--base-port", 0, "--preload", "--control-socket", sock, "--pid", pidfile, "apps:app")
+    s.status(sock)
+    assert pidfile.read_text().strip() == str(s.proc.pid)
+    assert f"pid file {pidfile} does not hold a process id; replacing it" in s.log()
+    assert "reloaded modules" not in s.log()

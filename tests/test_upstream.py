@@ -61,6 +61,13 @@ def test_failing_or_slow_command_is_logged_and_never_blocks_the_master(cluster, 
     assert get(ports[1])[0] == 200
 
 
+def test_command_failing_before_any_success_says_the_frontend_may_not_be_up(cluster, tmp_path):
+    c = cluster(MASTER.format(format="nginx", command="exit 1"))
+    c.ready()
+    wait_until(lambda: "is the frontend running yet?" in c.log(), message="the start-up advice")
+    assert "on_ports_changed command 'exit 1' failed with exit code 1;" in c.log()
+
+
 # --- a real nginx in front -------------------------------------------------------------
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)

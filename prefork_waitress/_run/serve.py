@@ -14,7 +14,7 @@ import sys
 from typing import Optional, TextIO
 
 from .._os import platform as _platform
-from .._os.loading import AppImportError
+from .._os.loading import AppImportError, app_traceback, root_cause
 from .._os.output import redirect_stdio
 from ..errors import BootError, StartError
 from ..integrations.signals import reopen_output
@@ -51,6 +51,10 @@ def serve(master: Master) -> int:
         _platform.set_process_name("pw-master")  # workers name themselves pw-slot-N
         master.start()
     except (StartError, BootError, AppImportError) as exc:
+        cause = root_cause(exc)
+        if cause is not exc and not isinstance(cause, AppImportError):  # --preload: the app raised here
+            for stream in (sys.stderr, terminal):
+                _write(stream, app_traceback(cause) + "\n")
         return fail(str(exc), terminal)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -62,12 +66,15 @@ def serve(master: Master) -> int:
 
 def fail(message: str, terminal: Optional[TextIO] = None) -> int:
     """Print ``message`` as the program's error (also on the terminal if stderr is the log file)."""
-    line = f"prefork-waitress: error: {message}\n"
     for stream in (sys.stderr, terminal):
-        if stream is not None:
-            try:
-                stream.write(line)
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        _write(stream, f"prefork-waitress: error: {message}\n")
     return EXIT_FAILED
+
+
+def _write(stream: Optional[TextIO], text: str) -> None:
+    if stream is not None:
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):
+            pass
