@@ -8,9 +8,10 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
-from conftest import free_port, get, stop_process_group, wait_until
+from conftest import HERE, free_port, get, stop_process_group, wait_until
 
 from prefork_waitress.upstream import render
 
@@ -194,3 +195,30 @@ def test_nginx_reaches_every_worker_then_the_new_one_and_loses_nothing_in_a_relo
     assert upstream_errors == []  # not even a connection nginx had to retry on another worker
     new_pids = {w["pid"] for w in reloaded["workers"]}
     wait_until(lambda: _pid_via(nginx.port) in new_pids, message="nginx on the reloaded workers")
+
+
+def _example_location():
+    """The proxy directives of examples/nginx.conf's ``location /``, aimed at the test's upstream."""
+    example = open(os.path.join(os.path.dirname(HERE), "examples", "nginx.conf")).read()
+    body = re.search(r"location / \{(.*?)\n    \}", example, re.S).group(1)
+    return body.replace("http://prefork_app", "http://app")
+
+
+def test_example_nginx_config_does_not_retry_a_request_killed_by_request_timeout(cluster, nginx):
+    """One slow GET costs one worker: nginx must not resend it to the others when its worker is killed."""
+    conf = nginx.conf.read_text()
+    nginx.conf.write_text(
+        conf.replace("location / { proxy_pass http://app; }", "location / {" + _example_location() + "}")
+    )
+    c = cluster("""
+    RecordingMaster("apps:app", workers=3, base_port=0, upstream_file="upstream.conf", request_timeout=1,
+                    graceful_timeout=5).start()
+    """)
+    c.ready()
+    nginx.start()
+    started = time.monotonic()
+    status, _, _ = get(nginx.port, "/slow?s=8", timeout=30)
+    assert status == 502
+    assert time.monotonic() - started < 7  # not 3 x request_timeout + kills, not the app's 8 s
+    attempts = (nginx.prefix / "error.log").read_text().count("upstream prematurely closed connection")
+    assert attempts == 1, (nginx.prefix / "error.log").read_text()  # nginx tried one worker, not each in turn
