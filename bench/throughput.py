@@ -28,6 +28,8 @@ Contenders for each worker count N:
                      -rtS       request_timeout=S seconds (default: None)
                      -mrK       max_requests=K (default: 0)
                      -preload   preload=True
+                     -ref       the library of --reference-path (an A/B of two
+                                checkouts in one run: prefork,prefork-ref)
                      -nofix     a temporary copy of the library without the
                                 _DrainAwareChannel._flush_some/writable
                                 overrides (the I/O-loop spin fix, A/B)
@@ -58,7 +60,8 @@ except ImportError:  # run as a script: python bench/throughput.py
 
 CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork",
               "nginx+waitress-t1xN", "nginx+prefork", "nginx+gunicorn-sync")
-PREFORK_SUFFIX = re.compile(r"^(unpinned|rt[0-9.]+|mr[0-9]+|preload|nofix)$")
+PREFORK_SUFFIX = re.compile(r"^(unpinned|rt[0-9.]+|mr[0-9]+|preload|nofix|ref)$")
+REFERENCE_PATH = None  # --reference-path: the checkout a "-ref" contender runs
 DEFAULT_CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork")
 
 
@@ -180,6 +183,10 @@ def start(contender, n, app, prefork_path, nginx_workers=1):
                 argv.append("--preload")
             elif t == "nofix":
                 path = nofix_copy(prefork_path)
+            elif t == "ref":
+                if not REFERENCE_PATH:
+                    raise ValueError(f"{contender}: needs --reference-path")
+                path = REFERENCE_PATH
             elif t.startswith("rt"):
                 argv += ["--request-timeout", t[2:]]
             elif t.startswith("mr"):
@@ -205,7 +212,11 @@ def main(argv=None):
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     p.add_argument("--prefork-path", default=None,
                    help="directory to put first on PYTHONPATH for prefork_waitress")
+    p.add_argument("--reference-path", default=None,
+                   help="another checkout, run by the prefork-...-ref contenders")
     args = p.parse_args(argv)
+    global REFERENCE_PATH
+    REFERENCE_PATH = args.reference_path
     for c in args.contenders:
         if c not in CONTENDERS and not is_prefork(c):
             p.error(f"unknown contender {c!r}; choose from {', '.join(CONTENDERS)}")

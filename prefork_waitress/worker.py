@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 import resource
+import signal
 import sys
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["Worker", "UnknownCommand"]
 
@@ -53,7 +54,6 @@ class Worker:
         self.started_at = time.time()
         self.requests_served = 0
         self.in_flight = 0
-        self._stop: Callable[[], None] = lambda: None
 
     # hooks ----------------------------------------------------------------
     def on_start(self) -> None:
@@ -92,8 +92,8 @@ class Worker:
         return True
 
     def child_stop(self) -> bool:
-        """Stop gracefully: finish the request in flight, then exit."""
-        self._stop()
+        """Stop gracefully: finish the request in flight, then exit (the same drain as SIGTERM)."""
+        os.kill(os.getpid(), signal.SIGTERM)
         return True
 
     # dispatch -------------------------------------------------------------

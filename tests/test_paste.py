@@ -7,7 +7,6 @@ import sys
 from importlib import metadata
 
 import pytest
-from clitools import server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
 from conftest import get, wait_until
 
 pytest.importorskip("paste.deploy")

@@ -2,14 +2,12 @@
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from clitools import ENV
-from conftest import get, pid_alive, stop_process_group, wait_until
+from conftest import MasterProcess, get, pid_alive, wait_until
 
 from prefork_waitress.control import ControlError, request
 
@@ -41,19 +39,11 @@ def _status(sock):
 @pytest.mark.timeout(60)
 def test_ctrl_c_in_a_terminal_finishes_the_request_and_exits_zero(tmp_path):
     primary, secondary = os.openpty()
-    sock, log_path = tmp_path / "ctl.sock", tmp_path / "master.log"
+    sock = tmp_path / "ctl.sock"
     args = ["--workers", "2", "--base-port", "0", "--control-socket", str(sock), "--graceful-timeout", "30", "apps:app"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", IN_TERMINAL, *args],
-            cwd=str(tmp_path),
-            env=ENV,
-            stdin=secondary,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+    master = MasterProcess(tmp_path, [sys.executable, "-c", IN_TERMINAL, *args], "master.log", stdin=secondary)
     os.close(secondary)
+    proc = master.proc
     try:
         status = wait_until(lambda: proc.poll() is None and _status(sock), 20, message="the master running")
         assert os.tcgetpgrp(primary) == os.getpgid(proc.pid)  # the master's group is the foreground one
@@ -70,11 +60,11 @@ def test_ctrl_c_in_a_terminal_finishes_the_request_and_exits_zero(tmp_path):
         client.join(20)
         assert result["reply"][0] == 200
         assert took < 15, f"the stop took {took:.1f} s (graceful_timeout is 30 s)"
-        text = log_path.read_text()
+        text = master.log()
         assert "respawning" not in text and "did not stop" not in text, text
         assert not any(pid_alive(w["pid"]) for w in status["workers"])
     finally:
-        stop_process_group(proc)
+        master.close()
         os.close(primary)
 
 
@@ -87,24 +77,14 @@ print("exited", flush=True)
 """
 
 
-class ApiMaster:
+class ApiMaster(MasterProcess):
     """``Master(...).start()`` in a plain script: no runner, only the master's own defaults."""
 
     def __init__(self, tmp_path):
         self.pidfile, self.sock, self.output = tmp_path / "m.pid", tmp_path / "ctl.sock", tmp_path / "out.log"
         script = tmp_path / "api_master.py"
         script.write_text(API_MASTER)
-        self.log_path = tmp_path / "api.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(script), str(self.pidfile), str(self.sock), str(self.output)],
-                cwd=str(tmp_path),
-                env=ENV,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+        super().__init__(tmp_path, [sys.executable, script, self.pidfile, self.sock, self.output], "api.log")
 
     def status(self, where=lambda status: True, message="the master running"):
         def check():
@@ -114,9 +94,6 @@ class ApiMaster:
             return status if status and where(status) else None
 
         return wait_until(check, 20, message=message)
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -130,7 +107,7 @@ def api_master(tmp_path):
 
     yield start
     for master in started:
-        stop_process_group(master.proc)
+        master.close()
 
 
 @pytest.mark.timeout(90)

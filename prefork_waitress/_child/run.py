@@ -259,7 +259,6 @@ def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> C
         server.request_stop()
 
     stopping: List[bool] = []
-    worker._stop = stop
     signal.signal(signal.SIGTERM, lambda signum, frame: stop())
     return stop
 

@@ -176,8 +176,14 @@ class WorkerPool:
         return limit
 
     def receive(self, worker: WorkerProcess) -> None:
-        """Read one message from a worker's Pipe and dispatch it through the table."""
+        """Read one message from a worker's Pipe and dispatch it through the table.
+
+        The poll first: a blocking command run by an earlier callback of the same
+        loop turn may already have read what made this Pipe readable.
+        """
         try:
+            if not worker.conn.poll():
+                return
             message = worker.conn.recv()
         except (EOFError, OSError):
             self.loop.remove_reader(worker.conn)

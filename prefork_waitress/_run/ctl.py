@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..integrations.control import ControlError, request
+from ..integrations.control_client import ControlError, request
 from .cli import Parser
 
 EXIT_OK, EXIT_FAILED = 0, 1

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 from .._core.handle import MasterHandle
 from .._core.loop import Timer
 from .._os.loading import resolve
-from ..reloading import FileWatcher, Project, drop_bytecode
+from ..reloading import ChangeBatch, FileWatcher, Project, drop_bytecode
 
 log = logging.getLogger("prefork_waitress")
 
@@ -36,8 +36,7 @@ class CodeReloader:
         self.project = Project.from_app(app_spec)
         self.watcher: Optional[FileWatcher] = None
         self._poll_timer: Optional[Timer] = None
-        self._gathered: "set[str]" = set()
-        self._gather_started = 0.0
+        self._batch = ChangeBatch(QUIET, MAX_GATHER)
         self._settle_timer: Optional[Timer] = None
         self._loaded = False
 
@@ -85,20 +84,17 @@ class CodeReloader:
         self._schedule_poll()
 
     def _changed(self, watcher: Any) -> None:
-        changed = watcher.changed_files()
-        if not changed:
-            return
         now = time.monotonic()
-        if not self._gathered:
-            self._gather_started = now
-        self._gathered |= changed
+        before = self._batch.deadline
+        deadline = self._batch.add(watcher.changed_files(), now)
+        if deadline is None or deadline == before:
+            return
         if self._settle_timer is not None:
             self._settle_timer.cancel()
-        deadline = min(now + QUIET, self._gather_started + MAX_GATHER)
         self._settle_timer = self.master.call_later(max(0.0, deadline - now), self._settled)
 
     def _settled(self) -> None:
-        changed, self._gathered, self._settle_timer = self._gathered, set(), None
+        changed, self._settle_timer = self._batch.take(), None
         log.info("changed: %s; reloading", ", ".join(sorted(changed)))
         if not self.master.settings.preload:
             for path in changed:

@@ -18,8 +18,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .._core.handle import MasterHandle
 from ..errors import CommandError, StartError
+from .control_client import ControlError, request
 
-__all__ = ["ControlError", "ControlServer", "request"]
+__all__ = ["ControlError", "ControlServer", "request", "jsonable_replies"]
 
 log = logging.getLogger("prefork_waitress")
 
@@ -31,10 +32,6 @@ SEND_RETRY = 0.05
 MAX_COMMAND_TIMEOUT = 60.0
 STATS_TIMEOUT = 1.0
 PENDING = object()  # a handler's result when the reply comes later (reload)
-
-
-class ControlError(Exception):
-    """The control socket cannot be reached, or its reply cannot be read."""
 
 
 class _Client:
@@ -272,7 +269,7 @@ class ControlServer:
             raise TypeError('"worker" must be a slot id or null')
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_COMMAND_TIMEOUT:
             raise ValueError(f'"timeout" must be a number of seconds in (0, {MAX_COMMAND_TIMEOUT:g}]')
-        self._reply_later(client, name, args, worker, float(timeout), _jsonable_replies)
+        self._reply_later(client, name, args, worker, float(timeout), jsonable_replies)
         return PENDING
 
     def _reply_later(
@@ -372,62 +369,15 @@ def _with_stats(status: Dict[str, Any], stats: Dict[int, Any]) -> Dict[str, Any]
     return status
 
 
-def _jsonable_replies(replies: Dict[int, Any]) -> Dict[str, Any]:
-    return {str(slot): _jsonable(reply) for slot, reply in replies.items()}
+def jsonable_replies(replies: Dict[int, Any]) -> Dict[str, Any]:
+    """Replies by slot id as JSON shows them (slot ids as strings)."""
+    return {str(slot): jsonable(reply) for slot, reply in replies.items()}
 
 
-def _jsonable(reply: Any) -> Any:
-    if isinstance(reply, CommandError):
-        return {"error": reply.message, "type": reply.exc_type}
-    return reply
+def jsonable(reply: Any) -> Any:
+    """A worker's reply as JSON shows it: a CommandError becomes {"error": ..., "type": ...}."""
+    return reply.as_json() if isinstance(reply, CommandError) else reply
 
 
 def _encode(message: Dict[str, Any]) -> bytes:
     return (json.dumps(message, default=repr) + "\n").encode("utf-8")
-
-
-def request(path: str, message: Dict[str, Any], timeout: Optional[float] = 30.0) -> Dict[str, Any]:
-    """Send one request to the master listening on ``path``; return its decoded reply."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise ControlError(f"no master is listening on {path}") from None
-        except OSError as exc:
-            raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
-        try:
-            sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
-            line = _read_line(sock)
-        except socket.timeout:
-            raise ControlError(f"no reply from {path} within {timeout} s") from None
-        except OSError as exc:
-            raise ControlError(f"connection to {path} failed: {exc.strerror or exc}") from None
-        if message.get("action") == "stop" and message.get("wait"):
-            _wait_for_eof(sock, path, timeout)
-    try:
-        reply: Dict[str, Any] = json.loads(line)
-    except ValueError:
-        raise ControlError(f"unreadable reply from {path}: {line[:200]!r}") from None
-    return reply
-
-
-def _read_line(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ControlError("the master closed the connection without replying")
-        data += chunk
-    return data.partition(b"\n")[0]
-
-
-def _wait_for_eof(sock: socket.socket, path: str, timeout: Optional[float]) -> None:
-    """After ``stop``: the master closes every control connection once its workers are gone."""
-    try:
-        while sock.recv(65536):
-            pass
-    except socket.timeout:
-        raise ControlError(f"the master on {path} is still stopping after {timeout} s") from None
-    except OSError:
-        pass

@@ -7,6 +7,6 @@ exactly the changed modules and those depending on them, in dependency order.
 """
 
 from ._project import Project, ReloadError, drop_bytecode
-from ._watcher import FileWatcher
+from ._watcher import ChangeBatch, FileWatcher
 
-__all__ = ["FileWatcher", "Project", "ReloadError", "drop_bytecode"]
+__all__ = ["ChangeBatch", "FileWatcher", "Project", "ReloadError", "drop_bytecode"]
