@@ -6,8 +6,10 @@ point: PasteDeploy's ``call:`` speaks the server-factory protocol.)
 Options arrive as strings from the ini file and go through the same option
 table as the API and the CLI. The app is already loaded by PasteDeploy in
 this process, so the workers get the loaded callable (effectively preload):
-a rolling reload (SIGHUP) restarts the workers but does not re-read the code,
-and ``reload = true`` is refused. Under ``pserve``, which catches SystemExit
+a rolling reload (SIGHUP) restarts the workers but does not re-read the code.
+``reload = true`` watches the app's modules and the ini file: a change
+reloads them in the master, loads the app again and rolls the workers onto
+it (see ``_run/paste_reload``). Under ``pserve``, which catches SystemExit
 and exits 0, a failure leaves through ``os._exit`` with its code.
 """
 
@@ -19,21 +21,18 @@ import sys
 from typing import Any, Callable, Mapping, NoReturn
 
 from ._os.output import flush_stdio
+from ._run.paste_reload import IniApp, IniReloader
 from ._run.serve import configure_logging, serve
 from .master import Master
-from .options import as_log_level, make_settings
+from .options import as_bool, as_log_level, make_settings
 
 __all__ = ["serve_paste", "server_factory"]
 
 
 PROGRAM = "prefork-waitress"
-NO_PASTE_RELOAD = (
-    "option reload: the paste runner gets the app already loaded by PasteDeploy, so it cannot re-import it; "
-    "run prefork-waitress --reload MODULE:APP, or reload after a change with SIGHUP or prefork-waitress ctl reload"
-)
 UNDER_HUPPER = (
     "pserve --reload (hupper) restarts the whole cluster on every change, refusing connections meanwhile; "
-    "run pserve without --reload and send SIGHUP (or prefork-waitress ctl reload) for a rolling reload"
+    "run pserve without --reload and set reload = true in [server:main] (a rolling reload on every change)"
 )
 
 
@@ -62,8 +61,7 @@ def _check(kw: Mapping[str, Any]) -> str:
     options = {k: v for k, v in kw.items() if k != "log_level"}
     try:
         level: str = as_log_level(kw["log_level"]) if "log_level" in kw else "INFO"
-        if make_settings(**options).reload:
-            raise ValueError(NO_PASTE_RELOAD)
+        make_settings(**options)
     except (ValueError, TypeError, ImportError) as exc:
         _fail(str(exc))
     if _under_hupper():
@@ -75,15 +73,29 @@ def serve_paste(wsgi_app: Any, global_conf: Mapping[str, Any], **kw: Any) -> Non
     """Serve ``wsgi_app`` until the master stops; a non-zero exit with a one-line message on failure."""
     level = _check(kw)
     log_level = kw.pop("log_level", None)
-    try:
-        master = Master(wsgi_app, **kw)
-    except (ValueError, TypeError, ImportError) as exc:
-        _fail(str(exc))
     if not logging.getLogger().handlers:  # pserve configures logging when the ini has a [loggers] section
         configure_logging(level)
     elif log_level is not None:
         logging.getLogger("prefork_waitress").setLevel(level)
-    code = serve(master)  # it has printed the failure already
+    reload = as_bool(kw.pop("reload", False))
+    ini_path = global_conf.get("__file__")
+    reloader = None
+    try:
+        if reload and not ini_path:
+            raise ValueError("option reload: needs the app loaded from an ini file (PasteDeploy's __file__)")
+        app = IniApp(wsgi_app) if reload else wsgi_app
+        master = Master(app, **kw)
+        if reload:
+            reloader = IniReloader(master, app, str(ini_path), global_conf)
+    except (ValueError, TypeError, ImportError) as exc:
+        _fail(str(exc))
+    if reloader is not None:
+        reloader.start_watching()
+    try:
+        code = serve(master)  # it has printed the failure already
+    finally:
+        if reloader is not None:
+            reloader.stop_watching()
     if code:
         _fail("", code)
 

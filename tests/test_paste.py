@@ -106,10 +106,38 @@ def test_pserve_failed_start_exits_nonzero(server, tmp_path):
     assert "address already in use" in s.log()
 
 
-def test_pserve_bad_option_and_reload_true_exit_nonzero_with_the_reason(server, tmp_path):
-    s = run_pserve(server, tmp_path, reload="true")
-    assert s.wait() == 1
-    assert "option reload: the paste runner gets the app already loaded" in s.log()
+RELOADABLE_APP = """
+def make(global_conf, greeting="hi"):
+    def app(environ, start_response):
+        body = ("{version} " + greeting).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    return app
+"""
+
+
+def test_pserve_with_reload_true_follows_edits_of_the_app_and_of_the_ini(server, tmp_path):
+    (tmp_path / "iniapp.py").write_text(RELOADABLE_APP.format(version="v1"))
+    ini = tmp_path / "site.ini"
+    text = INI.format(use="call:prefork_waitress.paste:server_factory", workers="2")
+    ini.write_text(
+        text.replace("use = call:apps:paste_app", "use = call:iniapp:make") + "reload = true\nlog_level = info\n"
+    )
+    s = server(ini, program=PSERVE)
+    ports = [w["port"] for w in s.status(tmp_path / "ctl.sock")["workers"]]
+    assert [get(port)[1] for port in ports] == ["v1 hi", "v1 hi"]
+
+    def every_port_says(body):
+        return lambda: all(get(port)[1] == body for port in ports)
+
+    (tmp_path / "iniapp.py").write_text(RELOADABLE_APP.format(version="v2"))
+    wait_until(every_port_says("v2 hi"), 20, message="every port on the edited code")
+    assert "reloaded modules: iniapp" in s.log()
+    ini.write_text(ini.read_text().replace("greeting = hi", "greeting = hello"))
+    wait_until(every_port_says("v2 hello"), 20, message="every port on the edited ini")
+    assert "Traceback" not in s.log()
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
 
 
 def test_pserve_reload_is_detected_and_explained(server, tmp_path):
