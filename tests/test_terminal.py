@@ -69,8 +69,9 @@ def test_ctrl_c_in_a_terminal_finishes_the_request_and_exits_zero(tmp_path):
 
 
 API_MASTER = """
-import sys
+import logging, sys
 from prefork_waitress import Master
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 Master("apps:app", workers=2, base_port=0, pidfile=sys.argv[1], control_socket=sys.argv[2],
        graceful_timeout=10, output=sys.argv[3]).start()
 print("exited", flush=True)
@@ -150,3 +151,29 @@ def test_api_master_stops_on_int_and_quit_and_cleans_up(api_master, signum):
     assert m.proc.wait(20) == 0
     assert not m.pidfile.exists() and not m.sock.exists()
     assert not any(pid_alive(w["pid"]) for w in workers)
+
+
+@pytest.mark.timeout(60)
+def test_a_second_sigint_while_stopping_stops_at_once(api_master):
+    m = api_master()
+    port = m.status()["workers"][0]["port"]
+    result = {}
+    client = threading.Thread(target=lambda: result.update(reply=_try_get(port, "/slow?s=30")))
+    client.start()
+    wait_until(lambda: _in_flight(m.sock), 10, message="the slow request in flight")
+    os.kill(m.proc.pid, signal.SIGINT)
+    wait_until(lambda: "stopping gracefully" in m.log(), 10, message="the graceful stop")
+    started = time.monotonic()
+    os.kill(m.proc.pid, signal.SIGINT)
+    assert m.proc.wait(20) == 0
+    assert time.monotonic() - started < 8  # graceful_timeout is 10 s, the request 30 s
+    client.join(20)
+    assert "interrupted again: stopping at once" in m.log()
+    assert not m.pidfile.exists() and not m.sock.exists()
+
+
+def _try_get(port, path):
+    try:
+        return get(port, path, timeout=40)
+    except OSError as exc:
+        return exc

@@ -1,6 +1,6 @@
 """The default signals, the same for the Python API, the CLI and the paste runner.
 
-TERM and INT stop gracefully, QUIT stops at once, HUP reloads, TTIN/TTOU add
+TERM and INT stop gracefully (a second INT: at once), QUIT stops at once, HUP reloads, TTIN/TTOU add
 or remove one worker, USR1 reopens the output file, USR2 makes every worker
 write its threads' tracebacks. So no common signal kills or suspends a master
 without its cleanup (the default action of HUP, USR1 and USR2 is to
@@ -28,13 +28,22 @@ def install_default_signals(master: MasterHandle) -> None:
     if not master.settings.handle_signals:
         return
     master.add_signal_handler(signal.SIGTERM, master.stop)
-    master.add_signal_handler(signal.SIGINT, master.stop)
+    master.add_signal_handler(signal.SIGINT, lambda: interrupt(master))
     master.add_signal_handler(signal.SIGQUIT, lambda: master.stop(graceful=False))
     master.add_signal_handler(signal.SIGHUP, master.reload)
     master.add_signal_handler(signal.SIGTTIN, lambda: scale_by(master, +1))
     master.add_signal_handler(signal.SIGTTOU, lambda: scale_by(master, -1))
     master.add_signal_handler(signal.SIGUSR1, lambda: reopen_output(master, own_stdio=False))
     master.add_signal_handler(signal.SIGUSR2, lambda: dump_worker_tracebacks(master))
+
+
+def interrupt(master: MasterHandle) -> None:
+    """SIGINT (Ctrl-C): a graceful stop; a second one while stopping: at once."""
+    if master.state == "stopping":
+        log.warning("interrupted again: stopping at once")
+        master.stop(graceful=False)
+    else:
+        master.stop()
 
 
 def scale_by(master: MasterHandle, delta: int) -> None:
