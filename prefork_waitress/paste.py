@@ -15,6 +15,7 @@ and exits 0, a failure leaves through ``os._exit`` with its code.
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
 import sys
@@ -46,6 +47,16 @@ def _under_hupper() -> bool:
     return bool(hupper is not None and getattr(hupper, "is_active", lambda: False)())
 
 
+def _configures_logging(ini_path: Any) -> bool:
+    """True if the ini file has a ``[loggers]`` section (then its levels are the user's)."""
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(str(ini_path), encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return True
+    return bool(ini_path) and parser.has_section("loggers")
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     """Leave with ``code``: SystemExit, or (under pserve, which swallows it) os._exit after a flush."""
     if not _under_pserve():
@@ -75,7 +86,8 @@ def serve_paste(wsgi_app: Any, global_conf: Mapping[str, Any], **kw: Any) -> Non
     log_level = kw.pop("log_level", None)
     if not logging.getLogger().handlers:  # pserve configures logging when the ini has a [loggers] section
         configure_logging(level)
-    elif log_level is not None:
+    elif log_level is not None or not _configures_logging(global_conf.get("__file__")):
+        # pserve calls logging.basicConfig() (WARNING) when the ini has no [loggers]: show our INFO anyway
         logging.getLogger("prefork_waitress").setLevel(level)
     reload = as_bool(kw.pop("reload", False))
     ini_path = global_conf.get("__file__")

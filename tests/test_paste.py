@@ -93,6 +93,7 @@ def test_pserve_serves_and_exits_zero_after_sigterm(server, tmp_path):
     s = run_pserve(server, tmp_path)
     for worker in s.status(tmp_path / "ctl.sock")["workers"]:
         assert get(worker["port"])[0] == 200
+    assert "all 2 workers serving" in s.log()  # no [loggers] in the ini: pserve's WARNING default does not hide it
     s.signal(signal.SIGTERM)
     assert s.wait() == 0
 
