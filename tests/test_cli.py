@@ -164,6 +164,9 @@ def test_bind_chdir_pythonpath_and_process_names(server, tmp_path):
     for worker in status["workers"]:
         with open(f"/proc/{worker['pid']}/comm") as f:
             assert f.read().strip() == f"pw-slot-{worker['id']}"
+        with open(f"/proc/{worker['pid']}/cmdline", "rb") as f:
+            shown = f.read().rstrip(b"\0").decode()
+        assert shown == f"prefork-waitress worker: slot {worker['id']}, port {worker['port']}"
 
 
 def test_bind_with_host_is_a_usage_error():

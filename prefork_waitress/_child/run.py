@@ -121,6 +121,7 @@ def _reset_inherited_state(spec: ChildSpec) -> None:
         _platform.close_quietly(obj, keep=own)
     spec.sock = _platform.move_to_lowest_fd(spec.sock)
     _platform.set_process_name(f"pw-slot-{spec.slot_id}")
+    _platform.set_command_line(f"prefork-waitress worker: slot {spec.slot_id}, port {spec.port}")
     _platform.set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != spec.master_pid:
         os._exit(EXIT_OK)  # the master died before we could ask to follow it

@@ -69,6 +69,31 @@ def set_process_name(name: str) -> bool:
         return False
 
 
+def set_command_line(text: str) -> bool:
+    """Show ``text`` as this process's command line (``ps -f``, ``/proc/PID/cmdline``; Linux).
+
+    Overwrites the original argv area in place (CPython works on its own copy
+    of argv), cut to its size; only after checking that the area still holds
+    exactly what ``/proc/self/cmdline`` shows. False when that cannot be done.
+    """
+    if _LIBC is None:
+        return False
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48 and 49)
+        with open("/proc/self/cmdline", "rb") as f:
+            current = f.read()
+    except (OSError, IndexError, ValueError):
+        return False
+    size = end - start
+    if size < 2 or len(current) != size or ctypes.string_at(start, size) != current:
+        return False
+    raw = text.encode("utf-8", "replace")[: size - 1]
+    ctypes.memmove(start, raw + b"\0" * (size - len(raw)), size)
+    return True
+
+
 @contextlib.contextmanager
 def signals_blocked(signums: Iterable[int]) -> Iterator[None]:
     """Hold ``signums`` pending meanwhile (around a fork: the child unblocks them itself)."""
