@@ -13,7 +13,9 @@ import resource
 import signal
 import sys
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
+
+from ._os.memory import frozen_count, resident_bytes
 
 __all__ = ["Worker", "UnknownCommand"]
 
@@ -22,15 +24,6 @@ COMMAND_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class UnknownCommand(LookupError):
     """The worker has no ``child_<name>`` method for the command."""
-
-
-def _current_rss() -> Optional[int]:
-    """Resident set size in bytes from /proc (None where there is no /proc)."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class Worker:
@@ -68,7 +61,11 @@ class Worker:
         return "pong"
 
     def child_stats(self) -> Dict[str, Any]:
-        """What the worker is and has done: pid, port, uptime, requests, memory."""
+        """What the worker is and has done: pid, port, uptime, requests, memory.
+
+        ``gc_frozen`` is gc.get_freeze_count(): the objects inherited frozen
+        from a preloading master (0 without preload or with gc_freeze off).
+        """
         max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if sys.platform != "darwin":
             max_rss *= 1024
@@ -80,8 +77,9 @@ class Worker:
             "uptime": time.time() - self.started_at,
             "requests_served": self.requests_served,
             "in_flight": self.in_flight,
-            "rss": _current_rss(),
+            "rss": resident_bytes(),
             "max_rss": max_rss,
+            "gc_frozen": frozen_count(),
         }
 
     def child_reopen(self, path: str) -> bool:

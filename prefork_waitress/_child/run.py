@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._os import platform as _platform
 from .._os.loading import imported_modules, resolve
+from .._os.memory import MIB, RssLimit
 from .._os.output import flush_stdio, redirect_stdio
 from ..worker import Worker
 from ._waitress import DrainableServer, RequestHooks
@@ -49,16 +50,19 @@ class ChildSpec:
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
     meter: Any = None  # shared request clock for request_timeout, or None
     report_modules: bool = False  # tell the master what was imported (lazy reload=True)
+    max_rss: int = 0  # MiB; 0: no limit
 
 
 class WorkerRequests(RequestHooks):
-    """Counts requests, publishes the running request's start, calls on_limit at max_requests."""
+    """Counts requests, publishes the running request's start, calls on_limit(why) at
+    max_requests or once the RSS passes max_rss."""
 
-    def __init__(self, worker: Worker, max_requests: int, meter: Any) -> None:
+    def __init__(self, worker: Worker, max_requests: int, meter: Any, max_rss: int = 0) -> None:
         self.worker = worker
         self.max_requests = max_requests
         self.meter = meter
-        self.on_limit: Callable[[], None] = lambda: None
+        self.rss_limit = RssLimit(max_rss) if max_rss else None
+        self.on_limit: Callable[[str], None] = lambda why: None
         self.channel: Optional[Channel] = None
 
     def request_started(self) -> bool:
@@ -75,7 +79,11 @@ class WorkerRequests(RequestHooks):
         if self.meter is not None:
             self.meter.finished()
         if self.max_requests and worker.requests_served == self.max_requests:
-            self.on_limit()
+            self.on_limit(f"served {worker.requests_served} requests")
+        if self.rss_limit is not None:
+            rss = self.rss_limit.check()
+            if rss is not None:
+                self.on_limit(f"has an RSS of {rss / MIB:.0f} MiB, over max_rss={self.rss_limit.limit // MIB}")
 
     def stopped_accepting(self) -> None:
         """Tell the master: new connections now go to the other process(es) on the socket."""
@@ -202,7 +210,7 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
     _platform.pin_to_cpus(spec.cpus)
     app = _load_app(spec)
     worker = spec.worker_class(spec.slot_id, spec.port, spec.generation, app)
-    requests = WorkerRequests(worker, spec.max_requests, spec.meter)
+    requests = WorkerRequests(worker, spec.max_requests, spec.meter, spec.max_rss)
     worker.on_start()
     server = DrainableServer(app, spec.sock, requests, dict(spec.waitress_options))
     return worker, server, requests
@@ -240,7 +248,7 @@ def _run(spec: ChildSpec) -> int:
         return EXIT_BOOT_FAILED
     requests.channel = channel
     stop = _install_stop(worker, server, spec)
-    requests.on_limit = lambda: _ask_to_recycle(channel, worker, stop)
+    requests.on_limit = lambda why: _ask_to_recycle(channel, worker, stop, why)
     threading.Thread(target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True).start()
     channel.send(("ready", worker.pid, worker.started_at))
     if spec.report_modules:
@@ -264,13 +272,13 @@ def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> C
     return stop
 
 
-def _ask_to_recycle(channel: Channel, worker: Worker, stop: Callable[[], None]) -> None:
-    """max_requests reached: the master forks a successor, and stops this worker once it serves.
+def _ask_to_recycle(channel: Channel, worker: Worker, stop: Callable[[], None], why: str) -> None:
+    """max_requests or max_rss reached: the master forks a successor, and stops this worker once it serves.
 
     Until then this worker keeps serving, so the slot is never without one;
     the master recycles one slot at a time. Without a master, just stop.
     """
-    if not channel.send(("recycle", worker.requests_served)):
+    if not channel.send(("recycle", worker.requests_served, why)):
         stop()
 
 
