@@ -86,7 +86,7 @@ class Master:
             "app": self._app,
             "worker_class": self.worker_class,
             "meter": self._timeouts.new_meter(),
-            "report_modules": self.settings.reload and not self.settings.preload,
+            "report_modules": self.settings.reload,
         }
 
     def _master_objects(self) -> List[Any]:
@@ -94,7 +94,7 @@ class Master:
 
     def _adopt_modules(self, worker: WorkerProcess, message: Message) -> None:
         if self._code is not None:
-            self._code.adopt(message[1])
+            self._code.adopt(message[1], message[2])
 
     # public state ---------------------------------------------------------
     @property

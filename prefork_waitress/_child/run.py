@@ -17,9 +17,10 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._os import platform as _platform
-from .._os.loading import imported_modules, resolve
+from .._os.loading import resolve
 from .._os.memory import MIB, RssLimit
 from .._os.output import flush_stdio, redirect_stdio
+from ..reloading import NewDataFiles, NewModules
 from ..worker import Worker
 from ._waitress import DrainableServer, RequestHooks
 
@@ -49,7 +50,7 @@ class ChildSpec:
     master_pid: int
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
     meter: Any = None  # shared request clock for request_timeout, or None
-    report_modules: bool = False  # tell the master what was imported (lazy reload=True)
+    report_modules: bool = False  # tell the master what was imported, at boot and after requests (reload=True)
     max_rss: int = 0  # MiB; 0: no limit
 
 
@@ -63,6 +64,7 @@ class WorkerRequests(RequestHooks):
         self.meter = meter
         self.rss_limit = RssLimit(max_rss) if max_rss else None
         self.on_limit: Callable[[str], None] = lambda why: None
+        self.after_request: Callable[[], None] = lambda: None
         self.channel: Optional[Channel] = None
 
     def request_started(self) -> bool:
@@ -78,6 +80,7 @@ class WorkerRequests(RequestHooks):
         worker.requests_served += 1
         if self.meter is not None:
             self.meter.finished()
+        self.after_request()
         if self.max_requests and worker.requests_served == self.max_requests:
             self.on_limit(f"served {worker.requests_served} requests")
         if self.rss_limit is not None:
@@ -252,10 +255,27 @@ def _run(spec: ChildSpec) -> int:
     threading.Thread(target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True).start()
     channel.send(("ready", worker.pid, worker.started_at))
     if spec.report_modules:
-        channel.send(("modules", imported_modules()))
+        requests.after_request = _module_reporter(channel)
+        requests.after_request()
     server.serve()
     worker.on_stop()
     return EXIT_OK
+
+
+def _module_reporter(channel: Channel) -> Callable[[], None]:
+    """Return a callable that sends the master what was imported since its last call.
+
+    With the modules go the data files the framework wants watched, looked up
+    again only when something was imported (the framework may just have loaded).
+    """
+    new_modules, new_data_files = NewModules(), NewDataFiles()
+
+    def report() -> None:
+        fresh = new_modules.since_last()
+        if fresh:
+            channel.send(("modules", fresh, new_data_files.since_last()))
+
+    return report
 
 
 def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> Callable[[], None]:
