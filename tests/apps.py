@@ -116,3 +116,11 @@ class FailingStartWorker(Worker):
 def crash(environ, start_response):
     """Kills its worker on every request (a segfaulting extension, an os._exit in the app)."""
     os._exit(3)
+
+
+class BreakableWorker(Worker):
+    """Fails to start while the file $PW_TEST_BROKEN_PREFIX<slot id> exists (a crash loop on demand)."""
+
+    def on_start(self):
+        if os.path.exists(os.environ.get("PW_TEST_BROKEN_PREFIX", "/nonexistent/") + str(self.id)):
+            raise RuntimeError(f"slot {self.id} is broken")
