@@ -262,7 +262,7 @@ class Master:
                 try:
                     self._preload(self._code.load_app if self._code else self.load_app)
                 except (AppImportError, ReloadError, TimeLimitExceeded) as exc:
-                    raise BootError(f"the app could not start: {exc}") from None
+                    raise BootError(f"the app could not start: {exc}") from exc
         self._loop.open_signals()
         if self._code is not None:
             self._code.start_watching()
