@@ -6,7 +6,6 @@ StarvingMaster), so the master's next fork, pipe or accept fails with EMFILE.
 """
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -14,7 +13,7 @@ import sys
 import threading
 import time
 
-from conftest import ENV, get, wait_until
+from conftest import ENV, free_ports, get, wait_until
 
 STARVING = """
 from support import StarvingMaster
@@ -164,29 +163,9 @@ def test_emfile_on_control_accept_backs_off_and_logs_at_most_once_a_second(clust
         pending.close()
 
 
-def consecutive_free_ports(n):
-    low, _ = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-    for _ in range(50):  # below the ephemeral range: no client connection of a busy box sits there
-        base = random.randint(max(1024, low - 12000), low - n - 1)
-        try:
-            socks = []
-            for port in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the master binds: TIME_WAIT is fine
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise AssertionError(f"no {n} consecutive free ports")
-
-
 def test_scale_down_and_up_while_the_retiring_worker_drains_takes_its_socket_back(cluster):
     """Point 7: the new slot 2 reuses the retiring slot's socket: no EADDRINUSE, the slow request finishes."""
-    base = consecutive_free_ports(3)
+    base = free_ports(3)
     c, ready = start(cluster, workers=3, base_port=base)
     slow = {}
     client = threading.Thread(target=lambda: slow.update(reply=get(base + 2, "/slow?s=2")), daemon=True)
