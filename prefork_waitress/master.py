@@ -14,18 +14,21 @@ from ._core.events import Events
 from ._core.lifecycle import State
 from ._core.loop import EventLoop, Timer
 from ._core.pool import Message, WorkerPool
+from ._core.scaling import check_count
 from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit
+from ._os.accept_queue import accept_queue
 from ._os.activation import activated_sockets
+from ._os.limits import StopRequested, TimeLimitExceeded, is_out_of_fds, out_of_fds_message, stop_on_sigterm, time_limit
 from ._os.loading import AppImportError, resolve
 from ._os.memory import freeze_heap, unfreeze_heap
 from ._os.pidfile import PidFile
-from ._policies.backoff import CrashLoops
+from ._policies.backoff import CrashLoops, backoff_delay
 from ._policies.recycling import Recycler
 from ._policies.replacing import SlotReplacer
 from ._policies.retiring import Retirements
 from ._policies.rolling import RollingReload
 from ._policies.timeouts import RequestTimeouts
-from .errors import BootError
+from .errors import BootError, StartError
 from .integrations.autoreload import CodeReloader
 from .options import Settings, make_settings
 from .reloading import ReloadError
@@ -69,6 +72,7 @@ class Master:
             successor_coming=self._replacer.replacing,
             serving=lambda: self._state.serving,
             output=self.settings.output,
+            heartbeat_timeout=self.settings.heartbeat_timeout,
         )
         self._recycler = Recycler(self._replacer, self._crashes, self.call_later)
         self._retirements = Retirements(self.call_later, self._frontends, self._pool.retire)
@@ -77,6 +81,7 @@ class Master:
     def _make_pool(self) -> WorkerPool:
         pool = WorkerPool(self.settings, self._loop, self._commands, self._child_options, self._master_objects)
         pool.on_spawn = lambda worker: self._timeouts.watch()
+        pool.retry_delay = backoff_delay
         pool.on_exit = self._exited
         pool.handle("ready", lambda worker, message: self._ready(worker, message[2]), deferred=True)
         pool.handle("draining", lambda worker, message: self._replacer.released(worker), deferred=True)
@@ -126,7 +131,7 @@ class Master:
                 "ports": self.ports,
                 "reloading": self._rolling.active,
             },
-            "workers": [dataclasses.asdict(info) for info in self.workers],
+            "workers": [_with_accept_queue(slot.sock, dataclasses.asdict(slot.info())) for slot in self._pool.slots],
         }
 
     # hooks (override in a subclass; all run in the master loop) -----------
@@ -218,9 +223,17 @@ class Master:
             raise RuntimeError("a Master can be started once")
         self._state = State.BOOTING
         try:
-            self._prepare()
-            for slot in self._pool.slots:
-                self._pool.spawn(slot)
+            try:
+                self._prepare()
+                for slot in self._pool.slots:
+                    self._pool.spawn(slot)
+            except StopRequested:
+                log.info("SIGTERM before the workers were started; stopping")
+                self._state = State.STOPPED
+            except OSError as exc:
+                if not is_out_of_fds(exc):
+                    raise
+                raise StartError(out_of_fds_message("cannot start", exc)) from None
             while self._state is not State.STOPPED:
                 self._loop.run_once()
                 if self._state is State.STOPPING and not self._pool.processes:
@@ -231,21 +244,25 @@ class Master:
             raise BootError(f"the app could not start: {self._boot_error}")
 
     def _prepare(self) -> None:
-        """Everything that can fail before a fork: pid file, sockets, preload."""
-        if self._pidfile is not None:
-            self._pidfile.create()
-        passed = activated_sockets()
-        for activated in passed:
-            self._pool.add_slot(activated.sock)
-        if passed:
-            log.info("socket activation: serving the %d sockets passed, ports %s", len(passed), self.ports)
-        for _ in range(self.settings.workers if not passed else 0):
-            self._pool.add_slot()
-        if self.settings.preload:
-            try:
-                self._preload(self._code.load_app if self._code else self.load_app)
-            except (AppImportError, ReloadError) as exc:
-                raise BootError(f"the app could not start: {exc}") from exc
+        """Everything that can fail before a fork: pid file, sockets, preload (bounded by boot_timeout).
+
+        Until the loop takes signals, SIGTERM raises StopRequested so the pid file is removed.
+        """
+        with stop_on_sigterm():
+            if self._pidfile is not None:
+                self._pidfile.create()
+            passed = activated_sockets()
+            for activated in passed:
+                self._pool.add_slot(activated.sock)
+            if passed:
+                log.info("socket activation: serving the %d sockets passed, ports %s", len(passed), self.ports)
+            for _ in range(self.settings.workers if not passed else 0):
+                self._pool.add_slot()
+            if self.settings.preload:
+                try:
+                    self._preload(self._code.load_app if self._code else self.load_app)
+                except (AppImportError, ReloadError, TimeLimitExceeded) as exc:
+                    raise BootError(f"the app could not start: {exc}") from exc
         self._loop.open_signals()
         if self._code is not None:
             self._code.start_watching()
@@ -268,21 +285,23 @@ class Master:
             self._preload(self._code.load_app)
 
     def _preload(self, load: Callable[[], Any]) -> None:
-        """Import the app in the master; with gc_freeze, freeze the heap the workers will share.
+        """Import the app in the master within boot_timeout (SIGALRM interrupts an import that hangs);
+        with gc_freeze, freeze the heap the workers will share.
 
         A reload unfreezes first, so the old code's objects can be collected;
         the heap is frozen again even if the new code fails to import.
         """
-        if not self.settings.gc_freeze:
-            self._app = load()
-            return
-        unfreeze_heap()
-        try:
-            self._app = load()
-        except BaseException:
-            freeze_heap()  # the old code keeps serving: keep its heap shared
-            raise
-        log.info("preloaded the app; %d objects frozen (gc.freeze) for the workers to share", freeze_heap())
+        with time_limit(self.settings.boot_timeout, f"importing {self.app_spec!r} in the master (preload)"):
+            if not self.settings.gc_freeze:
+                self._app = load()
+                return
+            unfreeze_heap()
+            try:
+                self._app = load()
+            except BaseException:
+                freeze_heap()  # the old code keeps serving: keep its heap shared
+                raise
+            log.info("preloaded the app; %d objects frozen (gc.freeze) for the workers to share", freeze_heap())
 
     def _cleanup(self) -> None:
         self._retirements.abandon()
@@ -332,15 +351,20 @@ class Master:
         self._rolling.request()
 
     def scale(self, n: int) -> None:
-        """Grow to ``n`` slots on the next ports, or gracefully retire the highest ones."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"scale: expected a whole number of workers >= 1, got {n!r}")
+        """Grow to ``n`` slots on the next ports, or gracefully retire the highest ones.
+
+        Growing is all-or-nothing: ``n`` above the workers option's bound, a port past
+        65535, or a socket that cannot be opened raises before any slot is added.
+        """
+        n = check_count(n)
         if not self._state.serving:
             raise RuntimeError(f"scale: the master is {self._state.value}")
-        while len(self._pool.slots) < n:
+        self._pool.plan(n)  # refuses a port past 65535 before anything changes
+        while len(self._pool.slots) < n and self._reinstate():
             self._pending_ports = True
-            if not self._reinstate():
-                self._pool.spawn(self._pool.add_slot())
+        for slot in self._pool.grow(n):
+            self._pending_ports = True
+            self._pool.spawn_or_retry(slot, wanted=lambda: self._state.serving)
         retiring = self._pool.remove_slots(n)
         if retiring:
             for slot in retiring:
@@ -361,7 +385,7 @@ class Master:
         slot.retiring = False
         self._pool.slots.append(slot)
         if slot.current is None:
-            self._pool.spawn(slot)
+            self._pool.spawn_or_retry(slot, wanted=lambda: self._state.serving)
         return True
 
     # processes ------------------------------------------------------------
@@ -369,6 +393,7 @@ class Master:
         if worker.pid not in self._pool.processes or worker.stopping:
             return
         worker.ready = True
+        worker.ready_at = time.monotonic()
         worker.started_at = started_at
         self._crashes.recovered(worker.slot)
         worker.cancel_timers()
@@ -426,10 +451,9 @@ class Master:
         self._refill(slot, worker, exitcode)
 
     def _refill(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int]) -> None:
-        if worker.ready:
-            why = describe_exit(exitcode)
-            log.warning("worker %d (pid %d) died with %s; respawning on port %d", slot.id, worker.pid, why, slot.port)
-            self._pool.respawn(slot)
+        if worker.ready:  # at once, unless it keeps crashing soon after it became ready
+            delay = self._crashes.died_after_ready(slot, worker, exitcode)
+            self._pool.respawn(slot, delay, wanted=lambda: self._state.serving)
             return
         if self._state is State.BOOTING:
             self._boot_error, details = worker.boot_failure(exitcode)
@@ -438,3 +462,9 @@ class Master:
             return
         delay = self._crashes.failed(slot, worker, exitcode)
         self._pool.respawn(slot, delay, wanted=lambda: self._state.serving)
+
+
+def _with_accept_queue(sock: Any, worker: Dict[str, Any]) -> Dict[str, Any]:
+    """A status entry plus the slot's accept queue: connections waiting, and the limit (None off Linux)."""
+    worker["accept_queue"], worker["accept_queue_limit"] = accept_queue(sock)
+    return worker

@@ -239,6 +239,12 @@ OPTIONS: Tuple[Option, ...] = (
     Option("boot_timeout", 60.0, positive_seconds, "seconds a new worker may take to become ready"),
     Option("reload", False, as_bool, "reload the app when its source files change"),
     Option("request_timeout", None, optional(positive_seconds), "replace a worker whose request runs longer"),
+    Option(
+        "heartbeat_timeout",
+        30.0,
+        optional(positive_seconds),
+        "replace a worker whose I/O loop or command thread is silent this long (off: none)",
+    ),
     Option("max_requests", 0, int_at_least(0), "recycle a worker after this many requests (0: never)"),
     Option("max_requests_jitter", 0, int_at_least(0), "add a random 0..N to max_requests per worker"),
     Option("max_rss", 0, int_at_least(0), "recycle a worker whose RSS passes this many MiB (0: never)"),
@@ -286,6 +292,7 @@ class Settings:
     boot_timeout: float
     reload: bool
     request_timeout: Optional[float]
+    heartbeat_timeout: Optional[float]
     max_requests: int
     max_requests_jitter: int
     max_rss: int

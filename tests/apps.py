@@ -113,6 +113,11 @@ class FailingStartWorker(Worker):
         raise RuntimeError("on_start refuses")
 
 
+def crash(environ, start_response):
+    """Kills its worker on every request (a segfaulting extension, an os._exit in the app)."""
+    os._exit(3)
+
+
 class BreakableWorker(Worker):
     """Fails to start while the file $PW_TEST_BROKEN_PREFIX<slot id> exists (a crash loop on demand)."""
 

@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 import queue
+import random
 import select
 import signal
 import socket
@@ -278,9 +279,11 @@ def free_port():
 
 def free_ports(count):
     """The first of ``count`` consecutive ports a master could bind right now (for base_port tests)."""
-    for _ in range(200):
-        first = free_port()
-        if first + count <= 65536 and all(_bindable_like_a_master(first + i) for i in range(count)):
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for _ in range(200):  # below the ephemeral range: a busy box's client connections never sit there
+        first = random.randint(max(1024, low - 12000), low - count - 1)
+        if all(_bindable_like_a_master(first + i) for i in range(count)):
             return first
     raise AssertionError(f"no {count} consecutive free ports found")
 

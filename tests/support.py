@@ -70,3 +70,39 @@ class RecordingMaster(Master):
 
     def stopping(self):
         emit("stopping")
+
+
+class StarvingMaster(RecordingMaster):
+    """A RecordingMaster whose fd limit a test can use up (starve) and give back (feed).
+
+    starve() lowers the soft limit a little above the fds in use and fills the
+    rest with /dev/null, so the master's next fd fails with EMFILE; the limit
+    stays above what the loop polls (poll() refuses more fds than the limit).
+    """
+
+    _saved_limit = None
+    _placeholders = ()
+
+    def starve(self):
+        import resource
+
+        self._saved_limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+        in_use = len(os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 16, self._saved_limit[1]))
+        placeholders = []
+        while True:
+            try:
+                placeholders.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        self._placeholders = placeholders
+        return "starved"
+
+    def feed(self):
+        import resource
+
+        for fd in self._placeholders:
+            os.close(fd)
+        self._placeholders = ()
+        resource.setrlimit(resource.RLIMIT_NOFILE, self._saved_limit)
+        return "fed"

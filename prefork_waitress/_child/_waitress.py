@@ -293,10 +293,12 @@ class DrainableServer:
         if not self._inline.running:
             self.server.trigger.pull_trigger()
 
-    def serve(self, deadline: Optional[Callable[[], Optional[float]]] = None) -> None:
-        """Run the waitress loop until a requested drain has finished."""
+    def serve(self, on_turn: Optional[Callable[[], None]] = None) -> None:
+        """Run the waitress loop until a requested drain has finished; ``on_turn()`` after every turn (a heartbeat)."""
         adj = self.server.adj
         while True:
+            if on_turn is not None:
+                on_turn()
             timeout = DRAIN_TICK if self._stop_requested else adj.asyncore_loop_timeout
             wasyncore.loop(timeout=timeout, map=self._map, use_poll=adj.asyncore_use_poll, count=1)
             if self._inline is not None and self._inline.queue:

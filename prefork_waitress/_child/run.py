@@ -24,6 +24,8 @@ from ..reloading import NewDataFiles, NewModules
 from ..worker import Worker
 from ._waitress import DrainableServer, RequestHooks
 
+BEAT_EVERY = 1.0  # the command thread's heartbeat; the I/O loop beats on every turn of its loop
+
 log = logging.getLogger("prefork_waitress.worker")
 
 EXIT_OK = 0
@@ -49,7 +51,7 @@ class ChildSpec:
     max_requests: int
     master_pid: int
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
-    meter: Any = None  # shared request clock for request_timeout, or None
+    meter: Any = None  # shared clock page (request_timeout, heartbeats), or None
     report_modules: bool = False  # tell the master what was imported, at boot and after requests (reload=True)
     max_rss: int = 0  # MiB; 0: no limit
 
@@ -167,11 +169,19 @@ def _load_app(spec: ChildSpec) -> Any:
 
 
 def _serve_commands(
-    worker: Worker, channel: Channel, on_eof: Callable[[], None], on_retire: Callable[[], None]
+    worker: Worker,
+    channel: Channel,
+    on_eof: Callable[[], None],
+    on_retire: Callable[[], None],
+    meter: Any = None,
 ) -> None:
-    """Command thread: run each command from the master and send its reply."""
+    """Command thread: run each command from the master and send its reply; beat at least every BEAT_EVERY s."""
     while True:
         try:
+            if meter is not None:
+                meter.beat_commands()
+                if not channel.conn.poll(BEAT_EVERY):
+                    continue
             message = channel.conn.recv()
         except (EOFError, OSError):
             log.warning("worker %d: the master is gone; stopping", worker.id)
@@ -259,14 +269,14 @@ def _run(spec: ChildSpec) -> int:
     requests.on_limit = lambda why: _ask_to_recycle(channel, worker, stop, why)
     retire = lambda: stop(keep_accepting=True)  # noqa: E731
     commands = threading.Thread(
-        target=_serve_commands, args=(worker, channel, stop, retire), name="prefork-commands", daemon=True
+        target=_serve_commands, args=(worker, channel, stop, retire, spec.meter), name="prefork-commands", daemon=True
     )
     commands.start()
     channel.send(("ready", worker.pid, worker.started_at))
     if spec.report_modules:
         requests.after_request = _module_reporter(channel)
         requests.after_request()
-    server.serve()
+    server.serve(on_turn=spec.meter.beat_io if spec.meter is not None else None)
     worker.on_stop()
     return EXIT_OK
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import CommandError
 from .loop import EventLoop, Timer
+from .outbox import RETRY_FIRST, OutboxFull
 from .slots import Slot, WorkerProcess
 
 log = logging.getLogger("prefork_waitress")
@@ -35,6 +36,7 @@ class Request:
         self.callback = callback
         self.results: Replies = {}
         self.pending: Dict[int, WorkerProcess] = {}  # seq -> worker
+        self.queued: Dict[int, Any] = {}  # seq -> its message still waiting whole in the worker's outbox
         self.timer: Optional[Timer] = None
         self.done = False
 
@@ -73,7 +75,16 @@ class CommandChannel:
             return
         seq = next(self._seq)
         try:
-            process.conn.send(("command", seq, name, args, {}))
+            queued = process.outbox.send(("command", seq, name, args, {}))
+        except OutboxFull as exc:
+            request.results[slot.id] = _error(
+                f"worker {slot.id} is not reading its commands ({exc}); it may be frozen or stuck "
+                "(heartbeat_timeout replaces such a worker)",
+                slot.id,
+                name,
+                "NotReading",
+            )
+            return
         except (OSError, EOFError) as exc:
             request.results[slot.id] = _error(f"worker {slot.id} is gone: {exc}", slot.id, name, "Gone")
             return
@@ -82,6 +93,7 @@ class CommandChannel:
             request.results[slot.id] = _error(message, slot.id, name, type(exc).__name__)
             return
         request.pending[seq] = process
+        request.queued[seq] = queued
         self._requests[seq] = request
 
     def reply(self, seq: int, ok: bool, payload: Any) -> None:
@@ -109,6 +121,7 @@ class CommandChannel:
         """The deadline passed: every missing reply is a Timeout error."""
         for seq, process in list(request.pending.items()):
             self._requests.pop(seq, None)
+            process.outbox.discard(request.queued.get(seq))  # still unsent: the worker never sees it
             text = f"worker {process.slot.id} did not answer {request.name!r} within {request.timeout:g} s"
             request.results[process.slot.id] = _error(text, process.slot.id, request.name, "Timeout")
         request.pending.clear()
@@ -140,6 +153,7 @@ class CommandChannel:
                 break
             by_object: Dict[Any, WorkerProcess] = {}
             for process in request.pending.values():
+                remaining = min(remaining, _flush_while_waiting(process))
                 by_object[process.sentinel] = process
                 if not process.conn.closed:
                     by_object[process.conn] = process
@@ -151,6 +165,15 @@ class CommandChannel:
                     _read_all(process, receive)
                     self.worker_exited(process)
         return request.replies()
+
+
+def _flush_while_waiting(process: WorkerProcess) -> float:
+    """A blocking wait runs no timers: push the worker's queued commands itself; how soon to look again."""
+    try:
+        done = process.outbox.flush()
+    except OSError:
+        return 1.0
+    return 1.0 if done else RETRY_FIRST
 
 
 def _read_all(process: WorkerProcess, receive: Callable[[WorkerProcess], None]) -> None:

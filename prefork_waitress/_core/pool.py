@@ -21,7 +21,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._child import run as _child
 from .._os import platform as _platform
+from .._os.limits import is_out_of_fds, out_of_fds_message
 from ..options import Settings
+from . import scaling
 from .commands import CommandChannel
 from .loop import EventLoop
 from .slots import Slot, WorkerProcess, bind_socket
@@ -56,6 +58,7 @@ class WorkerPool:
         self.slots: List[Slot] = []
         self.processes: Dict[int, WorkerProcess] = {}
         self.on_spawn: Callable[[WorkerProcess], None] = lambda worker: None
+        self.retry_delay: Callable[[int], float] = lambda failures: 1.0  # seconds after the n-th failed fork
         self.on_exit: Callable[[WorkerProcess, Optional[int]], None] = lambda worker, exitcode: None
         self.handlers: Dict[str, Tuple[Handler, bool]] = {}  # kind -> (handler, deferred)
         self.handle("reply", lambda worker, message: commands.reply(*message[1:]))
@@ -66,6 +69,17 @@ class WorkerPool:
         self.handlers[kind] = (handler, deferred)
 
     # slots ------------------------------------------------------------------
+    def plan(self, n: int) -> List[Tuple[int, int]]:
+        """(slot id, port) of each slot growing to ``n`` would add; ValueError for a port past 65535."""
+        return scaling.plan(self.slots, n, self.settings.base_port)
+
+    def grow(self, n: int) -> List[Slot]:
+        """Add slots up to ``n``, all or none (ports checked and sockets opened first; see scaling)."""
+        wanted = self.plan(n)
+        added = scaling.open_slots(wanted, self.settings.host, list(self.processes.values()))
+        self.slots.extend(added)
+        return added
+
     def add_slot(self, sock: Optional[socket.socket] = None) -> Slot:
         """A new slot after the last one, bound on base_port + id (or an OS-chosen port), or on ``sock``."""
         slot_id = self.slots[-1].id + 1 if self.slots else 0
@@ -110,13 +124,26 @@ class WorkerPool:
         """Count a restart and fork a new worker for ``slot``, now or after ``delay`` if still ``wanted()``."""
         slot.restarts += 1
         if not delay:
-            self.spawn(slot)
+            self.spawn_or_retry(slot, wanted)
             return
+        self._retry_later(slot, delay, wanted)
 
+    def spawn_or_retry(self, slot: Slot, wanted: Callable[[], bool] = lambda: True) -> Optional[WorkerProcess]:
+        """Fork a worker for ``slot``; a failed fork (EMFILE, ENOMEM, EAGAIN) is retried with backoff."""
+        try:
+            return self.spawn(slot)
+        except OSError as exc:
+            slot.boot_failures += 1
+            delay = self.retry_delay(slot.boot_failures)
+            log.error("%s; retrying in %.1f s", spawn_failure(slot, exc), delay)
+            self._retry_later(slot, delay, wanted)
+            return None
+
+    def _retry_later(self, slot: Slot, delay: float, wanted: Callable[[], bool]) -> None:
         def later() -> None:
             slot.respawn_timer = None
             if wanted() and not slot.retiring and slot.current is None:
-                self.spawn(slot)
+                self.spawn_or_retry(slot, wanted)
 
         slot.respawn_timer = self.loop.call_later(delay, later)
 
@@ -127,10 +154,35 @@ class WorkerPool:
 
     # processes ----------------------------------------------------------------
     def spawn(self, slot: Slot) -> WorkerProcess:
-        """Fork a worker for ``slot``; it becomes the slot's current one if the slot has none."""
+        """Fork a worker for ``slot``; it becomes the slot's current one if the slot has none.
+
+        Raises OSError (EMFILE, ENOMEM, EAGAIN) with nothing left open when the fork or its setup fails.
+        """
         parent_conn, child_conn = self._context.Pipe(duplex=True)
+        options: Dict[str, Any] = {}
+        try:
+            options = self._child_options()
+            generation, process = self._fork(slot, parent_conn, child_conn, options)
+        except BaseException:
+            for obj in (parent_conn, child_conn, options.get("meter")):
+                if obj is not None:
+                    obj.close()
+            raise
+        child_conn.close()
+        worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later)
+        worker.meter = options.get("meter")
+        self.processes[worker.pid] = worker
+        self.loop.add_reader(parent_conn, lambda conn: self.receive(worker))
+        self.loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
+        boot_timeout = self.settings.boot_timeout
+        worker.timers.append(self.loop.call_later(boot_timeout, lambda: self._boot_timed_out(worker)))
+        if slot.current is None:
+            slot.current = worker
+        self.on_spawn(worker)
+        return worker
+
+    def _fork(self, slot: Slot, parent_conn: Any, child_conn: Any, options: Dict[str, Any]) -> Tuple[int, Any]:
         generation = slot.next_generation()
-        options = self._child_options()
         spec = _child.ChildSpec(
             slot_id=slot.id,
             port=slot.port,
@@ -153,18 +205,7 @@ class WorkerPool:
         # resets its handlers would be lost. Both stay pending until each side is ready.
         with _platform.signals_blocked(_platform.handled_signals()):
             process.start()
-        child_conn.close()
-        worker = WorkerProcess(slot, generation, process, parent_conn)
-        worker.meter = options.get("meter")
-        self.processes[worker.pid] = worker
-        self.loop.add_reader(parent_conn, lambda conn: self.receive(worker))
-        self.loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
-        boot_timeout = self.settings.boot_timeout
-        worker.timers.append(self.loop.call_later(boot_timeout, lambda: self._boot_timed_out(worker)))
-        if slot.current is None:
-            slot.current = worker
-        self.on_spawn(worker)
-        return worker
+        return generation, process
 
     def _inherited(self) -> List[Any]:
         objects: List[Any] = [slot.sock for slot in self.slots]
@@ -221,6 +262,7 @@ class WorkerPool:
         if self.processes.pop(worker.pid, None) is None:
             return worker.process.exitcode
         worker.cancel_timers()
+        worker.outbox.close()
         self.loop.remove_reader(worker.conn)
         self.loop.remove_reader(worker.sentinel)
         worker.process.join()
@@ -295,3 +337,9 @@ class WorkerPool:
         log.error("worker %d (pid %d) not ready after %.1f s; killing it", worker.slot.id, worker.pid, timeout)
         worker.boot_error = f"not ready within boot_timeout ({timeout:g} s)"
         self.kill(worker)
+
+
+def spawn_failure(slot: Slot, exc: OSError) -> str:
+    """One line saying why no worker could be forked for ``slot`` (naming the fd limit if that was it)."""
+    doing = f"cannot fork a worker for slot {slot.id} (port {slot.port})"
+    return out_of_fds_message(doing, exc) if is_out_of_fds(exc) else f"{doing}: {exc.strerror or exc}"

@@ -9,10 +9,11 @@ import socket
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import StartError
 from .loop import Timer
+from .outbox import Outbox
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,16 +31,25 @@ class WorkerInfo:
 class WorkerProcess:
     """One forked worker: its process, its end of the Pipe, its state."""
 
-    def __init__(self, slot: "Slot", generation: int, process: BaseProcess, conn: Connection) -> None:
+    def __init__(
+        self,
+        slot: "Slot",
+        generation: int,
+        process: BaseProcess,
+        conn: Connection,
+        call_later: Callable[[float, Callable[[], None]], Any],
+    ) -> None:
         self.slot = slot
         self.generation = generation
         self.process = process
         self.conn = conn
+        self.outbox = Outbox(conn, call_later)  # commands go here, never straight to conn (it may block)
         self.pid: int = process.pid or 0
         self.sentinel: int = process.sentinel
         self.forked_at = time.monotonic()
         self.started_at: Optional[float] = None
         self.ready = False
+        self.ready_at: Optional[float] = None  # monotonic, when it reported ready
         self.stopping = False
         self.timed_out = False  # its request ran past request_timeout
         self.boot_error: Optional[str] = None  # one line: "RuntimeError: database is down"
@@ -84,6 +94,7 @@ class Slot:
         self.generations = 0
         self.restarts = 0
         self.boot_failures = 0
+        self.early_crashes = 0  # deaths soon after ready, in a row (crash-after-ready backoff)
         self.retiring = False
         self.respawn_timer: Optional[Timer] = None
 

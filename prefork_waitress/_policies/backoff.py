@@ -11,6 +11,8 @@ logged with its traceback; the same error again is logged in one line.
 from __future__ import annotations
 
 import logging
+import signal
+import time
 from typing import Dict, Optional
 
 from .._core.slots import Slot, WorkerProcess, describe_exit
@@ -19,6 +21,9 @@ log = logging.getLogger("prefork_waitress")
 
 BACKOFF_START = 0.1
 BACKOFF_CAP = 30.0
+HEALTHY_UPTIME = 5.0  # a worker that served this long before dying was healthy: respawn at once
+# Deaths by these signals come from outside (an operator, a kill storm, the OOM killer): respawn at once.
+EXTERNAL_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
 
 def backoff_delay(failures: int) -> float:
@@ -66,6 +71,40 @@ class CrashLoops:
                 delay,
                 details,
             )
+        return delay
+
+    def died_after_ready(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int]) -> float:
+        """A ready worker died: seconds before its successor (0: at once; growing if it keeps crashing early).
+
+        A crash (exit code, SIGSEGV, SIGABRT) within HEALTHY_UPTIME of becoming ready
+        counts toward the backoff, so an app that dies on every request cannot
+        make a fork storm; a healthy worker, or one killed from outside, is
+        replaced at once.
+        """
+        uptime = time.monotonic() - (worker.ready_at or worker.forked_at)
+        external = exitcode is not None and exitcode < 0 and -exitcode in EXTERNAL_SIGNALS
+        if uptime >= HEALTHY_UPTIME or external:
+            slot.early_crashes = 0
+            log.warning(
+                "worker %d (pid %d) died with %s; respawning on port %d",
+                slot.id,
+                worker.pid,
+                describe_exit(exitcode),
+                slot.port,
+            )
+            return 0.0
+        slot.early_crashes += 1
+        delay = 0.0 if slot.early_crashes == 1 else backoff_delay(slot.early_crashes - 1)
+        log.error(
+            "worker %d (pid %d) died with %s %.2f s after it became ready (%d in a row); "
+            "respawning in %.1f s (crash-loop backoff)",
+            slot.id,
+            worker.pid,
+            describe_exit(exitcode),
+            uptime,
+            slot.early_crashes,
+            delay,
+        )
         return delay
 
     def recovered(self, slot: Slot) -> None:

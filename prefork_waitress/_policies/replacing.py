@@ -14,7 +14,7 @@ import logging
 from typing import Callable, List, Optional
 
 from .._core.events import Events
-from .._core.pool import WorkerPool
+from .._core.pool import WorkerPool, spawn_failure
 from .._core.slots import Slot, WorkerProcess
 
 log = logging.getLogger("prefork_waitress")
@@ -76,7 +76,12 @@ class SlotReplacer:
                 job.done(True, None, None)  # retired, respawning or already replaced: nothing to do
                 continue
             self.current = job
-            job.successor = self.pool.spawn(job.slot)
+            try:
+                job.successor = self.pool.spawn(job.slot)
+            except OSError as exc:
+                log.error("%s; the old worker keeps serving", spawn_failure(job.slot, exc))
+                self.current = None
+                job.done(False, None, None)
 
     def _replaceable(self, job: Replacement) -> bool:
         slot, worker = job.slot, job.slot.current

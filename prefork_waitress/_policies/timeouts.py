@@ -42,10 +42,15 @@ log = logging.getLogger("prefork_waitress")
 DUMP_SIGNAL = signal.SIGUSR2
 KILL_AFTER_DUMP = 0.5
 _START = struct.Struct("d")
+_BEATS = struct.Struct("dd")  # at offset 8: last beat of the I/O loop, of the command thread
 
 
 class RequestMeter:
-    """When the running request of one worker started (monotonic seconds), 0.0 when idle."""
+    """One worker's shared clock page: when its running request started (0.0 when idle), and its heartbeats.
+
+    CLOCK_MONOTONIC is one clock for every process of the machine, so the
+    master compares the worker's stamps with its own ``time.monotonic()``.
+    """
 
     def __init__(self) -> None:
         self._map = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous and shared across fork
@@ -63,6 +68,19 @@ class RequestMeter:
         value: float = _START.unpack_from(self._map, 0)[0]
         return value
 
+    def beat_io(self) -> None:
+        """Worker side, I/O loop thread: alive now."""
+        _START.pack_into(self._map, _START.size, time.monotonic())
+
+    def beat_commands(self) -> None:
+        """Worker side, command thread: alive now."""
+        _START.pack_into(self._map, 2 * _START.size, time.monotonic())
+
+    def beats(self) -> "tuple[float, float]":
+        """Master side: the last beat of the I/O loop and of the command thread (0.0: none yet)."""
+        io, commands = _BEATS.unpack_from(self._map, _START.size)
+        return io, commands
+
     def close(self) -> None:
         self._map.close()
 
@@ -78,6 +96,7 @@ class RequestTimeouts:
         successor_coming: Callable[[Slot], bool],
         serving: Callable[[], bool],
         output: Any = None,
+        heartbeat_timeout: Optional[float] = None,
     ) -> None:
         """``successor_coming(slot)``: a replacement is already forking for it; ``serving()``: the
         master is booting or running; ``output``: the workers' output, for the note."""
@@ -87,21 +106,24 @@ class RequestTimeouts:
         self.successor_coming = successor_coming
         self.serving = serving
         self.output = output
+        self.heartbeats = HeartbeatWatch(self, heartbeat_timeout)
         self._timer: Optional[Timer] = None
 
     def new_meter(self) -> Optional[RequestMeter]:
-        """A meter for a worker about to be forked, or None when request_timeout is off."""
-        return RequestMeter() if self.timeout else None
+        """A meter for a worker about to be forked, or None when request_timeout and heartbeats are off."""
+        return RequestMeter() if self.timeout or self.heartbeats.timeout else None
 
     def watch(self) -> None:
         """A worker was forked: make sure a sweep is due within one timeout."""
         if self.timeout and self._timer is None:
             self._timer = self.loop.call_later(self.timeout, self.sweep)
+        self.heartbeats.watch()
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.heartbeats.stop()
 
     def sweep(self) -> None:
         """Replace every worker whose request is past its deadline; sleep until the next one."""
@@ -140,6 +162,10 @@ class RequestTimeouts:
             f"prefork_waitress: worker {slot.id} (pid {worker.pid}, port {slot.port}) request running for "
             f"{elapsed:.1f} s, over request_timeout ({self.timeout:g} s); its threads:\n",
         )
+        self.dump_and_replace(worker)
+
+    def dump_and_replace(self, worker: WorkerProcess) -> None:
+        """Ask the stuck worker for its threads' tracebacks (SIGUSR2), then stop, kill and replace it."""
         try:
             os.kill(worker.pid, DUMP_SIGNAL)
         except ProcessLookupError:
@@ -154,6 +180,59 @@ class RequestTimeouts:
             return  # already replaced (a reload or a recycle), or stopping
         if self.serving() and not slot.retiring and not self.successor_coming(slot):
             pool.respawn(slot)
+
+
+class HeartbeatWatch:
+    """Replaces a ready worker whose I/O loop or command thread has not beaten for ``timeout`` seconds.
+
+    Request time is request_timeout's business: the I/O loop keeps beating
+    while the task thread runs a request, so only a frozen or deadlocked
+    process (SIGSTOP, a lock never released) misses its beats.
+    """
+
+    def __init__(self, timeouts: RequestTimeouts, timeout: Optional[float]) -> None:
+        self.timeouts = timeouts
+        self.timeout = timeout
+        self._timer: Optional[Timer] = None
+
+    def watch(self) -> None:
+        if self.timeout and self._timer is None:
+            self._timer = self.timeouts.loop.call_later(self.timeout / 2, self.sweep)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def sweep(self) -> None:
+        assert self.timeout is not None
+        self._timer = None
+        pool = self.timeouts.pool
+        now = time.monotonic()
+        for worker in list(pool.processes.values()):
+            if not worker.ready or worker.stopping or worker.meter is None or worker.ready_at is None:
+                continue
+            io, commands = (max(beat, worker.ready_at) for beat in worker.meter.beats())
+            late = [(name, now - beat) for name, beat in (("I/O loop", io), ("command thread", commands))]
+            missed = [(name, silent) for name, silent in late if silent > self.timeout]
+            if missed:
+                self._replace(worker, missed)
+        if pool.processes:
+            self.watch()
+
+    def _replace(self, worker: WorkerProcess, missed: "list[tuple[str, float]]") -> None:
+        slot = worker.slot
+        what = " and ".join(f"its {name} silent for {silent:.1f} s" for name, silent in missed)
+        log.error(
+            "worker %d (pid %d, port %d) missed its heartbeat (%s, over heartbeat_timeout %g s); "
+            "dumping its threads if it can, killing and replacing it",
+            slot.id,
+            worker.pid,
+            slot.port,
+            what,
+            self.timeout,
+        )
+        self.timeouts.dump_and_replace(worker)
 
 
 def _note_in_output(output: Any, text: str) -> None:

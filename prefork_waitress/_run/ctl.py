@@ -12,12 +12,14 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ..integrations.control import MAX_COMMAND_TIMEOUT
 from ..integrations.control_client import ControlError, request
 from .cli import Parser
 
 EXIT_OK, EXIT_FAILED = 0, 1
-DEFAULT_TIMEOUTS = {"reload": 600.0, "stop": 300.0}
-COLUMNS = ("slot", "port", "pid", "gen", "uptime", "requests", "restarts")
+# The client outwaits the master: a command's reply comes at the latest after its own timeout.
+DEFAULT_TIMEOUTS = {"reload": 600.0, "stop": 300.0, "command": MAX_COMMAND_TIMEOUT + 10.0}
+COLUMNS = ("slot", "port", "pid", "gen", "uptime", "requests", "restarts", "queued")
 
 
 def build_parser() -> Parser:
@@ -48,6 +50,8 @@ def _json_or_string(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:
+        raise ValueError(f"argument {text[:20]}... is nested too deeply to be sent as JSON") from None
 
 
 def make_request(args: argparse.Namespace) -> Dict[str, Any]:
@@ -76,6 +80,12 @@ def _uptime(started_at: Optional[float]) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
+def _queued(worker: Dict[str, Any]) -> str:
+    """Connections waiting in the slot's accept queue, and its limit ("-" where the OS cannot say)."""
+    length, limit = worker.get("accept_queue"), worker.get("accept_queue_limit")
+    return "-" if length is None else f"{length}/{limit}"
+
+
 def format_status(status: Dict[str, Any]) -> str:
     """A readable table: one line for the master, one row per worker slot."""
     master = status["master"]
@@ -95,6 +105,7 @@ def format_status(status: Dict[str, Any]) -> str:
                 _uptime(worker.get("started_at")),
                 requests if requests is not None else "-",
                 worker["restarts"],
+                _queued(worker),
             )
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(COLUMNS))]
@@ -109,8 +120,11 @@ def _print_status(args: argparse.Namespace, result: Any) -> int:
 
 
 def _print_command(args: argparse.Namespace, result: Any) -> int:
+    """Every reply on stdout (JSON), and each worker's error once more on stderr, by slot."""
     print(json.dumps(result, indent=2, sort_keys=True, default=repr))
-    failed = [r for r in result.values() if isinstance(r, dict) and set(r) == {"error", "type"}]
+    failed = {slot: r for slot, r in result.items() if isinstance(r, dict) and set(r) == {"error", "type"}}
+    for slot, reply in failed.items():
+        sys.stderr.write(f"prefork-waitress ctl: worker {slot}: {reply['error']}\n")
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -133,14 +147,23 @@ PRINTERS: Dict[str, Callable[[argparse.Namespace, Any], int]] = {
 
 def main(argv: Sequence[str]) -> int:
     """Send one request, print the reply, and say by the exit status whether it worked."""
-    args = build_parser().parse_args(list(argv))
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUTS.get(args.action, 30.0)
     try:
-        reply = request(args.socket, make_request(args), timeout=timeout)
+        message = make_request(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        reply = request(args.socket, message, timeout=timeout)
     except ControlError as exc:
         sys.stderr.write(f"prefork-waitress ctl: error: {exc}\n")
         return EXIT_FAILED
     if not reply.get("ok"):
         sys.stderr.write(f"prefork-waitress ctl: {args.action} failed: {reply.get('error')}\n")
         return EXIT_FAILED
-    return PRINTERS[args.action](args, reply.get("result"))
+    try:
+        return PRINTERS[args.action](args, reply.get("result"))
+    except (ValueError, TypeError, LookupError, AttributeError, RecursionError) as exc:
+        sys.stderr.write(f"prefork-waitress ctl: error: unexpected reply to {args.action}: {exc}\n")
+        return EXIT_FAILED

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from .._core.handle import MasterHandle
+from .accept_queue import AcceptQueueWatch
 from .control import ControlServer
 from .haproxy import HAProxyServers
 from .signals import install_default_signals
@@ -21,6 +22,7 @@ def attach(master: MasterHandle) -> None:
     """Install the default signals and add each integration asked for as a listener."""
     install_default_signals(master)
     settings = master.settings
+    master.add_listener(AcceptQueueWatch(master))
     if settings.control_socket:
         master.add_listener(ControlServer(master, settings.control_socket))
     if settings.upstream_file:

@@ -31,6 +31,10 @@ SEND_TIMEOUT = 10.0
 SEND_RETRY = 0.05
 MAX_COMMAND_TIMEOUT = 60.0
 STATS_TIMEOUT = 1.0
+MAX_LINES_PER_TURN = 16  # lines of one client handled per loop turn, so no client holds the loop
+MAX_DIGITS = 30  # longer numbers in a request are refused (no slot id, count or timeout is that long)
+ACCEPT_BACKOFF_START, ACCEPT_BACKOFF_CAP = 0.05, 1.0
+ACCEPT_LOG_INTERVAL = 1.0
 PENDING = object()  # a handler's result when the reply comes later (reload)
 
 
@@ -45,6 +49,8 @@ class _Client:
         self.keep_open = False  # asked to stop: kept open until the master is gone (EOF = stopped)
         self.close_when_sent = False
         self.closed = False
+        self.paused = False  # not read while its unhandled lines exceed MAX_LINE
+        self.continuing = False  # the rest of its lines are scheduled for the next loop turn
         self.idle_timer: Any = None
         self.send_timer: Any = None
         self.send_deadline: Optional[float] = None
@@ -68,6 +74,9 @@ class ControlServer:
         self.clients: List[_Client] = []
         self.reload_waiters: List[_ReloadWaiter] = []
         self._inode: Optional[int] = None
+        self._accept_backoff = 0.0
+        self._accept_logged_at = float("-inf")
+        self._accept_errors_unlogged = 0
         self.actions: Dict[str, Callable[[_Client, Dict[str, Any]], Any]] = {
             "status": self._do_status,
             "reload": self._do_reload,
@@ -156,8 +165,9 @@ class ControlServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("control socket: accept failed: %s", exc)
+                self._accept_failed(exc)
                 return
+            self._accept_backoff = 0.0
             conn.setblocking(False)
             if len(self.clients) >= MAX_CLIENTS:
                 try:
@@ -170,6 +180,26 @@ class ControlServer:
             self.clients.append(client)
             self.master.add_io_handler(conn, self._reader_for(client))
             self._arm_idle(client)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """EMFILE and the like: stop watching the socket for a growing while, log at most once a second."""
+        self._accept_backoff = min(ACCEPT_BACKOFF_CAP, max(ACCEPT_BACKOFF_START, self._accept_backoff * 2))
+        now = time.monotonic()
+        if now - self._accept_logged_at >= ACCEPT_LOG_INTERVAL:
+            also = (
+                f" ({self._accept_errors_unlogged} more since the last report)" if self._accept_errors_unlogged else ""
+            )
+            log.warning("control socket: accept failed: %s%s; retrying in %.2f s", exc, also, self._accept_backoff)
+            self._accept_logged_at, self._accept_errors_unlogged = now, 0
+        else:
+            self._accept_errors_unlogged += 1
+        if self.sock is not None:
+            self.master.remove_io_handler(self.sock)
+            self.master.call_later(self._accept_backoff, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self.sock is not None:
+            self.master.add_io_handler(self.sock, self._accept)
 
     def _reader_for(self, client: _Client) -> Callable[[Any], None]:
         return lambda _sock: self._readable(client)
@@ -189,25 +219,45 @@ class ControlServer:
         if client.waiting and len(client.inbuf) > MAX_LINE:
             self._fail(client, f"more than {MAX_LINE} bytes sent while a reply is pending")
             return
-        self._process(client)
+        if not client.continuing:  # else the next turn goes on with its lines
+            self._process(client)
 
     def _process(self, client: _Client) -> None:
-        """Handle the complete lines in the buffer, one at a time, in order."""
+        """Handle up to MAX_LINES_PER_TURN complete lines, in order; the rest on a later turn."""
+        client.continuing = False
+        handled = 0
         while not (client.waiting or client.closed or client.close_when_sent):
             line, newline, rest = client.inbuf.partition(b"\n")
             if len(line) > MAX_LINE:
                 self._fail(client, f"request line longer than {MAX_LINE} bytes")
                 return
             if not newline:
-                return
+                break
+            if handled == MAX_LINES_PER_TURN:
+                client.continuing = True
+                self.master.call_later(0, lambda: self._process(client))
+                break
             client.inbuf = rest
             if line.strip():
+                handled += 1
                 self._handle(client, line)
+        self._pause_or_resume(client)
+
+    def _pause_or_resume(self, client: _Client) -> None:
+        """Stop reading a client whose unhandled lines pile up; read it again once they are handled."""
+        backlog = len(client.inbuf) > MAX_LINE and client.continuing
+        if client.closed or backlog == client.paused:
+            return
+        client.paused = backlog
+        if backlog:
+            self.master.remove_io_handler(client.sock)
+        else:
+            self.master.add_io_handler(client.sock, self._reader_for(client))
 
     def _handle(self, client: _Client, line: bytes) -> None:
         try:
-            message = json.loads(line)
-        except ValueError as exc:
+            message = decode_request(line)
+        except (ValueError, RecursionError) as exc:
             self._fail(client, f"malformed request (not JSON): {exc}")
             return
         if not isinstance(message, dict) or not isinstance(message.get("action"), str):
@@ -291,9 +341,10 @@ class ControlServer:
 
     # replies and closing --------------------------------------------------
     def _answer(self, client: _Client, reply: Dict[str, Any]) -> None:
-        client.waiting = False
+        was_waiting, client.waiting = client.waiting, False
         self._send(client, _encode(reply))
-        if client.inbuf and not client.closed:  # lines that came while a reload was pending; later, so
+        if was_waiting and client.inbuf and not client.closed and not client.continuing:
+            client.continuing = True  # lines that came while a reload was pending; later, so
             self.master.call_later(0, lambda: self._process(client))  # no action runs inside a hook
 
     def _fail(self, client: _Client, error: str) -> None:
@@ -380,4 +431,26 @@ def jsonable(reply: Any) -> Any:
 
 
 def _encode(message: Dict[str, Any]) -> bytes:
-    return (json.dumps(message, default=repr) + "\n").encode("utf-8")
+    try:
+        return (json.dumps(message, default=repr) + "\n").encode("utf-8")
+    except (ValueError, RecursionError) as exc:  # e.g. a worker's reply nested too deeply for JSON
+        return (json.dumps({"ok": False, "error": f"the reply cannot be sent as JSON: {exc}"}) + "\n").encode()
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"a number with more than {MAX_DIGITS} digits")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def decode_request(line: bytes) -> Any:
+    """Parse one request line: UTF-8 JSON, no NaN/Infinity, no absurdly long number.
+
+    Raises ValueError (or RecursionError for nesting too deep to parse) for
+    anything else, so the caller replies with an error and closes.
+    """
+    return json.loads(line.decode("utf-8"), parse_int=_bounded_int, parse_constant=_no_constant)

@@ -34,8 +34,10 @@ def request(path: str, message: Dict[str, Any], timeout: Optional[float] = 30.0)
             _wait_for_eof(sock, path, timeout)
     try:
         reply: Dict[str, Any] = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ControlError(f"unreadable reply from {path}: {line[:200]!r}") from None
+    if not isinstance(reply, dict):
+        raise ControlError(f"unreadable reply from {path}: {line[:200]!r}")
     return reply
 
 

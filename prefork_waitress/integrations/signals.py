@@ -56,7 +56,10 @@ def scale_by(master: MasterHandle, delta: int) -> None:
         log.warning("scale to %d ignored: the master is %s", wanted, master.state)
         return
     log.info("scaling to %d workers", wanted)
-    master.scale(wanted)
+    try:
+        master.scale(wanted)
+    except (ValueError, RuntimeError) as exc:  # a bound, a port past 65535, no fds: one line, nothing changed
+        log.error("%s; still %d workers", exc, len(master.ports))
 
 
 def reopen_output(master: MasterHandle, own_stdio: bool) -> None:

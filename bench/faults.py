@@ -1,0 +1,328 @@
+"""Faults that could wedge the master or leave a slot broken: one figure per point, per checkout.
+
+    python bench/faults.py --prefork-path /work/wt/base --prefork-path . [--command-seconds 10]
+
+Each ``--prefork-path`` is a checkout of prefork_waitress; the figures are
+printed side by side (first column: the reference, usually the old main):
+
+- respawn: seconds from SIGKILLing worker 1 until it serves again, while a
+  command to a SIGSTOPped worker 0 waits (command timeout ``--command-seconds``);
+- ctl status: seconds one ``status`` request takes during that command;
+- crash app: forks/s, master CPU (% of a core) and master log bytes/s while
+  clients hit an app that ``os._exit``\\s on every request;
+- fds: seconds until every slot serves again once the master's fds, used up
+  (a lower limit, filled) while its workers were killed, are given back.
+
+Bounded (each phase has a deadline), 127.0.0.1 only; kills everything it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+MASTER = r"""
+import json, logging, os, resource, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+from prefork_waitress import Master, Worker
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+
+def crash(environ, start_response):
+    os._exit(3)
+
+def say(event, **fields):
+    sys.stdout.write(json.dumps(dict(fields, event=event, t=time.monotonic())) + "\n")
+    sys.stdout.flush()
+
+class Sleepy(Worker):
+    def child_sleep(self, seconds):
+        time.sleep(seconds)
+        return "slept"
+
+class Reporting(Master):
+    def when_ready(self):
+        say("ready", ports=self.ports, workers=[w.__dict__ for w in self.workers])
+
+    def worker_started(self, info):
+        say("started", info=info.__dict__)
+
+    def worker_exited(self, info, exitcode):
+        say("exited", info=info.__dict__, exitcode=exitcode)
+
+class Starving(Reporting):
+    # SIGUSR2 uses up the master's fds (a lower limit, filled with /dev/null); SIGUSR2 again gives them back.
+
+    placeholders = None
+
+    def start(self):
+        self.add_signal_handler(signal.SIGUSR2, self.toggle)
+        super().start()
+
+    def toggle(self):
+        if self.placeholders is None:
+            self.saved = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, self.saved[1]))
+            self.placeholders = []
+            while True:
+                try:
+                    self.placeholders.append(os.open(os.devnull, os.O_RDONLY))
+                except OSError:
+                    break
+            say("starved")
+        else:
+            for fd in self.placeholders:
+                os.close(fd)
+            self.placeholders = None
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.saved)
+            say("fed")
+
+options = json.loads(sys.argv[2])
+app = crash if options.pop("app") == "crash" else hello
+Starving(app, worker_class=Sleepy, **options).start()
+"""
+
+NEVER = float("inf")
+
+
+class Master:
+    """One master subprocess of the checkout at ``path``, reporting hook events as JSON lines."""
+
+    def __init__(self, path: str, work: str, app: str = "hello", workers: int = 2) -> None:
+        self.socket_path = os.path.join(work, f"ctl-{time.monotonic_ns()}.sock")
+        self.log_path = os.path.join(work, f"master-{time.monotonic_ns()}.log")
+        options = {"app": app, "workers": workers, "base_port": 0, "control_socket": self.socket_path}
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", MASTER, os.path.abspath(path), json.dumps(options)],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=work,
+            env=dict(os.environ, PYTHONPATH=os.path.abspath(path)),
+            start_new_session=True,
+        )
+        self.events: List[Dict[str, Any]] = []
+        self.current: Dict[int, int] = {}
+        self.ports: List[int] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            event = json.loads(line)
+            with self._changed:
+                self.events.append(event)
+                if event["event"] == "ready":
+                    self.ports = event["ports"]
+                    self.current = {w["id"]: w["pid"] for w in event["workers"]}
+                elif event["event"] == "started":
+                    self.current[event["info"]["id"]] = event["info"]["pid"]
+                self._changed.notify_all()
+
+    def wait(self, condition: Callable[[], Any], timeout: float) -> Any:
+        """``condition()``'s value once truthy, or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                value = condition()
+                if value or time.monotonic() >= deadline:
+                    return value
+                self._changed.wait(deadline - time.monotonic())
+
+    def ready(self) -> None:
+        if not self.wait(lambda: self.ports, 30):
+            raise RuntimeError(f"the master did not start; see {self.log_path}")
+
+    def request(self, message: Dict[str, Any], timeout: float = 120.0) -> Any:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(self.socket_path)
+            sock.sendall(json.dumps(message).encode() + b"\n")
+            data = b""
+            while b"\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return json.loads(data or b"null")
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_bytes(self) -> int:
+        return os.path.getsize(self.log_path)
+
+    def close(self) -> None:
+        """SIGCONT and SIGTERM everything; SIGKILL the whole session after a grace period."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self._log.close()
+
+
+def serves(port: int, timeout: float = 0.5) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def respawn_and_status(path: str, work: str, command_seconds: float) -> Dict[str, float]:
+    """Worker 0 SIGSTOPped, a command to it waiting: respawn latency of worker 1, status latency."""
+    figures: Dict[str, float] = {}
+    for figure in ("respawn", "status"):
+        master = Master(path, work)
+        try:
+            master.ready()
+            os.kill(master.current[0], signal.SIGSTOP)
+            command = {"action": "command", "name": "ping", "worker": 0, "timeout": command_seconds}
+            waiter = threading.Thread(target=master.request, args=(command,), daemon=True)
+            waiter.start()
+            time.sleep(1.0)  # the command is in flight
+            began = time.monotonic()
+            if figure == "status":
+                master.request({"action": "status"})
+                figures["status"] = time.monotonic() - began
+            else:
+                old = master.current[1]
+                os.kill(old, signal.SIGKILL)
+                back = master.wait(lambda m=master, o=old: m.current[1] != o, command_seconds + 10)
+                figures["respawn"] = time.monotonic() - began if back else NEVER
+            waiter.join(command_seconds + 30)
+        finally:
+            master.close()
+    return figures
+
+
+def crash_app(path: str, work: str, seconds: float) -> Dict[str, float]:
+    """Forks/s, master CPU share and log bytes/s while every request kills its worker."""
+    master = Master(path, work, app="crash")
+    try:
+        master.ready()
+        stop = threading.Event()
+
+        def hammer(port: int) -> None:
+            while not stop.is_set():
+                serves(port, timeout=0.2)
+
+        clients = [threading.Thread(target=hammer, args=(p,), daemon=True) for p in master.ports * 2]
+        exits, cpu, log = len(master.events), master.cpu_seconds(), master.log_bytes()
+        began = time.monotonic()
+        for client in clients:
+            client.start()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - began
+        forks = sum(1 for e in master.events[exits:] if e["event"] == "exited")
+        figures = {
+            "forks_per_s": forks / elapsed,
+            "master_cpu_pct": 100 * (master.cpu_seconds() - cpu) / elapsed,
+            "log_bytes_per_s": (master.log_bytes() - log) / elapsed,
+        }
+        stop.set()
+        for client in clients:
+            client.join(5)
+        return figures
+    finally:
+        master.close()
+
+
+def fd_exhaustion(path: str, work: str, starved: float, deadline: float) -> Dict[str, float]:
+    """Kill both workers while the master cannot open an fd; seconds until both serve after the fix."""
+    master = Master(path, work)
+    try:
+        master.ready()
+        os.kill(master.proc.pid, signal.SIGUSR2)
+        if not master.wait(lambda: any(e["event"] == "starved" for e in master.events), 10):
+            raise RuntimeError("the master did not use up its fds")
+        for pid in list(master.current.values()):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(starved)
+        os.kill(master.proc.pid, signal.SIGUSR2)
+        if not master.wait(lambda: any(e["event"] == "fed" for e in master.events), 10):
+            raise RuntimeError(f"the master did not get its fds back; see {master.log_path}")
+        began = time.monotonic()
+        while time.monotonic() - began < deadline:
+            if all(serves(port) for port in master.ports):
+                return {"fds_heal_s": time.monotonic() - began}
+            time.sleep(0.05)
+        return {"fds_heal_s": NEVER}
+    finally:
+        master.close()
+
+
+def measure(path: str, args: argparse.Namespace) -> Dict[str, float]:
+    work = tempfile.mkdtemp(prefix="prefork-faults-")
+    try:
+        figures = respawn_and_status(path, work, args.command_seconds)
+        figures.update(crash_app(path, work, args.crash_seconds))
+        figures.update(fd_exhaustion(path, work, starved=1.0, deadline=args.heal_deadline))
+        return figures
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+ROWS = (
+    ("respawn", "respawn while a command waits (s)"),
+    ("status", "ctl status during the command (s)"),
+    ("forks_per_s", "crash-on-every-request: forks/s"),
+    ("master_cpu_pct", "crash-on-every-request: master CPU %"),
+    ("log_bytes_per_s", "crash-on-every-request: log bytes/s"),
+    ("fds_heal_s", "every slot serving after fds freed (s)"),
+)
+
+
+def show(value: Optional[float], deadline: float) -> str:
+    if value is None:
+        return "-"
+    return f"never (>{deadline:g})" if value == NEVER else f"{value:.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prefork-path", action="append", required=True, metavar="DIR", help="a checkout")
+    parser.add_argument("--command-seconds", type=float, default=10.0, help="timeout of the waiting command")
+    parser.add_argument("--crash-seconds", type=float, default=5.0, help="load on the crashing app")
+    parser.add_argument("--heal-deadline", type=float, default=15.0, help="give up waiting for the slots")
+    args = parser.parse_args()
+    results = {path: measure(path, args) for path in args.prefork_path}
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    width = max(len(label) for _, label in ROWS)
+    print(" " * width + "".join(f"  {os.path.basename(os.path.abspath(p)):>14}" for p in args.prefork_path))
+    for key, label in ROWS:
+        deadline = args.heal_deadline if key == "fds_heal_s" else args.command_seconds + 10
+        cells = "".join(f"  {show(results[p].get(key), deadline):>14}" for p in args.prefork_path)
+        print(label.ljust(width) + cells)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

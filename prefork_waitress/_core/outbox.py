@@ -1,0 +1,137 @@
+"""Sending to a worker's Pipe without ever blocking the master, with a bounded queue.
+
+``Connection.send`` blocks once the socket buffer is full, that is when a
+worker stops reading its commands (frozen, deadlocked command thread). An
+:class:`Outbox` writes the same frames (``multiprocessing``'s 4-byte length
+and pickle) with ``MSG_DONTWAIT``, keeps what the socket did not take, and
+retries on a master timer; past its bound it refuses at once.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import deque
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, Callable, Deque, Optional
+
+MAX_MESSAGES = 64
+MAX_BYTES = 256 * 1024
+RETRY_FIRST, RETRY_CAP = 0.01, 0.2
+_LENGTH = struct.Struct("!i")
+
+
+class OutboxFull(Exception):
+    """The worker has not read what was sent to it; nothing more is queued."""
+
+
+class Outbox:
+    """Non-blocking, ordered sends to one worker; ``call_later(delay, fn)`` retries what waits."""
+
+    def __init__(
+        self,
+        conn: Any,
+        call_later: Callable[[float, Callable[[], None]], Any],
+        max_messages: int = MAX_MESSAGES,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        self.conn = conn
+        self.call_later = call_later
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._queue: Deque[memoryview] = deque()
+        self._queued_bytes = 0
+        self._timer: Any = None
+        self._retry = RETRY_FIRST
+
+    @property
+    def waiting(self) -> int:
+        """Messages (whole or the rest of one) not yet taken by the socket."""
+        return len(self._queue)
+
+    def send(self, message: Any) -> Optional[memoryview]:
+        """Send now what the socket takes, queue the rest; OutboxFull over the bound, OSError if gone.
+
+        Returns the queued message (for :meth:`discard`) if it had to wait whole, else None.
+        """
+        data = frame(message)
+        if self._queue:
+            if len(self._queue) >= self.max_messages or self._queued_bytes + len(data) > self.max_bytes:
+                raise OutboxFull(f"{len(self._queue)} earlier messages ({self._queued_bytes} bytes) are still unread")
+            whole = memoryview(data)
+            self._enqueue(whole)
+            return whole
+        sent = self._write(memoryview(data))
+        if sent < len(data):
+            self._enqueue(memoryview(data)[sent:])
+        return None
+
+    def discard(self, queued: Optional[memoryview]) -> None:
+        """Drop a message nobody waits for any more, unless some of it was written (the head may be)."""
+        if queued is None or not self._queue or queued is self._queue[0]:
+            return
+        for index, item in enumerate(self._queue):
+            if item is queued:
+                del self._queue[index]
+                self._queued_bytes -= len(item)
+                return
+
+    def flush(self) -> bool:
+        """Write what waits, in order; True once nothing does (OSError: the worker is gone)."""
+        while self._queue:
+            head = self._queue[0]
+            sent = self._write(head)
+            self._queued_bytes -= sent
+            if sent < len(head):
+                self._queue[0] = head[sent:]
+                return False
+            self._queue.popleft()
+        self._retry = RETRY_FIRST
+        return True
+
+    def close(self) -> None:
+        """The worker is gone: drop what waits, stop retrying."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
+        self._queued_bytes = 0
+
+    def _enqueue(self, data: memoryview) -> None:
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is None:
+            self._timer = self.call_later(self._retry, self._retry_flush)
+
+    def _retry_flush(self) -> None:
+        self._timer = None
+        try:
+            done = self.flush()
+        except OSError:
+            self.close()
+            return
+        if not done:
+            self._retry = min(RETRY_CAP, self._retry * 2)
+            self._arm()
+
+    def _write(self, data: memoryview) -> int:
+        if self.conn.closed:
+            raise OSError("the worker's pipe is closed")
+        sock = socket.socket(fileno=self.conn.fileno())
+        try:
+            return sock.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        finally:
+            sock.detach()
+
+
+def frame(message: Any) -> bytes:
+    """``message`` as ``Connection.send`` would write it (pickle errors raise here, before anything is sent)."""
+    payload = bytes(ForkingPickler.dumps(message))
+    if len(payload) > 0x7FFFFFFF:
+        raise ValueError(f"a message of {len(payload)} bytes is too large to send to a worker")
+    return _LENGTH.pack(len(payload)) + payload

@@ -1,0 +1,96 @@
+"""The non-blocking outbox, against a real socketpair whose far end stops reading."""
+
+import socket
+import threading
+import time
+from multiprocessing.connection import Connection
+
+import pytest
+
+from prefork_waitress._core.outbox import Outbox, OutboxFull
+
+
+class Timers:
+    """call_later that records what is due, so the test runs retries itself."""
+
+    def __init__(self):
+        self.due = []
+
+    def __call__(self, delay, callback):
+        self.due.append(callback)
+
+        class Timer:
+            def cancel(self_inner):
+                if callback in self.due:
+                    self.due.remove(callback)
+
+        return Timer()
+
+    def run(self):
+        due, self.due = self.due, []
+        for callback in due:
+            callback()
+
+
+@pytest.fixture
+def pair():
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    master, worker = Connection(ours.detach()), Connection(theirs.detach())
+    yield master, worker
+    master.close()
+    worker.close()
+
+
+def test_messages_arrive_in_order_as_connection_send_would_write_them(pair):
+    master, worker = pair
+    outbox = Outbox(master, Timers())
+    for n in range(3):
+        outbox.send(("command", n, "ping", (), {}))
+    assert [worker.recv()[1] for _ in range(3)] == [0, 1, 2]
+
+
+def test_a_reader_that_stops_fills_the_bound_then_each_send_fails_at_once(pair):
+    master, worker = pair
+    timers = Timers()
+    outbox = Outbox(master, timers, max_messages=4, max_bytes=1 << 20)
+    big = "x" * 60_000
+    with pytest.raises(OutboxFull, match="still unread"):
+        for n in range(50):
+            outbox.send(("command", n, "greet", (big,), {}))
+    assert outbox.waiting == 4 and timers.due  # a retry is armed
+    received = []
+    reader = threading.Thread(target=lambda: received.extend(worker.recv()[1] for _ in range(n)), daemon=True)
+    reader.start()  # the worker reads again: the retries deliver everything queued, in order
+    deadline = time.monotonic() + 10
+    while reader.is_alive() and time.monotonic() < deadline:
+        timers.run()
+        reader.join(0.001)
+    assert received == list(range(n)) and outbox.waiting == 0
+
+
+def test_an_unpicklable_message_raises_before_anything_is_sent(pair):
+    master, worker = pair
+    outbox = Outbox(master, Timers())
+    with pytest.raises(Exception, match="pickle|lambda"):
+        outbox.send(("command", 1, "x", (lambda: None,), {}))
+    outbox.send(("command", 2, "ping", (), {}))
+    assert worker.recv()[1] == 2
+
+
+def test_a_message_nobody_waits_for_is_dropped_unless_part_of_it_was_written(pair):
+    master, worker = pair
+    timers = Timers()
+    outbox = Outbox(master, timers, max_messages=8, max_bytes=1 << 20)
+    big = "x" * 60_000
+    queued = [outbox.send(("command", n, "greet", (big,), {})) for n in range(4)]
+    assert queued[0] is None and all(q is not None for q in queued[2:])  # the first went (partly) at once
+    outbox.discard(queued[2])
+    received = []
+    reader = threading.Thread(target=lambda: received.extend(worker.recv()[1] for _ in range(3)), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while reader.is_alive() and time.monotonic() < deadline:
+        timers.run()
+        reader.join(0.001)
+    assert received == [0, 1, 3]
