@@ -17,10 +17,11 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _platform
+from ._access_log import AccessLog
 from ._autoreload import imported_modules
 from ._loading import resolve
 from ._output import flush_stdio, redirect_stdio
-from ._waitress import DrainableServer, RequestHooks
+from ._waitress import DrainableServer, RequestFacts, RequestHooks
 from .worker import Worker
 
 log = logging.getLogger("prefork_waitress.worker")
@@ -48,17 +49,21 @@ class ChildSpec:
     max_requests: int
     master_pid: int
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
-    meter: Any = None  # shared request clock for request_timeout, or None
+    meter: Any = None  # shared request clock and duration histogram (RequestMeter), or None
+    access_log: Optional[str] = None  # a path, "-" (stdout), or None
     report_modules: bool = False  # tell the master what was imported (lazy reload=True)
 
 
 class WorkerRequests(RequestHooks):
     """Counts requests, publishes the running request's start, calls on_limit at max_requests."""
 
-    def __init__(self, worker: Worker, max_requests: int, meter: Any) -> None:
+    def __init__(self, worker: Worker, max_requests: int, meter: Any, access_log: Optional[AccessLog] = None) -> None:
         self.worker = worker
         self.max_requests = max_requests
         self.meter = meter
+        self.access_log = access_log
+        self.logs_requests = access_log is not None
+        self.duration = 0.0
         self.on_limit: Callable[[], None] = lambda: None
         self.channel: Optional[Channel] = None
 
@@ -74,9 +79,13 @@ class WorkerRequests(RequestHooks):
         worker.in_flight = 0
         worker.requests_served += 1
         if self.meter is not None:
-            self.meter.finished()
+            self.duration = self.meter.finished()
         if self.max_requests and worker.requests_served == self.max_requests:
             self.on_limit()
+
+    def request_logged(self, facts: RequestFacts, duration: Optional[float]) -> None:
+        if self.access_log is not None:
+            self.access_log.write(facts, self.duration if duration is None else duration)
 
     def stopped_accepting(self) -> None:
         """Tell the master: new connections now go to the other process(es) on the socket."""
@@ -188,7 +197,8 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
     _platform.pin_to_cpus(spec.cpus)
     app = _load_app(spec)
     worker = spec.worker_class(spec.slot_id, spec.port, spec.generation, app)
-    requests = WorkerRequests(worker, spec.max_requests, spec.meter)
+    access_log = AccessLog(spec.access_log, spec.slot_id).activate() if spec.access_log else None
+    requests = WorkerRequests(worker, spec.max_requests, spec.meter, access_log)
     worker.on_start()
     server = DrainableServer(app, spec.sock, requests, dict(spec.waitress_options))
     return worker, server, requests

@@ -21,7 +21,7 @@ from .master import Master
 from .options import MANAGED_WAITRESS_OPTIONS, OPTIONS, Option, as_bool, as_log_level, convert_option
 
 PROG = "prefork-waitress"
-USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command}} ..."
+USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics}} ..."
 
 # Options of the program, not of the master: same Option type, same converters.
 RUNNER_OPTIONS: Tuple[Option, ...] = (
@@ -38,6 +38,9 @@ METAVARS = {
     "on_ports_changed": "CMD",
     "worker_class": "MODULE:CLASS",
     "cpu_affinity": "auto|off|CPUS",
+    "metrics_port": "PORT",
+    "metrics_host": "HOST",
+    "access_log": "PATH|-",
 }
 DEFAULT_TEXT = {"cpu_affinity": "auto"}
 WAITRESS_PREFIX = "waitress:"

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 def attach(master: "Master") -> None:
     """Add each integration as a listener, so it works even if hooks skip ``super()``."""
     from .control import ControlServer
+    from .metrics import MetricsServer
     from .systemd import SystemdNotifier
     from .upstream import UpstreamWriter
 
@@ -22,6 +23,8 @@ def attach(master: "Master") -> None:
         master.add_listener(
             UpstreamWriter(master, settings.upstream_file, settings.upstream_format, settings.on_ports_changed)
         )
+    if settings.metrics_port:
+        master.add_listener(MetricsServer(master, settings.metrics_host or settings.host, settings.metrics_port))
     address = os.environ.get("NOTIFY_SOCKET")
     if address:
         master.add_listener(SystemdNotifier(master, address))

@@ -6,6 +6,8 @@ import ctypes
 import logging
 import os
 import signal
+import socket
+import struct
 import sys
 import tempfile
 from typing import Any, Collection, List, Optional, Sequence, Tuple, Union
@@ -109,3 +111,34 @@ def write_atomically(path: str, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+_TCP_INFO_QUEUE = struct.Struct("8x16xII")  # tcp_info: 8 u8 fields, rto..rcv_mss, then unacked, sacked
+
+
+def listen_queue(sock: socket.socket) -> Optional[Tuple[int, int]]:
+    """A listening TCP socket's (accept queue length, its limit), from Linux TCP_INFO; None elsewhere.
+
+    On a socket in LISTEN state Linux reports the queue in ``tcpi_unacked``
+    and the backlog in ``tcpi_sacked``.
+    """
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None or sock.fileno() < 0:
+        return None
+    try:
+        data = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_QUEUE.size)
+    except OSError:
+        return None
+    if len(data) < _TCP_INFO_QUEUE.size:
+        return None
+    unacked, sacked = _TCP_INFO_QUEUE.unpack_from(data)
+    return int(unacked), int(sacked)
+
+
+def resident_bytes(pid: Union[int, str] = "self") -> Optional[int]:
+    """Resident set size of a process in bytes, from /proc (None where there is none, or it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 from . import _child, _platform
 from ._commands import CommandChannel
 from ._loop import EventLoop
+from ._meter import RequestMeter
 from ._slots import Slot, WorkerProcess
 
 if TYPE_CHECKING:
     from ._autoreload import CodeReloader
+    from ._counters import ClusterCounters
     from ._recycle import Recycler
     from ._replacing import SlotReplacer
     from ._timeouts import RequestTimeouts
@@ -47,6 +49,7 @@ class WorkerProcesses:
     _timeouts: "RequestTimeouts"
     _replacer: "SlotReplacer"
     _recycler: "Recycler"
+    counters: "ClusterCounters"
 
     def _ready(self, worker: WorkerProcess, started_at: float) -> None:
         raise NotImplementedError
@@ -58,7 +61,7 @@ class WorkerProcesses:
         """Fork a worker for ``slot``; it becomes the slot's current one unless told otherwise."""
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         generation = slot.next_generation()
-        meter = self._timeouts.new_meter()
+        meter = RequestMeter()
         spec = _child.ChildSpec(
             slot_id=slot.id,
             port=slot.port,
@@ -76,6 +79,7 @@ class WorkerProcesses:
             report_modules=self.settings.reload and not self.settings.preload,
             inherited=self._inherited() + [parent_conn],
             meter=meter,
+            access_log=self.settings.access_log,
         )
         process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
         process.start()
@@ -146,6 +150,7 @@ class WorkerProcesses:
         worker.conn.close()
         worker.process.close()
         if worker.meter is not None:
+            self.counters.process_exited(worker.slot.id, worker.meter.counts())
             worker.meter.close()
         return exitcode
 

@@ -99,6 +99,8 @@ class SlotReplacer:
             self._end(job, True)
             return True
         old, slot.current = slot.current, worker
+        if old is not None:
+            master.counters.replaced(job.purpose)
         master.emit("worker_started", worker.info())
         if old is None or old.pid not in master._processes:
             self._end(job, True)

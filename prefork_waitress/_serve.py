@@ -52,20 +52,23 @@ def scale_by(master: Master, delta: int) -> None:
 
 
 def reopen_output(master: Master) -> None:
-    """Log rotation: reopen the output path in the master, then in every worker."""
+    """Log rotation: reopen the output path in the master, then it and the access log in every worker."""
     output = master.settings.output
-    if not isinstance(output, str):
-        log.info("SIGUSR1: there is no output file to reopen")
+    path = output if isinstance(output, str) else None
+    access_log = master.settings.access_log not in (None, "-")
+    if path is None and not access_log:
+        log.info("SIGUSR1: there is no output file or access log to reopen")
         return
-    try:
-        redirect_stdio(output)
-    except OSError as exc:
-        log.error("cannot reopen %s: %s", output, exc)
-        return
-    log.info("reopened %s", output)
-    for slot, reply in master.command("reopen", output, timeout=REOPEN_TIMEOUT).items():
+    if path is not None:
+        try:
+            redirect_stdio(path)
+        except OSError as exc:
+            log.error("cannot reopen %s: %s", path, exc)
+            return
+        log.info("reopened %s", path)
+    for slot, reply in master.command("reopen", path, timeout=REOPEN_TIMEOUT).items():
         if isinstance(reply, CommandError):
-            log.warning("worker %d did not reopen %s: %s", slot, output, reply.message)
+            log.warning("worker %d did not reopen its files: %s", slot, reply.message)
 
 
 def serve(master: Master) -> int:

@@ -1,10 +1,8 @@
 """request_timeout: a worker whose request runs too long is replaced.
 
-The clock: each worker process gets a :class:`RequestMeter`, one page of
-anonymous shared memory (``mmap`` with MAP_SHARED, created by the master
-before the fork, no file descriptor) holding ``time.monotonic()`` at the
-start of the request it is running, or 0.0 when it is idle. The worker's
-task thread writes it twice per request; no syscall, no message.
+The clock: each worker process has a :class:`~._meter.RequestMeter` (shared
+memory, written by its task thread) holding ``time.monotonic()`` at the
+start of the request it is running, or 0.0 when it is idle.
 
 The wake-up scheme: one timer for all workers. A sweep reads every meter. A
 request that started at ``s`` is due at ``s + timeout``; the next sweep is at
@@ -25,10 +23,8 @@ not left KILL_AFTER_DUMP seconds later.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import signal
-import struct
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -43,30 +39,6 @@ log = logging.getLogger("prefork_waitress")
 
 DUMP_SIGNAL = signal.SIGUSR2
 KILL_AFTER_DUMP = 0.5
-_START = struct.Struct("d")
-
-
-class RequestMeter:
-    """When the running request of one worker started (monotonic seconds), 0.0 when idle."""
-
-    def __init__(self) -> None:
-        self._map = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous and shared across fork
-
-    def started(self) -> None:
-        """Worker side: a request begins."""
-        _START.pack_into(self._map, 0, time.monotonic())
-
-    def finished(self) -> None:
-        """Worker side: the request is done."""
-        _START.pack_into(self._map, 0, 0.0)
-
-    def read(self) -> float:
-        """Master side: the start of the running request, or 0.0."""
-        value: float = _START.unpack_from(self._map, 0)[0]
-        return value
-
-    def close(self) -> None:
-        self._map.close()
 
 
 class RequestTimeouts:
@@ -76,10 +48,6 @@ class RequestTimeouts:
         self.master = master
         self.timeout = timeout
         self._timer: Optional[Timer] = None
-
-    def new_meter(self) -> Optional[RequestMeter]:
-        """A meter for a worker about to be forked, or None when request_timeout is off."""
-        return RequestMeter() if self.timeout else None
 
     def watch(self) -> None:
         """A worker was forked: make sure a sweep is due within one timeout."""
@@ -144,6 +112,7 @@ class RequestTimeouts:
         successor_coming = master._replacer.replacing(slot)
         if master.state in ("booting", "running") and not slot.retiring and not successor_coming:
             slot.restarts += 1
+            master.counters.restarted("timeout")
             master._spawn(slot)
 
 

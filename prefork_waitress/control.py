@@ -1,6 +1,6 @@
 """The control socket: a UNIX stream socket (mode 0600) speaking JSON lines, never pickle.
 
-Each request is one line ``{"action": "status"|"reload"|"scale"|"stop"|"command", ...}``
+Each request is one line ``{"action": "status"|"reload"|"scale"|"stop"|"command"|"metrics", ...}``
 and gets one reply line ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
 :class:`ControlServer` serves it inside the master's event loop without ever
 blocking on a client; :func:`request` is the client ``prefork-waitress ctl`` uses.
@@ -79,6 +79,7 @@ class ControlServer:
             "scale": self._do_scale,
             "stop": self._do_stop,
             "command": self._do_command,
+            "metrics": self._do_metrics,
         }
 
     # listener points ------------------------------------------------------
@@ -283,6 +284,11 @@ class ControlServer:
             raise ValueError(f'"timeout" must be a number of seconds in (0, {MAX_COMMAND_TIMEOUT:g}]')
         replies = self.master.command(name, *args, worker=worker, timeout=float(timeout))
         return {str(slot): _jsonable(reply) for slot, reply in replies.items()}
+
+    def _do_metrics(self, client: _Client, message: Dict[str, Any]) -> Any:
+        from .metrics import render_metrics
+
+        return {"text": render_metrics(self.master)}
 
     # replies and closing --------------------------------------------------
     def _answer(self, client: _Client, reply: Dict[str, Any]) -> None:

@@ -14,9 +14,12 @@ from . import _integrations
 from ._autoreload import CodeReloader
 from ._backoff import CrashLoops
 from ._commands import CommandChannel, targets
+from ._counters import ClusterCounters
 from ._loading import AppImportError, resolve
 from ._loop import EventLoop
+from ._meter import RequestCounts
 from ._pidfile import PidFile
+from ._platform import listen_queue
 from ._processes import WorkerProcesses
 from ._recycle import Recycler
 from ._replacing import SlotReplacer
@@ -65,6 +68,8 @@ class Master(WorkerProcesses):
         self._replacer = SlotReplacer(self)
         self._recycler = Recycler(self)
         self._pending_ports: bool = False
+        self.counters = ClusterCounters()  # restarts by reason, reloads, exited workers' requests
+        self.add_listener(self.counters)
         self._install_default_signals()
         _integrations.attach(self)
 
@@ -96,6 +101,15 @@ class Master(WorkerProcesses):
             },
             "workers": [dataclasses.asdict(info) for info in self.workers],
         }
+
+    def request_counts(self) -> Dict[int, RequestCounts]:
+        """Per slot id: what its workers served since the master started (live ones from shared memory)."""
+        live = [(p.slot.id, p.meter.counts()) for p in self._processes.values() if p.meter is not None]
+        return self.counters.requests(live)
+
+    def accept_queues(self) -> Dict[int, Any]:
+        """Per slot id: (connections waiting in the accept queue, its limit), or None where unknown."""
+        return {slot.id: listen_queue(slot.sock) for slot in self._slots}
 
     # hooks (override in a subclass; all run in the master loop) -----------
     def when_ready(self) -> None:
@@ -387,6 +401,7 @@ class Master(WorkerProcesses):
         if worker.ready:
             log.warning("worker %d (pid %d) died with %s; respawning on port %d", slot.id, worker.pid, why, slot.port)
             slot.restarts += 1
+            self.counters.died(exitcode)
             self._spawn(slot)
             return
         if self._state == BOOTING:
@@ -396,6 +411,7 @@ class Master(WorkerProcesses):
             return
         delay = self._crashes.failed(slot, worker, exitcode)
         slot.restarts += 1
+        self.counters.died(exitcode)
         slot.respawn_timer = self._loop.call_later(delay, lambda: self._respawn_after_backoff(slot))
 
     def _respawn_after_backoff(self, slot: Slot) -> None:

@@ -108,6 +108,13 @@ def as_host(value: Any) -> str:
     return value.strip()
 
 
+def as_log_path(value: Any) -> str:
+    """A log file path, or ``-`` for the worker's stdout (the output)."""
+    if isinstance(value, str) and value.strip() == "-":
+        return "-"
+    return as_path(value)
+
+
 def as_cpu_affinity(value: Any) -> Union[bool, Tuple[int, ...]]:
     """True: worker i on CPU i mod n; False: no pinning; a list: worker i on list[i mod len]."""
     if isinstance(value, str):
@@ -194,6 +201,9 @@ OPTIONS: Tuple[Option, ...] = (
     Option("upstream_file", None, optional(as_path), "write the live ports to this file"),
     Option("upstream_format", "nginx", as_upstream_format, "upstream file dialect: nginx or haproxy"),
     Option("on_ports_changed", None, optional(str), "shell command run after the upstream file changes"),
+    Option("metrics_port", None, optional(int_at_least(1, 65535)), "serve Prometheus metrics on GET /metrics here"),
+    Option("metrics_host", None, optional(as_host), "address of the metrics port (default: host)"),
+    Option("access_log", None, optional(as_log_path), "access log (combined format): a path, or - for the output"),
 )
 OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
 
@@ -220,6 +230,9 @@ class Settings:
     upstream_file: Optional[str]
     upstream_format: str
     on_ports_changed: Optional[str]
+    metrics_port: Optional[int]
+    metrics_host: Optional[str]
+    access_log: Optional[str]
     waitress: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 

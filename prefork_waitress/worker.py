@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from ._platform import resident_bytes
+
 __all__ = ["Worker", "UnknownCommand"]
 
 COMMAND_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -21,15 +23,6 @@ COMMAND_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class UnknownCommand(LookupError):
     """The worker has no ``child_<name>`` method for the command."""
-
-
-def _current_rss() -> Optional[int]:
-    """Resident set size in bytes from /proc (None where there is no /proc)."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class Worker:
@@ -80,15 +73,17 @@ class Worker:
             "uptime": time.time() - self.started_at,
             "requests_served": self.requests_served,
             "in_flight": self.in_flight,
-            "rss": _current_rss(),
+            "rss": resident_bytes(),
             "max_rss": max_rss,
         }
 
-    def child_reopen(self, path: str) -> bool:
-        """Reopen the output file ``path`` onto fds 1 and 2 (log rotation: SIGUSR1 to the CLI master)."""
-        from ._output import redirect_stdio
+    def child_reopen(self, path: Optional[str] = None) -> bool:
+        """Log rotation (SIGUSR1 to the CLI master): reopen the output ``path`` onto fds 1 and 2, and the access log."""
+        from ._output import redirect_stdio, reopen_files
 
-        redirect_stdio(path)
+        if path is not None:
+            redirect_stdio(path)
+        reopen_files()
         return True
 
     def child_stop(self) -> bool:

@@ -7,7 +7,8 @@ import time
 import pytest
 from conftest import get, wait_until
 
-from prefork_waitress._timeouts import _START, RequestMeter, RequestTimeouts
+from prefork_waitress._meter import _START, RequestMeter
+from prefork_waitress._timeouts import RequestTimeouts
 
 BODY = """
 RecordingMaster("apps:app", workers=2, base_port=0, request_timeout=1, output={out!r}, graceful_timeout=10).start()
