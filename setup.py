@@ -18,7 +18,7 @@ setup(
     python_requires=">=3.9",
     install_requires=["waitress>=3.0.2,<4", "typing-extensions"],
     extras_require={
-        "testing": ["pytest", "pytest-timeout", "PasteDeploy"],
+        "testing": ["pytest", "pytest-timeout", "PasteDeploy", "prometheus_client"],
     },
     entry_points={
         "console_scripts": ["prefork-waitress = prefork_waitress.__main__:main"],
