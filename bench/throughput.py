@@ -28,6 +28,10 @@ Contenders for each worker count N:
                      -rtS       request_timeout=S seconds (default: None)
                      -mrK       max_requests=K (default: 0)
                      -preload   preload=True
+                     -ref       the library of --reference-path (an A/B of two
+                                checkouts in one run: prefork,prefork-ref)
+                     -metrics   metrics_port set (the master serves /metrics)
+                     -accesslog access_log= a temporary file (removed at exit)
                      -nofix     a temporary copy of the library without the
                                 _DrainAwareChannel._flush_some/writable
                                 overrides (the I/O-loop spin fix, A/B)
@@ -58,7 +62,8 @@ except ImportError:  # run as a script: python bench/throughput.py
 
 CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork",
               "nginx+waitress-t1xN", "nginx+prefork", "nginx+gunicorn-sync")
-PREFORK_SUFFIX = re.compile(r"^(unpinned|rt[0-9.]+|mr[0-9]+|preload|nofix)$")
+PREFORK_SUFFIX = re.compile(r"^(unpinned|rt[0-9.]+|mr[0-9]+|preload|nofix|ref|metrics|accesslog)$")
+REFERENCE_PATH = None  # --reference-path: the checkout a "-ref" contender runs
 DEFAULT_CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork")
 
 
@@ -94,7 +99,8 @@ def nofix_copy(prefork_path):
     dest = os.path.join(dest_root, "prefork_waitress")
     shutil.copytree(os.path.join(src_root, "prefork_waitress"), dest,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    path = os.path.join(dest, "_waitress.py")
+    module = "_child._waitress" if os.path.isdir(os.path.join(dest, "_child")) else "_waitress"
+    path = os.path.join(dest, *module.split(".")) + ".py"
     with open(path) as f:
         text = f.read()
     start = text.index("    def _flush_some(self")
@@ -104,7 +110,7 @@ def nofix_copy(prefork_path):
         f.write(text)
     check = subprocess.run(
         [sys.executable, "-c",
-         "from prefork_waitress._waitress import _DrainAwareChannel as C; "
+         f"from prefork_waitress.{module} import _DrainAwareChannel as C; "
          "assert '_flush_some' not in C.__dict__ and 'writable' not in C.__dict__, 'fix still there'; "
          "import prefork_waitress; print(prefork_waitress.__file__)"],
         env={**os.environ, "PYTHONPATH": dest_root}, cwd=dest_root, capture_output=True, text=True,
@@ -114,6 +120,13 @@ def nofix_copy(prefork_path):
         raise RuntimeError(f"nofix copy broken: {check.stdout}{check.stderr}")
     _NOFIX[prefork_path] = dest_root
     return dest_root
+
+
+def temporary_log():
+    """A path for an access log in a directory removed at exit."""
+    directory = tempfile.mkdtemp(prefix="bench-accesslog-")
+    atexit.register(shutil.rmtree, directory, True)
+    return os.path.join(directory, "access.log")
 
 
 def prefork_available(prefork_path):
@@ -179,6 +192,14 @@ def start(contender, n, app, prefork_path, nginx_workers=1):
                 argv.append("--preload")
             elif t == "nofix":
                 path = nofix_copy(prefork_path)
+            elif t == "ref":
+                if not REFERENCE_PATH:
+                    raise ValueError(f"{contender}: needs --reference-path")
+                path = REFERENCE_PATH
+            elif t == "metrics":
+                argv += ["--metrics-port", str(common.free_port())]
+            elif t == "accesslog":
+                argv += ["--access-log", temporary_log()]
             elif t.startswith("rt"):
                 argv += ["--request-timeout", t[2:]]
             elif t.startswith("mr"):
@@ -204,7 +225,11 @@ def main(argv=None):
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     p.add_argument("--prefork-path", default=None,
                    help="directory to put first on PYTHONPATH for prefork_waitress")
+    p.add_argument("--reference-path", default=None,
+                   help="another checkout, run by the prefork-...-ref contenders")
     args = p.parse_args(argv)
+    global REFERENCE_PATH
+    REFERENCE_PATH = args.reference_path
     for c in args.contenders:
         if c not in CONTENDERS and not is_prefork(c):
             p.error(f"unknown contender {c!r}; choose from {', '.join(CONTENDERS)}")

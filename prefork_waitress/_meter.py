@@ -6,11 +6,12 @@ fork, no file descriptor). The worker's task thread is its only writer:
 
 - offset 0: ``time.monotonic()`` at the start of the running request, 0.0
   when idle (request_timeout's clock; "in flight" is this being non-zero);
-- offset 8: the sum of the durations of the finished requests (seconds);
-- offset 16: one unsigned 64-bit count per duration bucket of
+- offsets 8 to 63: free for other stamps of the worker (heartbeats);
+- offset 64: the sum of the durations of the finished requests (seconds);
+- offset 72: one unsigned 64-bit count per duration bucket of
   :data:`BUCKETS` (plus +Inf), not cumulative.
 
-A finished request costs one clock read, one bisect and two ``pack_into``
+A finished request costs one clock read, one bisect and three ``pack_into``
 calls: no syscall, no lock, no pipe message. The master reads the page when
 it is asked (metrics, status); the number of requests is the sum of the
 bucket counts, so a histogram read in the middle of a write is still
@@ -32,10 +33,8 @@ __all__ = ["BUCKETS", "RequestCounts", "RequestMeter"]
 BUCKETS: Tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _START = struct.Struct("d")
-_IDLE_AND_SUM = struct.Struct("dd")
-_COUNT = struct.Struct("Q")
-_COUNTS = struct.Struct(f"{len(BUCKETS) + 1}Q")
-_COUNTS_AT = 16
+_SUM, _SUM_AT = struct.Struct("d"), 64
+_COUNT, _COUNTS, _COUNTS_AT = struct.Struct("Q"), struct.Struct(f"{len(BUCKETS) + 1}Q"), 72
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +82,8 @@ class RequestMeter:
         self._sum += elapsed
         index = bisect.bisect_left(BUCKETS, elapsed)
         count = self._counts[index] = self._counts[index] + 1
-        _IDLE_AND_SUM.pack_into(self._map, 0, 0.0, self._sum)
+        _START.pack_into(self._map, 0, 0.0)
+        _SUM.pack_into(self._map, _SUM_AT, self._sum)
         _COUNT.pack_into(self._map, _COUNTS_AT + 8 * index, count)
         return elapsed
 
@@ -95,8 +95,9 @@ class RequestMeter:
 
     def counts(self) -> RequestCounts:
         """A snapshot of what this worker has served so far."""
-        started, duration_sum = _IDLE_AND_SUM.unpack_from(self._map, 0)
-        return RequestCounts(_COUNTS.unpack_from(self._map, _COUNTS_AT), duration_sum, 1 if started else 0)
+        in_flight = 1 if self.read() else 0
+        duration_sum: float = _SUM.unpack_from(self._map, _SUM_AT)[0]
+        return RequestCounts(_COUNTS.unpack_from(self._map, _COUNTS_AT), duration_sum, in_flight)
 
     def close(self) -> None:
         self._map.close()

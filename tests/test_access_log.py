@@ -61,7 +61,7 @@ def test_lines_are_combined_format_with_duration_and_slot(cluster, tmp_path):
     assert first["referer"] == "http://example.com/x"
     assert first["agent"] == 'agent \\"007\\" \\\\ 1'  # quotes and backslashes escaped as Apache does
     assert first["slot"] == "0" and slow["slot"] == "1"
-    assert 200_000 <= int(slow["micros"]) < 5_000_000 and int(first["micros"]) < 200_000
+    assert 200_000 <= int(slow["micros"]) < 10_000_000
     assert failed["status"] == "500" and failed["target"] == "/raise"
     assert slow["referer"] == "-" and slow["agent"] != ""
 

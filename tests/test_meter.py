@@ -33,17 +33,18 @@ def in_child(meter, durations, hold_last=False):
 
 def test_the_parent_reads_what_the_child_counted_by_bucket():
     meter = RequestMeter()
-    pid, read = in_child(meter, [0.0, 0.0, 0.03, 0.3])
+    pid, read = in_child(meter, [0.0, 0.0, 0.3])
     try:
         assert os.read(read, 1) == b"d"
     finally:
         os.waitpid(pid, 0)
     counts = meter.counts()
-    assert counts.requests == 4 and counts.in_flight == 0
-    assert 0.33 <= counts.duration_sum < 5
-    assert sum(counts.buckets[: BUCKETS.index(0.001) + 1]) == 2  # the two instant ones
-    assert counts.buckets[BUCKETS.index(0.05)] == 1  # 30 ms: (0.025, 0.05]
-    assert counts.buckets[BUCKETS.index(0.5)] == 1  # 300 ms: (0.25, 0.5]
+    assert counts.requests == 3 and counts.in_flight == 0
+    assert 0.3 <= counts.duration_sum < 10
+    quarter = BUCKETS.index(0.25)
+    assert sum(counts.buckets[: quarter + 1]) == 2  # the instant ones (<= 250 ms even on a loaded box)
+    assert sum(counts.buckets[quarter + 1 :]) == 1  # the 300 ms one
+    assert len(counts.buckets) == len(BUCKETS) + 1
     assert meter.read() == 0.0
     meter.close()
 
