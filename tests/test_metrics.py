@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from clitools import ctl
+from clitools import ctl, server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
 from conftest import free_port, get, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -209,3 +209,46 @@ def test_a_metrics_port_in_use_fails_the_start_with_a_clear_error(cluster):
         c = cluster(MASTER.format(port=port, extra=""))
         assert c.wait_exit(20) != 0
         assert f"cannot listen on 127.0.0.1:{port}: address already in use" in c.log()
+
+
+def test_metrics_host_overrides_host_from_the_cli(server, tmp_path):
+    port, metrics_port = free_port(), free_port()
+    s = server(
+        "--workers",
+        "1",
+        "--base-port",
+        port,
+        "--metrics-port",
+        metrics_port,
+        "--metrics-host",
+        "127.0.0.2",
+        "--control-socket",
+        "ctl.sock",
+        "apps:app",
+    )
+    s.status(tmp_path / "ctl.sock")
+    conn = http.client.HTTPConnection("127.0.0.2", metrics_port, timeout=10)
+    conn.request("GET", "/metrics")
+    response = conn.getresponse()
+    families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+    conn.close()
+    assert value(families, "prefork_waitress_workers") == 1
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", metrics_port), timeout=5).close()
+
+
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        ({"metrics_port": "http"}, "option metrics_port: expected a number, got 'http'"),
+        ({"metrics_port": 70000}, "option metrics_port: must be at least 1 and at most 65535, got 70000"),
+        ({"metrics_host": 5}, "option metrics_host: expected a host name or address, got 5"),
+        ({"access_log": 3}, "option access_log: expected a file path, got 3"),
+    ],
+)
+def test_bad_options_say_what_is_wrong(options, error):
+    from prefork_waitress import make_settings
+
+    with pytest.raises(ValueError) as caught:
+        make_settings(**options)
+    assert str(caught.value).startswith(error)
