@@ -192,14 +192,14 @@ def start(contender, n, app, prefork_path, nginx_workers=1):
                 argv.append("--preload")
             elif t == "nofix":
                 path = nofix_copy(prefork_path)
-            elif t == "ref":
-                if not REFERENCE_PATH:
-                    raise ValueError(f"{contender}: needs --reference-path")
-                path = REFERENCE_PATH
             elif t == "metrics":
                 argv += ["--metrics-port", str(common.free_port())]
             elif t == "accesslog":
                 argv += ["--access-log", temporary_log()]
+            elif t == "ref":
+                if not REFERENCE_PATH:
+                    raise ValueError(f"{contender}: needs --reference-path")
+                path = REFERENCE_PATH
             elif t.startswith("rt"):
                 argv += ["--request-timeout", t[2:]]
             elif t.startswith("mr"):

@@ -1,7 +1,7 @@
 """Run a WSGI app as a cluster of single-threaded waitress processes, one port each,
 under a master that your own Python code controls."""
 
-from ._slots import WorkerInfo
+from ._core.slots import WorkerInfo
 from .errors import BootError, CommandError, StartError
 from .master import Master
 from .options import Settings, make_settings

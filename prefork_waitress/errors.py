@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 
 class CommandError(Exception):
@@ -27,6 +27,10 @@ class CommandError(Exception):
         self.command = command
         self.exc_type = exc_type
         self.traceback = traceback
+
+    def as_json(self) -> Dict[str, Optional[str]]:
+        """How JSON output (the control socket, ``ctl command``) shows this error."""
+        return {"error": self.message, "type": self.exc_type}
 
     def __repr__(self) -> str:
         return f"CommandError({self.message!r}, worker={self.worker!r}, exc_type={self.exc_type!r})"

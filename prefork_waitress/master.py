@@ -4,39 +4,37 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import os
-import signal
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import _integrations
-from ._autoreload import CodeReloader
-from ._backoff import CrashLoops
-from ._commands import CommandChannel, targets
-from ._counters import ClusterCounters
-from ._loading import AppImportError, resolve
-from ._loop import EventLoop
-from ._meter import RequestCounts
-from ._pidfile import PidFile
-from ._platform import listen_queue
-from ._processes import WorkerProcesses
-from ._recycle import Recycler
-from ._replacing import SlotReplacer
-from ._rolling import RollingReload
-from ._slots import Slot, WorkerInfo, WorkerProcess, bind_socket, describe_exit
-from ._timeouts import RequestTimeouts
+from . import integrations as _integrations
+from ._child.meter import RequestCounts, RequestMeter
+from ._core.commands import Callback, CommandChannel, Replies, targets
+from ._core.counters import ClusterCounters, exit_reason
+from ._core.events import Events
+from ._core.lifecycle import State
+from ._core.loop import EventLoop, Timer
+from ._core.pool import Message, WorkerPool
+from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit
+from ._os.loading import AppImportError, resolve
+from ._os.pidfile import PidFile
+from ._os.platform import listen_queue
+from ._policies.backoff import CrashLoops
+from ._policies.recycling import Recycler
+from ._policies.replacing import SlotReplacer
+from ._policies.rolling import RollingReload
+from ._policies.timeouts import RequestTimeouts
 from .errors import BootError
+from .integrations.autoreload import CodeReloader
 from .options import Settings, make_settings
 from .reloading import ReloadError
 from .worker import Worker
 
 log = logging.getLogger("prefork_waitress")
 
-NEW, BOOTING, RUNNING, STOPPING, STOPPED = "new", "booting", "running", "stopping", "stopped"
 
-
-class Master(WorkerProcesses):
+class Master:
     """Runs ``app`` in ``workers`` waitress processes, one port each, and keeps them up."""
 
     def __init__(self, app: Any, **options: Any) -> None:
@@ -47,54 +45,83 @@ class Master(WorkerProcesses):
             raise ValueError("option reload: needs the app as a 'package.module:attr' string, to know its files")
         self.app_spec: Any = app
         self._app: Any = app
+        self.worker_class = self.settings.worker_class or Worker
+        self._loop = EventLoop()
+        self._commands = CommandChannel(self._loop)
+        self._io_handlers: Dict[Any, Callable[[Any], None]] = {}
+        self._owned: List[Any] = []  # other master-only objects a worker must close
+        self._events = Events(self, self._loop.guarded)
+        self._state = State.NEW
+        self._boot_error: Optional[str] = None
+        self._pending_ports: bool = False
+        self._pidfile = PidFile(self.settings.pidfile) if self.settings.pidfile else None
         self._code: Optional[CodeReloader] = None
         if isinstance(app, str) and (self.settings.preload or self.settings.reload):
             self._code = CodeReloader(self, app, watch=self.settings.reload)
-        self.worker_class = self.settings.worker_class or Worker
-        self._context = multiprocessing.get_context("fork")
-        self._loop = EventLoop()
-        self._slots: List[Slot] = []
-        self._processes: Dict[int, WorkerProcess] = {}
-        self._commands = CommandChannel()
-        self._io_handlers: Dict[Any, Callable[[Any], None]] = {}
-        self._listeners: List[Any] = []
-        self._owned: List[Any] = []  # other master-only objects a worker must close
-        self._pidfile = PidFile(self.settings.pidfile) if self.settings.pidfile else None
-        self._state = NEW
-        self._boot_error: Optional[str] = None
-        self._rolling = RollingReload(self)
+        self._pool = self._make_pool()
         self._crashes = CrashLoops()
-        self._timeouts = RequestTimeouts(self, self.settings.request_timeout)
-        self._replacer = SlotReplacer(self)
-        self._recycler = Recycler(self)
-        self._pending_ports: bool = False
-        self.counters = ClusterCounters()  # restarts by reason, reloads, exited workers' requests
-        self.add_listener(self.counters)
-        self._install_default_signals()
+        self._replacer = SlotReplacer(self._pool, self._events, lambda: self._state is State.RUNNING)
+        self._rolling = RollingReload(self._pool, self._replacer, self._events, lambda: self._state, self.reload_code)
+        self._timeouts = RequestTimeouts(
+            self.settings.request_timeout,
+            self._loop,
+            self._pool,
+            successor_coming=self._replacer.replacing,
+            serving=lambda: self._state.serving,
+            output=self.settings.output,
+        )
+        self._recycler = Recycler(self._replacer, self._crashes, self.call_later)
+        self.add_listener(self._pool.counters)  # counts reloads
         _integrations.attach(self)
+
+    def _make_pool(self) -> WorkerPool:
+        pool = WorkerPool(self.settings, self._loop, self._commands, self._child_options, self._master_objects)
+        pool.on_spawn = lambda worker: self._timeouts.watch()
+        pool.on_exit = self._exited
+        pool.handle("ready", lambda worker, message: self._ready(worker, message[2]), deferred=True)
+        pool.handle("draining", lambda worker, message: self._replacer.released(worker), deferred=True)
+        pool.handle("recycle", lambda worker, message: self._recycler.request(worker, message[1]), deferred=True)
+        pool.handle("modules", self._adopt_modules)
+        return pool
+
+    def _child_options(self) -> Dict[str, Any]:
+        return {
+            "app": self._app,
+            "worker_class": self.worker_class,
+            "meter": RequestMeter(),  # request_timeout's clock and the metrics' counts
+            "report_modules": self.settings.reload and not self.settings.preload,
+        }
+
+    def _master_objects(self) -> List[Any]:
+        return list(self._io_handlers) + self._owned
+
+    def _adopt_modules(self, worker: WorkerProcess, message: Message) -> None:
+        if self._code is not None:
+            self._code.adopt(message[1])
 
     # public state ---------------------------------------------------------
     @property
     def workers(self) -> List[WorkerInfo]:
         """One WorkerInfo per slot, in slot order (pid None while respawning)."""
-        return [slot.info() for slot in self._slots]
+        return [slot.info() for slot in self._pool.slots]
 
     @property
     def ports(self) -> List[int]:
         """The ports of the slots, in slot order."""
-        return [slot.port for slot in self._slots]
+        return [slot.port for slot in self._pool.slots]
 
     @property
     def state(self) -> str:
-        return self._state
+        """ "new", "booting", "running", "stopping" or "stopped"."""
+        return self._state.value
 
     def status(self) -> Dict[str, Any]:
         """A JSON-able snapshot of the master and its slots (control socket, monitoring)."""
         return {
             "master": {
                 "pid": os.getpid(),
-                "state": self._state,
-                "workers": len(self._slots),
+                "state": self._state.value,
+                "workers": len(self._pool.slots),
                 "host": self.settings.host,
                 "ports": self.ports,
                 "reloading": self._rolling.active,
@@ -102,14 +129,19 @@ class Master(WorkerProcesses):
             "workers": [dataclasses.asdict(info) for info in self.workers],
         }
 
+    @property
+    def counters(self) -> ClusterCounters:
+        """Restarts by reason, reloads by result, requests of exited workers (monitoring)."""
+        return self._pool.counters
+
     def request_counts(self) -> Dict[int, RequestCounts]:
         """Per slot id: what its workers served since the master started (live ones from shared memory)."""
-        live = [(p.slot.id, p.meter.counts()) for p in self._processes.values() if p.meter is not None]
-        return self.counters.requests(live)
+        live = [(p.slot.id, p.meter.counts()) for p in self._pool.processes.values() if p.meter is not None]
+        return self._pool.counters.requests(live)
 
-    def accept_queues(self) -> Dict[int, Any]:
+    def accept_queues(self) -> Dict[int, Optional[Tuple[int, int]]]:
         """Per slot id: (connections waiting in the accept queue, its limit), or None where unknown."""
-        return {slot.id: listen_queue(slot.sock) for slot in self._slots}
+        return {slot.id: listen_queue(slot.sock) for slot in self._pool.slots}
 
     # hooks (override in a subclass; all run in the master loop) -----------
     def when_ready(self) -> None:
@@ -135,19 +167,16 @@ class Master(WorkerProcesses):
 
     def emit(self, hook: str, *args: Any) -> None:
         """Call ``hook`` on every listener (built-in integrations) then on this master."""
-        for listener in self._listeners:
-            method = getattr(listener, hook, None)
-            if method is not None:
-                self._loop._guarded(method, *args)
-        self._loop._guarded(getattr(self, hook), *args)
+        self._events.emit(hook, *args)
 
     def add_listener(self, listener: Any) -> None:
         """Attach an object whose hook-named methods run before the master's own hooks.
 
         Integrations (systemd, control socket, upstream file) use this, so they
-        work whether or not a subclass calls ``super()`` in its hooks.
+        work whether or not a subclass calls ``super()`` in its hooks; see
+        ``_core.events.Listener`` for the methods it may have.
         """
-        self._listeners.append(listener)
+        self._events.add(listener)
 
     # control --------------------------------------------------------------
     def add_io_handler(self, fileobj: Any, callback: Callable[[Any], None]) -> None:
@@ -165,7 +194,7 @@ class Master(WorkerProcesses):
         """Run ``callback()`` in the master loop when ``signum`` arrives (replaces the default)."""
         self._loop.add_signal(signum, callback)
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run ``callback()`` in the master loop after ``delay`` seconds; returns a cancellable timer."""
         return self._loop.call_later(delay, callback)
 
@@ -173,25 +202,43 @@ class Master(WorkerProcesses):
         """Mark an fd or object as the master's, so every worker closes its copy."""
         self._owned.append(obj)
 
-    def _install_default_signals(self) -> None:
-        self._loop.add_signal(signal.SIGTERM, self.stop)
-        self._loop.add_signal(signal.SIGINT, self.stop)
-        self._loop.add_signal(signal.SIGQUIT, lambda: self.stop(graceful=False))
+    def command(self, name: str, *args: Any, worker: Optional[int] = None, timeout: float = 5.0) -> Replies:
+        """Run command ``name`` in every worker (or slot ``worker``); replies by slot id.
+
+        Blocking, for hooks and scripts: until every reply is in or ``timeout``
+        passes, it waits only on the chosen workers' Pipes and exit sentinels;
+        other messages those workers send meanwhile go through the pool's table
+        as always (the ones that make the master act run later, from the loop).
+        Nothing else of the loop (timers, signals, other fds) runs meanwhile;
+        code in the loop that must not stall should use :meth:`command_async`.
+        """
+        request = self._commands.send(targets(self._pool.slots, worker), name, args, timeout, None)
+        return self._commands.wait(request, self._pool.receive)
+
+    def command_async(
+        self, name: str, *args: Any, worker: Optional[int] = None, timeout: float = 5.0, callback: Callback
+    ) -> None:
+        """Send command ``name`` and return at once; ``callback(replies)`` runs in the loop later.
+
+        ``replies`` is the dict slot id -> reply (or CommandError), once every
+        chosen worker answered, exited or missed ``timeout``.
+        """
+        self._commands.send(targets(self._pool.slots, worker), name, args, timeout, callback)
 
     # lifecycle ------------------------------------------------------------
     def start(self) -> None:
         """Bind, fork the workers, and run the event loop until stopped."""
-        if self._state != NEW:
+        if self._state is not State.NEW:
             raise RuntimeError("a Master can be started once")
-        self._state = BOOTING
+        self._state = State.BOOTING
         try:
             self._prepare()
-            for slot in self._slots:
-                self._spawn(slot)
-            while self._state != STOPPED:
+            for slot in self._pool.slots:
+                self._pool.spawn(slot)
+            while self._state is not State.STOPPED:
                 self._loop.run_once()
-                if self._state == STOPPING and not self._processes:
-                    self._state = STOPPED
+                if self._state is State.STOPPING and not self._pool.processes:
+                    self._state = State.STOPPED
         finally:
             self._cleanup()
         if self._boot_error is not None:
@@ -201,9 +248,8 @@ class Master(WorkerProcesses):
         """Everything that can fail before a fork: pid file, sockets, preload."""
         if self._pidfile is not None:
             self._pidfile.create()
-        base = self.settings.base_port
-        for slot_id in range(self.settings.workers):
-            self._add_slot(slot_id, base + slot_id if base else 0)
+        for _ in range(self.settings.workers):
+            self._pool.add_slot()
         if self.settings.preload:
             try:
                 self._app = self._code.load_app() if self._code else self.load_app()
@@ -212,19 +258,7 @@ class Master(WorkerProcesses):
         self._loop.open_signals()
         if self._code is not None:
             self._code.start_watching()
-        self._tell_listeners("starting", guarded=False)
-
-    def _tell_listeners(self, point: str, guarded: bool) -> None:
-        """Internal points for integrations only: "starting" (sockets bound, before the
-        first fork; raising aborts the start) and "stopped" (after the last worker)."""
-        for listener in self._listeners:
-            method = getattr(listener, point, None)
-            if method is None:
-                continue
-            if guarded:
-                self._loop._guarded(method)
-            else:
-                method()
+        self._events.tell("starting", guarded=False)
 
     def load_app(self) -> Any:
         """Resolve the app in the master (preload); raises AppImportError with the cause."""
@@ -242,47 +276,34 @@ class Master(WorkerProcesses):
         if self.settings.preload and self._code is not None:
             self._app = self._code.load_app()
 
-    def _add_slot(self, slot_id: int, port: int) -> Slot:
-        slot = Slot(slot_id, bind_socket(self.settings.host, port))
-        self._slots.append(slot)
-        return slot
-
     def _cleanup(self) -> None:
-        for process in list(self._processes.values()):
-            self._kill(process)
-            self._reap(process)
-            process.slot.sock.close()  # a retiring slot is no longer in _slots
-        for slot in self._slots:
-            slot.sock.close()
+        self._pool.close()
         self._timeouts.stop()
         self._loop.close_signals()
         if self._code is not None:
             self._code.stop_watching()
         if self._pidfile is not None:
             self._pidfile.remove()
-        self._tell_listeners("stopped", guarded=True)
-        self._state = STOPPED
+        self._events.tell("stopped", guarded=True)
+        self._state = State.STOPPED
 
     def stop(self, graceful: bool = True) -> None:
         """Stop every worker (gracefully: finish in-flight requests) and leave start()."""
-        if self._state in (NEW, STOPPED):
+        if self._state in (State.NEW, State.STOPPED):
             return
-        if self._state == STOPPING:
+        if self._state is State.STOPPING:
             if not graceful:
-                for process in list(self._processes.values()):
-                    self._stop_process(process, graceful=False)
+                self._pool.stop_all(graceful=False)
             return
         log.info("stopping %s", "gracefully" if graceful else "at once")
-        self._state = STOPPING
+        self._state = State.STOPPING
         self._rolling.abandon("the master is stopping")
         self._recycler.abandon()
         self._replacer.abandon()
         self.emit("stopping")
-        for slot in self._slots:
-            if slot.respawn_timer is not None:
-                slot.respawn_timer.cancel()
-        for process in list(self._processes.values()):
-            self._stop_process(process, graceful)
+        for slot in self._pool.slots:
+            self._pool.cancel_respawn(slot)
+        self._pool.stop_all(graceful)
 
     def reload(self) -> None:
         """Rolling restart: each slot gets a new worker, then its old one is stopped."""
@@ -292,43 +313,22 @@ class Master(WorkerProcesses):
         """Grow to ``n`` slots on the next ports, or gracefully retire the highest ones."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"scale: expected a whole number of workers >= 1, got {n!r}")
-        if self._state not in (BOOTING, RUNNING):
-            raise RuntimeError(f"scale: the master is {self._state}")
-        while len(self._slots) < n:
-            slot_id = self._slots[-1].id + 1 if self._slots else 0
-            base = self.settings.base_port
-            self._add_slot(slot_id, base + slot_id if base else 0)
+        if not self._state.serving:
+            raise RuntimeError(f"scale: the master is {self._state.value}")
+        while len(self._pool.slots) < n:
             self._pending_ports = True
-            self._spawn(self._slots[-1])
-        retiring = self._slots[n:]
+            self._pool.spawn(self._pool.add_slot())
+        retiring = self._pool.remove_slots(n)
         if retiring:
-            del self._slots[n:]
             self.emit("ports_changed", self.ports)
         for slot in retiring:
-            self._retire(slot)
+            self._pool.retire(slot)
         if self._pending_ports:
             self._maybe_announce_ports()
 
-    def _retire(self, slot: Slot) -> None:
-        slot.retiring = True
-        if slot.respawn_timer is not None:
-            slot.respawn_timer.cancel()
-        log.info("retiring worker slot %d (port %d)", slot.id, slot.port)
-        if slot.current is None:
-            slot.sock.close()
-        else:
-            self._stop_process(slot.current, graceful=True)
-
-    def command(self, name: str, *args: Any, worker: Optional[int] = None, timeout: float = 5.0) -> Dict[int, Any]:
-        """Run command ``name`` in every worker (or slot ``worker``); replies by slot id."""
-        chosen = targets(self._slots, worker)
-        results, pending = self._commands.send(chosen, name, args)
-        results.update(self._commands.collect(pending, name, timeout, self._drain_messages))
-        return {slot.id: results[slot.id] for slot in chosen}
-
     # processes ------------------------------------------------------------
     def _ready(self, worker: WorkerProcess, started_at: float) -> None:
-        if worker.pid not in self._processes or worker.stopping:
+        if worker.pid not in self._pool.processes or worker.stopping:
             return
         worker.ready = True
         worker.started_at = started_at
@@ -348,10 +348,10 @@ class Master(WorkerProcesses):
         self._after_ready()
 
     def _after_ready(self) -> None:
-        if self._state == BOOTING and all(s.current and s.current.ready for s in self._slots):
-            self._state = RUNNING
+        if self._state is State.BOOTING and self._pool.all_ready():
+            self._state = State.RUNNING
             self._pending_ports = False
-            log.info("all %d workers serving on ports %s", len(self._slots), self.ports)
+            log.info("all %d workers serving on ports %s", len(self._pool.slots), self.ports)
             self.emit("when_ready")
             self._rolling.start_queued()
             self._replacer.pump()
@@ -359,29 +359,20 @@ class Master(WorkerProcesses):
             self._maybe_announce_ports()
 
     def _maybe_announce_ports(self) -> None:
-        if self._state == RUNNING and all(s.current and s.current.ready for s in self._slots):
+        if self._state is State.RUNNING and self._pool.all_ready():
             self._pending_ports = False
             self.emit("ports_changed", self.ports)
 
-    def _exited(self, worker: WorkerProcess) -> None:
-        """A worker's sentinel fired: reap it, tell the hooks, refill its slot."""
-        self._drain_messages(worker)  # e.g. its boot error, sent just before it exited
-        exitcode = self._reap(worker)
+    def _exited(self, worker: WorkerProcess, exitcode: Optional[int]) -> None:
+        """A worker was reaped: tell the hooks, refill its slot."""
         slot = worker.slot
-        was_current = slot.current is worker
-        if was_current:
-            slot.current = None
+        was_current = self._pool.vacate(worker)
         self.emit("worker_exited", worker.info(), exitcode)
         if self._replacer.process_exited(worker, exitcode):
             return
-        if not was_current or self._state == STOPPING:
-            log.info(
-                "worker %d (pid %d, generation %d) exited with %s",
-                slot.id,
-                worker.pid,
-                worker.generation,
-                describe_exit(exitcode),
-            )
+        if not was_current or self._state is State.STOPPING:
+            why = describe_exit(exitcode)
+            log.info("worker %d (pid %d, generation %d) exited with %s", slot.id, worker.pid, worker.generation, why)
             return
         if slot.retiring:
             slot.sock.close()
@@ -397,24 +388,15 @@ class Master(WorkerProcesses):
         self._refill(slot, worker, exitcode)
 
     def _refill(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int]) -> None:
-        why = describe_exit(exitcode)
         if worker.ready:
+            why = describe_exit(exitcode)
             log.warning("worker %d (pid %d) died with %s; respawning on port %d", slot.id, worker.pid, why, slot.port)
-            slot.restarts += 1
-            self.counters.died(exitcode)
-            self._spawn(slot)
+            self._pool.respawn(slot, exit_reason(exitcode))
             return
-        if self._state == BOOTING:
+        if self._state is State.BOOTING:
             self._boot_error, details = worker.boot_failure(exitcode)
             log.error("worker %d could not start (%s); stopping%s", slot.id, self._boot_error, details)
             self.stop()
             return
         delay = self._crashes.failed(slot, worker, exitcode)
-        slot.restarts += 1
-        self.counters.died(exitcode)
-        slot.respawn_timer = self._loop.call_later(delay, lambda: self._respawn_after_backoff(slot))
-
-    def _respawn_after_backoff(self, slot: Slot) -> None:
-        slot.respawn_timer = None
-        if self._state in (BOOTING, RUNNING) and not slot.retiring and slot.current is None:
-            self._spawn(slot)
+        self._pool.respawn(slot, exit_reason(exitcode), delay, wanted=lambda: self._state.serving)

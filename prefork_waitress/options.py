@@ -159,7 +159,7 @@ def as_worker_class(value: Any) -> Any:
     from .worker import Worker
 
     if isinstance(value, str):
-        from ._loading import resolve
+        from ._os.loading import resolve
 
         value = resolve(value)
     if not (isinstance(value, type) and issubclass(value, Worker)):

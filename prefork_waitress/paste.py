@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping
 
-from ._serve import configure_logging, serve
+from ._run.serve import configure_logging, serve
 from .master import Master
 from .options import as_log_level, make_settings
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 import resource
+import signal
 import sys
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-from ._platform import resident_bytes
+from ._os.output import redirect_stdio, reopen_files
+from ._os.platform import resident_bytes
 
 __all__ = ["Worker", "UnknownCommand"]
 
@@ -46,7 +48,6 @@ class Worker:
         self.started_at = time.time()
         self.requests_served = 0
         self.in_flight = 0
-        self._stop: Callable[[], None] = lambda: None
 
     # hooks ----------------------------------------------------------------
     def on_start(self) -> None:
@@ -78,17 +79,15 @@ class Worker:
         }
 
     def child_reopen(self, path: Optional[str] = None) -> bool:
-        """Log rotation (SIGUSR1 to the CLI master): reopen the output ``path`` onto fds 1 and 2, and the access log."""
-        from ._output import redirect_stdio, reopen_files
-
+        """Log rotation (SIGUSR1 to the CLI master): the output ``path`` onto fds 1 and 2, and the access log."""
         if path is not None:
             redirect_stdio(path)
         reopen_files()
         return True
 
     def child_stop(self) -> bool:
-        """Stop gracefully: finish the request in flight, then exit."""
-        self._stop()
+        """Stop gracefully: finish the request in flight, then exit (the same drain as SIGTERM)."""
+        os.kill(os.getpid(), signal.SIGTERM)
         return True
 
     # dispatch -------------------------------------------------------------

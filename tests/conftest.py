@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from procfs import process_state
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -29,6 +30,31 @@ def wait_until(condition, timeout=10.0, interval=0.01, message="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+class InThread:
+    """Run ``function()`` in a thread; :meth:`result` returns its value or raises its exception here."""
+
+    def __init__(self, function):
+        self._outcome = {}
+        self.thread = threading.Thread(target=self._run, args=(function,), daemon=True)
+        self.thread.start()
+
+    def _run(self, function):
+        try:
+            self._outcome["value"] = function()
+        except BaseException as exc:  # handed to the test by result()
+            self._outcome["error"] = exc
+
+    def result(self, timeout=10.0):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"still running after {timeout} s"
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["value"]
+
+
+REQUEST_LOST = (OSError, http.client.HTTPException)  # what a client sees when its worker dies mid-request
 
 
 def get(port, path="/", timeout=10.0, headers=None, conn=None):
@@ -50,11 +76,8 @@ def pid_alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1].split()[0] != "Z"
-    except OSError:
-        return False
+    state = process_state(pid)
+    return state is not None and state != "Z"
 
 
 def stop_process_group(proc, first_signal=signal.SIGTERM, grace=10.0):
@@ -82,11 +105,59 @@ def port_is_free(port):
         return True
 
 
-class Cluster:
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, ROOT]))
+
+
+class MasterProcess:
+    """A master in a subprocess, in its own session (killed with it at the end), stderr in a file.
+
+    The one harness of the tests: :class:`Cluster` runs a master script that
+    reports its hooks, :class:`Server` the real ``prefork-waitress`` command line.
+    """
+
+    def __init__(self, tmp_path, argv, stderr_name, env=None, stdin=subprocess.DEVNULL, stdout=None):
+        self.tmp_path = tmp_path
+        self.stderr_path = tmp_path / stderr_name
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(
+            [*map(str, argv)],
+            cwd=str(tmp_path),
+            env=dict(ENV, **(env or {})),
+            stdin=stdin,
+            stdout=self._stderr if stdout is None else stdout,
+            stderr=self._stderr,
+            start_new_session=True,
+        )
+
+    def signal(self, signum):
+        os.kill(self.proc.pid, signum)
+
+    def wait_exit(self, timeout=20.0):
+        return self.proc.wait(timeout)
+
+    def log(self, tail=None):
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-tail:] if tail else text
+
+    def close(self):
+        """Stop the master, then kill anything of its session that is left."""
+        stop_process_group(self.proc)
+        self._stderr.close()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+
+
+class Cluster(MasterProcess):
     """A master started from a small script; its hook events arrive as JSON lines."""
 
     def __init__(self, tmp_path, body, env=None):
-        self.tmp_path = tmp_path
         script = tmp_path / "cluster_main.py"
         script.write_text(
             "import logging, sys\n"
@@ -95,19 +166,7 @@ class Cluster:
             "from support import RecordingMaster, emit\n"
             "import apps\n" + textwrap.dedent(body)
         )
-        self.stderr_path = tmp_path / "master.stderr"
-        environment = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, ROOT]))
-        environment.update(env or {})
-        self._stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script)],
-            cwd=str(tmp_path),
-            env=environment,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            start_new_session=True,
-        )
+        super().__init__(tmp_path, [sys.executable, script], "master.stderr", env, subprocess.PIPE, subprocess.PIPE)
         self.events = []
         self._queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -153,42 +212,61 @@ class Cluster:
         self.proc.stdin.flush()
         return self.wait_event("result", wait, where=lambda e: e.get("tag") == tag)
 
-    def signal(self, signum):
-        os.kill(self.proc.pid, signum)
+    def log(self, tail=6000):
+        return super().log(tail)
 
-    def wait_exit(self, timeout=20.0):
+
+class Server(MasterProcess):
+    """A ``prefork-waitress`` command line (or another ``program``) running as a master."""
+
+    def __init__(self, tmp_path, args, env=None, program=(sys.executable, "-m", "prefork_waitress")):
+        super().__init__(tmp_path, [*program, *args], "cli.stderr", env)
+
+    def status(self, sock, timeout=10.0):
+        """The master's status once it is running (every worker serving), over its control socket."""
+        from prefork_waitress.control import ControlError, request
+
+        def running():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the master exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                reply = request(str(sock), {"action": "status"}, timeout=2)
+            except ControlError:
+                return None
+            return reply["result"] if reply["result"]["master"]["state"] == "running" else None
+
+        return wait_until(running, timeout, message="the master running")
+
+    def wait(self, timeout=15.0):
         return self.proc.wait(timeout)
 
-    def log(self):
-        try:
-            return self.stderr_path.read_text(errors="replace")[-6000:]
-        except OSError:
-            return ""
 
-    def close(self):
-        """Stop the master, then kill anything of its session that is left."""
-        stop_process_group(self.proc)
-        self._stderr.close()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+def _factory(tmp_path, make):
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(make(tmp_path, *args, **kwargs))
+        return started[-1]
+
+    return start, started
 
 
 @pytest.fixture
 def cluster(tmp_path):
     """Factory: cluster(body) starts a master script; all are torn down after the test."""
-    started = []
-
-    def start(body, env=None):
-        c = Cluster(tmp_path, body, env)
-        started.append(c)
-        return c
-
+    start, started = _factory(tmp_path, Cluster)
     yield start
     for c in started:
         c.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Factory: server(*args) starts ``prefork-waitress ARGS``; every one is stopped after the test."""
+    start, started = _factory(tmp_path, lambda tmp, *args, env=None, **kw: Server(tmp, args, env, **kw))
+    yield start
+    for s in started:
+        s.close()
 
 
 def free_port():

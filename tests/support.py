@@ -6,7 +6,8 @@ import os
 import sys
 import time
 
-from prefork_waitress import CommandError, Master
+from prefork_waitress import Master
+from prefork_waitress.integrations.control import jsonable_replies
 
 
 def emit(event, **fields):
@@ -14,12 +15,6 @@ def emit(event, **fields):
     fields.setdefault("t", time.monotonic())
     sys.stdout.write(json.dumps({"event": event, **fields}, default=repr) + "\n")
     sys.stdout.flush()
-
-
-def _jsonable(value):
-    if isinstance(value, CommandError):
-        return {"error": value.message, "exc_type": value.exc_type}
-    return value
 
 
 class RecordingMaster(Master):
@@ -48,7 +43,7 @@ class RecordingMaster(Master):
         try:
             if call == "command":
                 replies = self.command(*order["args"], **order.get("kwargs", {}))
-                result = {str(k): _jsonable(v) for k, v in replies.items()}
+                result = jsonable_replies(replies)
             else:
                 result = getattr(self, call)(*order.get("args", []))
             emit("result", call=call, result=result, tag=order.get("tag"))

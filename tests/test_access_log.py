@@ -6,7 +6,6 @@ import signal
 import socket
 
 import pytest
-from clitools import server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
 from conftest import free_port, get, wait_until
 
 pytestmark = pytest.mark.timeout(60)

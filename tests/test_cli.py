@@ -5,10 +5,10 @@ import signal
 import socket
 
 import pytest
-from clitools import run_cli, server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
+from clitools import run_cli
 from conftest import free_port, get, pid_alive, wait_until
 
-from prefork_waitress import _cli
+from prefork_waitress._run import cli as _cli
 from prefork_waitress.options import OPTIONS
 
 

@@ -5,7 +5,7 @@ import os
 import signal
 import socket
 
-from clitools import ctl, server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
+from clitools import ctl
 from conftest import Cluster, get, wait_until
 
 from prefork_waitress.control import ControlError, request

@@ -4,8 +4,9 @@ import os
 import signal
 
 from conftest import get, wait_until
+from procfs import cpu_seconds
 
-from prefork_waitress._backoff import BACKOFF_CAP, BACKOFF_START, backoff_delay
+from prefork_waitress._policies.backoff import BACKOFF_CAP, BACKOFF_START, backoff_delay
 
 FLAKY_APP = """
 import os
@@ -23,13 +24,6 @@ RecordingMaster("flaky_app:app", workers=2, base_port=0, graceful_timeout=5).sta
 
 def full_log(c):
     return c.stderr_path.read_text(errors="replace")
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_backoff_doubles_from_start_to_cap():
@@ -51,7 +45,7 @@ def test_crash_loop_backs_off_keeps_others_serving_and_recovers(cluster, tmp_pat
         failures.append(c.wait_event("worker_exited", where=lambda e: e["info"]["id"] == 1 and e["exitcode"] == 3))
         if attempt == 2:  # between attempts: the slot says it is respawning, the other slot serves
             replies = c.order("command", "ping")["result"]
-            assert replies["0"] == "pong" and replies["1"]["exc_type"] == "NotReady"
+            assert replies["0"] == "pong" and replies["1"]["type"] == "NotReady"
             assert get(port0)[0] == 200
     cpu_before = cpu_seconds(c.proc.pid)
     (tmp_path / "fail.flag").unlink()

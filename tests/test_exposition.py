@@ -5,7 +5,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from prefork_waitress import _exposition as exposition
+from prefork_waitress.integrations import exposition
 
 pytestmark = pytest.mark.timeout(10)
 

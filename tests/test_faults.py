@@ -10,18 +10,7 @@ from conftest import LoadLoop, get, pid_alive, wait_until
 RESOURCES = """
 import os
 
-def children_of(pid):
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found[int(entry)] = fields[0]
-    return found
+from procfs import children_of
 
 class M(RecordingMaster):
     def resources(self):
@@ -59,7 +48,7 @@ class Respawner:
         if how == "kill":
             os.kill(before["pid"], signal.SIGKILL)
         else:
-            assert self.c.order("command", "exit", worker=slot)["result"][str(slot)]["exc_type"] == "WorkerExited"
+            assert self.c.order("command", "exit", worker=slot)["result"][str(slot)]["type"] == "WorkerExited"
         self.c.wait_event("worker_exited", where=lambda e: e["info"]["pid"] == before["pid"])
         started = self.c.wait_event(
             "worker_started", where=lambda e: e["info"]["id"] == slot and e["info"]["generation"] > before["generation"]
@@ -145,8 +134,18 @@ import os, time
 
 class SlowStart(apps.TestWorker):
     def on_start(self):
-        if os.path.exists("slow.flag"):
-            time.sleep(1.5)
+        if os.path.exists("slow.flag"):  # boot until a command releases it (or 10 s)
+            deadline = time.monotonic() + 10
+            while not os.path.exists("go.flag") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with open("ready_at", "w") as f:
+                f.write(repr(time.monotonic()))
+        super().on_start()
+
+    def child_release_and_sleep(self, seconds):
+        open("go.flag", "w").close()
+        time.sleep(seconds)
+        return "slept"
 
 class M(RecordingMaster):
     def worker_started(self, info):
@@ -163,7 +162,7 @@ def test_commands_under_faults_are_answered_by_their_own_replies(cluster, tmp_pa
     ready = c.ready()
     # A late reply to a timed-out command is not taken for the next command's.
     late = c.order("command", "sleep", 0.5, worker=0, timeout=0.1)["result"]["0"]
-    assert late["exc_type"] == "Timeout"
+    assert late["type"] == "Timeout"
     assert c.order("command", "greet", "ann", worker=0)["result"] == {"0": "noticed ann; hello ann from 0"}
 
     # A slot whose worker is respawning says so; the other slot answers.
@@ -172,11 +171,16 @@ def test_commands_under_faults_are_answered_by_their_own_replies(cluster, tmp_pa
     c.wait_event("worker_exited")
     replies = c.order("command", "ping")["result"]
     assert replies["0"] == "pong"
-    assert replies["1"]["exc_type"] == "NotReady" and "respawning" in replies["1"]["error"]
-    (tmp_path / "slow.flag").unlink()
+    assert replies["1"]["type"] == "NotReady" and "respawning" in replies["1"]["error"]
 
     # The successor becomes ready while a long command is collected: its hook's command runs after it.
-    slept = c.order("command", "sleep", 1.5, worker=0)["result"]
-    assert slept == {"0": "slept"}
+    slept = c.order("command", "release_and_sleep", 1.0, worker=0)
+    assert slept["result"] == {"0": "slept"}
+    started = c.wait_event("worker_started", where=lambda e: e["info"]["id"] == 1 and e["info"]["generation"] > 1)
     hook = c.wait_event("hook_command")
     assert hook["result"] == {"1": "noticed hook; hello hook from 1"}
+    ready_at = float((tmp_path / "ready_at").read_text())  # CLOCK_MONOTONIC, shared by the processes
+    assert ready_at < slept["t"], "the successor was ready during the command"
+    assert slept["t"] <= started["t"] <= hook["t"], "its ready and its hook were handled after the command"
+    order = [e["event"] for e in c.events if e is slept or e is started or e is hook]
+    assert order == ["result", "worker_started", "hook_command"]

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import free_port, get, pid_alive, port_is_free, wait_until
+from conftest import REQUEST_LOST, InThread, get, pid_alive, port_is_free, wait_until
 
 BASIC = """
 RecordingMaster("apps:app", workers={workers}, base_port=0, worker_class=apps.TestWorker,
@@ -96,14 +96,14 @@ def test_commands_mixins_errors_and_addressing(cluster):
     one = c.order("command", "greet", "bob", worker=1)["result"]
     assert one == {"1": "noticed bob; hello bob from 1"}
     unknown = c.order("command", "nosuch")["result"]["0"]
-    assert unknown["exc_type"] == "UnknownCommand" and "nosuch" in unknown["error"]
+    assert unknown["type"] == "UnknownCommand" and "nosuch" in unknown["error"]
     boom = c.order("command", "boom")["result"]["1"]
-    assert boom["exc_type"] == "KeyError" and "boom" in boom["error"]
+    assert boom["type"] == "KeyError" and "boom" in boom["error"]
     late = c.order("command", "sleep", 3, timeout=0.3)["result"]
-    assert all(r["exc_type"] == "Timeout" for r in late.values())
+    assert all(r["type"] == "Timeout" for r in late.values())
     assert c.order("command", "ping")["result"] == {"0": "pong", "1": "pong"}
     bad = c.order("command", "unpicklable", worker=0)["result"]["0"]
-    assert bad["exc_type"] == "PicklingError"
+    assert bad["type"] == "PicklingError"
     assert c.order("command", "ping", worker=7)["error"].startswith("ValueError: no worker slot 7")
     stats = c.order("command", "stats", worker=0)["result"]["0"]
     assert stats["pid"] == ready["workers"][0]["pid"] and stats["port"] == ready["ports"][0]
@@ -113,7 +113,7 @@ def test_commands_mixins_errors_and_addressing(cluster):
 def test_command_to_a_worker_that_dies_is_an_error_not_a_hang(cluster):
     c, ready = basic(cluster, workers=2)
     result = c.order("command", "exit", worker=1, timeout=5)["result"]
-    assert result["1"]["exc_type"] == "WorkerExited"
+    assert result["1"]["type"] == "WorkerExited"
     c.wait_event("worker_started", where=lambda e: e["info"]["id"] == 1 and e["info"]["generation"] == 2)
 
 
@@ -307,8 +307,7 @@ def test_worker_sigterm_is_graceful_and_it_is_replaced(cluster):
 def test_stop_kills_a_worker_that_ignores_it_after_graceful_timeout(cluster):
     c, ready = basic(cluster, workers=1, graceful=1)
     port = ready["ports"][0]
-    thread = threading.Thread(target=lambda: pytest.raises(Exception, get, port, "/slow?s=20"))
-    thread.start()
+    request = InThread(lambda: get(port, "/slow?s=20"))
     wait_until(lambda: c.order("command", "stats")["result"]["0"]["in_flight"] == 1, message="request in flight")
     started = time.monotonic()
     c.signal(signal.SIGTERM)
@@ -316,11 +315,8 @@ def test_stop_kills_a_worker_that_ignores_it_after_graceful_timeout(cluster):
     assert exited["exitcode"] in (-signal.SIGKILL, 4)
     assert time.monotonic() - started < 5
     assert c.wait_exit() == 0
-    thread.join(10)
-
-
-def test_free_port_helper_gives_a_bindable_port():
-    assert port_is_free(free_port())
+    with pytest.raises(REQUEST_LOST):
+        request.result(10)  # the killed worker's request is lost with it
 
 
 def test_preload_import_failure_is_a_boot_error_before_any_fork(cluster, tmp_path):
@@ -336,3 +332,13 @@ def test_preload_import_failure_is_a_boot_error_before_any_fork(cluster, tmp_pat
     failed = c.wait_event("failed")
     assert failed["type"] == "BootError" and "no config file" in failed["message"]
     assert failed["children"] == 0
+
+
+def test_stop_command_drains_the_worker_like_sigterm_and_it_is_replaced(cluster):
+    c, ready = basic(cluster, workers=2)
+    stopped = ready["workers"][0]
+    assert c.order("command", "stop", worker=0)["result"] == {"0": True}
+    exited = c.wait_event("worker_exited", where=lambda e: e["info"]["pid"] == stopped["pid"])
+    assert exited["exitcode"] == 0  # a graceful exit, not a kill
+    c.wait_event("worker_started", where=lambda e: e["info"]["id"] == 0 and e["info"]["generation"] == 2)
+    assert get(stopped["port"])[0] == 200

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from prefork_waitress._counters import RESTART_REASONS, ClusterCounters
-from prefork_waitress._meter import BUCKETS, RequestCounts, RequestMeter
+from prefork_waitress._child.meter import BUCKETS, RequestCounts, RequestMeter
+from prefork_waitress._core.counters import RESTART_REASONS, ClusterCounters, exit_reason
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -84,9 +84,8 @@ def test_cluster_counters_keep_a_slot_monotonic_across_its_processes():
 
 def test_restart_reasons_and_reloads():
     counters = ClusterCounters()
-    counters.died(-9)
-    counters.died(4)
-    counters.died(None)
+    for exitcode in (-9, 4, None):
+        counters.restarted(exit_reason(exitcode))
     counters.replaced("reload")
     counters.replaced("recycle")
     counters.restarted("timeout")

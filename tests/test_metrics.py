@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from clitools import ctl, server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
+from clitools import ctl
 from conftest import free_port, get, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 

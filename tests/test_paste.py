@@ -5,7 +5,6 @@ import sys
 from importlib import metadata
 
 import pytest
-from clitools import server_fixture  # noqa: F401 (server_fixture: the "server" fixture)
 from conftest import get
 
 pytest.importorskip("paste.deploy")

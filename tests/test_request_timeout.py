@@ -1,14 +1,16 @@
 """request_timeout: a stuck request's worker is replaced, with its traceback in the output."""
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from conftest import get, wait_until
+from conftest import REQUEST_LOST, InThread, get, wait_until
 
-from prefork_waitress._meter import _START, RequestMeter
-from prefork_waitress._timeouts import RequestTimeouts
+from prefork_waitress._child.meter import _START, RequestMeter
+from prefork_waitress._policies.timeouts import DUMP_SIGNAL, KILL_AFTER_DUMP, RequestTimeouts
 
 BODY = """
 RecordingMaster("apps:app", workers=2, base_port=0, request_timeout=1, output={out!r}, graceful_timeout=10).start()
@@ -57,7 +59,9 @@ def test_stuck_request_replaces_its_worker_and_dumps_its_traceback(cluster, tmp_
     assert not [e for e in c.events if e["event"] == "worker_exited" and e["info"]["pid"] == other["pid"]]
 
 
-class FakeLoop:
+class RecordingTimers:
+    """The clock/timer collaborator of RequestTimeouts: records when it asks to be woken."""
+
     def __init__(self):
         self.deadlines = []
 
@@ -65,45 +69,76 @@ class FakeLoop:
         self.deadlines.append(deadline)
         return self
 
+    def call_later(self, delay, callback):
+        return self.call_at(time.monotonic() + delay, callback)
+
     def cancel(self):
         pass
 
 
-class FakeWorker:
+class RecordingPool:
+    """The pool collaborator: the processes to sweep, and what the policy asks of it."""
+
+    def __init__(self, workers):
+        self.processes = {worker.pid: worker for worker in workers}
+        self.stopped = []
+        self.respawned = []
+
+    def stop_process(self, worker, graceful, timeout=None):
+        self.stopped.append((worker, graceful, timeout))
+
+    def vacate(self, worker):
+        return True
+
+    def respawn(self, slot, reason):
+        self.respawned.append((slot, reason))
+
+
+class Slot:
+    id, port, retiring = 0, 8080, False
+
+
+class SweptWorker:
+    """A worker of the pool: a real process (so the dump signal has a target) and its meter."""
+
     timed_out = False
 
-    def __init__(self, meter):
-        self.meter = meter
+    def __init__(self):
+        self.meter = RequestMeter()
+        self.slot = Slot()
+        self.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        self.pid = self.process.pid
+
+    def close(self):
+        self.process.kill()
+        self.process.wait(10)
+        self.meter.close()
 
 
-class FakeMaster:
-    def __init__(self, workers):
-        self._processes = dict(enumerate(workers))
-        self._loop = FakeLoop()
-        self.expired = []
-
-    def call_later(self, delay, callback):
-        return self._loop.call_at(time.monotonic() + delay, callback)
-
-
-def test_sweep_sleeps_until_the_earliest_deadline_or_one_timeout():
-    idle, busy = RequestMeter(), RequestMeter()
-    master = FakeMaster([FakeWorker(idle), FakeWorker(busy)])
-    sweeps = RequestTimeouts(master, 10.0)
-    sweeps._expire = lambda worker, elapsed: master.expired.append((worker.meter, elapsed))
-    before = time.monotonic()
-    sweeps.sweep()
-    assert before + 10 <= master._loop.deadlines[-1] <= time.monotonic() + 10  # all idle: one timeout
-    _START.pack_into(busy._map, 0, before - 3.0)
-    sweeps.sweep()
-    assert master._loop.deadlines[-1] == before + 7.0  # exactly when the running request is due
-    _START.pack_into(busy._map, 0, before - 10.5)
-    sweeps.sweep()
-    assert master.expired and master.expired[0][0] is busy and master.expired[0][1] >= 10.5
-    busy.finished()
-    assert busy.read() == 0.0
-    for meter in (idle, busy):
-        meter.close()
+def test_sweep_sleeps_until_the_earliest_deadline_then_replaces_the_stuck_worker(tmp_path):
+    idle, busy = SweptWorker(), SweptWorker()
+    timers, pool = RecordingTimers(), RecordingPool([idle, busy])
+    output = tmp_path / "workers.out"
+    sweeps = RequestTimeouts(10.0, timers, pool, lambda slot: False, lambda: True, output=str(output))
+    try:
+        before = time.monotonic()
+        sweeps.sweep()
+        assert before + 10 <= timers.deadlines[-1] <= time.monotonic() + 10  # all idle: one timeout
+        _START.pack_into(busy.meter._map, 0, before - 3.0)
+        sweeps.sweep()
+        assert timers.deadlines[-1] == before + 7.0  # exactly when the running request is due
+        assert pool.stopped == [] and pool.respawned == []
+        _START.pack_into(busy.meter._map, 0, before - 10.5)
+        sweeps.sweep()
+        assert pool.stopped == [(busy, True, KILL_AFTER_DUMP)] and pool.respawned == [(busy.slot, "timeout")]
+        assert busy.timed_out and not idle.timed_out
+        assert busy.process.wait(10) == -DUMP_SIGNAL  # it was sent the traceback dump signal
+        assert f"(pid {busy.pid}, port 8080) request running for 10." in output.read_text()
+        busy.meter.finished()
+        assert busy.meter.read() == 0.0
+    finally:
+        idle.close()
+        busy.close()
 
 
 GIL_BODY = """
@@ -125,20 +160,20 @@ emit("exited")
 
 def hold_the_gil(c, tmp_path, port):
     """Start a request that holds the worker's GIL; returns its thread once the request runs."""
-    thread = threading.Thread(target=lambda: pytest.raises(Exception, get, port, "/hold", timeout=20))
-    thread.start()
+    request = InThread(lambda: get(port, "/hold", timeout=20))
     wait_until(lambda: (tmp_path / "holding").exists(), message="the request to hold the GIL")
-    return thread
+    return request
 
 
 def test_request_holding_the_gil_is_still_dumped_and_replaced(cluster, tmp_path):
     out = tmp_path / "workers.out"
     c = cluster(GIL_BODY.format(out=str(out), timeout=1))
     ready = c.ready()
-    thread = hold_the_gil(c, tmp_path, ready["ports"][0])
+    request = hold_the_gil(c, tmp_path, ready["ports"][0])
     exited = c.wait_event("worker_exited")
     c.wait_event("worker_started", where=lambda e: e["info"]["generation"] == 2)
-    thread.join(20)
+    with pytest.raises(REQUEST_LOST):
+        request.result(20)  # its request is lost with the killed process
     assert exited["exitcode"] == -signal.SIGKILL
     wait_until(lambda: " in holding_app\n" in out.read_text(), message="the traceback of the GIL holder")
     assert get(ready["ports"][0])[0] == 200
@@ -147,10 +182,11 @@ def test_request_holding_the_gil_is_still_dumped_and_replaced(cluster, tmp_path)
 def test_stop_kills_a_worker_that_cannot_even_run_its_signal_handler(cluster, tmp_path):
     c = cluster(GIL_BODY.format(out=str(tmp_path / "workers.out"), timeout=None))
     ready = c.ready()
-    thread = hold_the_gil(c, tmp_path, ready["ports"][0])
+    request = hold_the_gil(c, tmp_path, ready["ports"][0])
     stopped = time.monotonic()
     c.signal(signal.SIGTERM)
     exited = c.wait_event("worker_exited")
     assert exited["exitcode"] == -signal.SIGKILL  # neither its drain nor its own exit deadline could run
     assert c.wait_exit() == 0 and time.monotonic() - stopped < 4
-    thread.join(20)
+    with pytest.raises(REQUEST_LOST):
+        request.result(20)  # its request is lost with the killed process

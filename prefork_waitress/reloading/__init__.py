@@ -6,7 +6,7 @@ the modules an app is made of and what imports what, and ``load()`` reloads
 exactly the changed modules and those depending on them, in dependency order.
 """
 
-from ._project import Project, ReloadError
-from ._watcher import FileWatcher
+from ._project import Project, ReloadError, drop_bytecode
+from ._watcher import ChangeBatch, FileWatcher
 
-__all__ = ["FileWatcher", "Project", "ReloadError"]
+__all__ = ["ChangeBatch", "FileWatcher", "Project", "ReloadError", "drop_bytecode"]

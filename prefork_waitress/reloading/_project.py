@@ -81,7 +81,7 @@ def _differs(old: _Stamp | None, new: _Stamp | None, path: str) -> bool:
     return old.digest is not None and (new.digest or _digest(path)) != old.digest
 
 
-def _drop_bytecode(source: str) -> None:
+def drop_bytecode(source: str) -> None:
     """Delete a changed source's .pyc: importlib trusts it on whole-second mtime and size."""
     try:
         os.remove(importlib.util.cache_from_source(source))
@@ -235,7 +235,7 @@ class Project:
         by_file = {src: name for name, src in self._graph.sources.items() if src}
         modules = {by_file[p] for p in changed if p in by_file}
         for path in changed & by_file.keys():
-            _drop_bytecode(path)
+            drop_bytecode(path)
         self._graph.rescan(sorted(modules))
         self._stamp_new_files()  # files of newly imported modules are new, not changed
         self._pending |= modules

@@ -22,6 +22,38 @@ _PATH_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM)
 
 
 @final
+class ChangeBatch:
+    """The one debouncer of file changes: a batch is settled once no change came for
+    ``quiet`` seconds, and at most ``max_delay`` seconds after its first change.
+
+    Blocking callers (``FileWatcher.changed_files``) wait for :attr:`deadline`;
+    the master sets a loop timer for it instead.
+    """
+
+    def __init__(self, quiet: float, max_delay: float) -> None:
+        self.quiet = quiet
+        self.max_delay = max_delay
+        self.paths: set[str] = set()
+        self.deadline: float | None = None
+        self._started = 0.0
+
+    def add(self, paths: Iterable[str], now: float | None = None) -> float | None:
+        """Add changed paths; returns when the batch settles (None while it is empty)."""
+        paths = set(paths)
+        if paths:
+            now = time.monotonic() if now is None else now
+            if not self.paths:
+                self._started = now
+            self.paths |= paths
+            self.deadline = min(now + self.quiet, self._started + self.max_delay)
+        return self.deadline
+
+    def take(self) -> set[str]:
+        """The settled batch; the next change starts a new one."""
+        paths, self.paths, self.deadline = self.paths, set(), None
+        return paths
+
+
 class FileWatcher:
     """Watch files for changes without any thread.
 
@@ -126,21 +158,16 @@ class FileWatcher:
     def changed_files(self) -> set[str]:
         """Return the watched paths changed since the last call (debounced, see class)."""
         self._check_open()
-        batch = self._backend.collect()
-        if not batch or self.debounce <= 0:
-            return batch
-        start = time.monotonic()
-        hard_deadline = start + self.max_delay
-        quiet_deadline = start + self.debounce
+        batch = ChangeBatch(self.debounce, self.max_delay)
+        deadline = batch.add(self._backend.collect())
+        if deadline is None or self.debounce <= 0:
+            return batch.take()
         while True:
-            timeout = min(quiet_deadline, hard_deadline) - time.monotonic()
-            if timeout <= 0:
-                return batch
-            self._backend.wait(timeout)
-            more = self._backend.collect()
-            if more:
-                batch |= more
-                quiet_deadline = time.monotonic() + self.debounce
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return batch.take()
+            self._backend.wait(remaining)
+            deadline = batch.add(self._backend.collect()) or deadline
 
     def poll(self) -> bool:
         """Do the timer's work (a stat sweep when polling); True if changes wait."""

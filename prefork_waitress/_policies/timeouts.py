@@ -1,8 +1,8 @@
 """request_timeout: a worker whose request runs too long is replaced.
 
-The clock: each worker process has a :class:`~._meter.RequestMeter` (shared
-memory, written by its task thread) holding ``time.monotonic()`` at the
-start of the request it is running, or 0.0 when it is idle.
+The clock: each worker process has a :class:`~.._child.meter.RequestMeter`
+(shared memory, written by its task thread) holding ``time.monotonic()`` at
+the start of the request it is running, or 0.0 when it is idle.
 
 The wake-up scheme: one timer for all workers. A sweep reads every meter. A
 request that started at ``s`` is due at ``s + timeout``; the next sweep is at
@@ -26,14 +26,12 @@ import logging
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Callable, Optional
 
-from ._loop import Timer
-from ._output import open_output
-from ._slots import WorkerProcess
-
-if TYPE_CHECKING:
-    from .master import Master
+from .._core.loop import EventLoop, Timer
+from .._core.pool import WorkerPool
+from .._core.slots import Slot, WorkerProcess
+from .._os.output import open_output
 
 log = logging.getLogger("prefork_waitress")
 
@@ -44,15 +42,29 @@ KILL_AFTER_DUMP = 0.5
 class RequestTimeouts:
     """The master's sweep over the meters of its workers."""
 
-    def __init__(self, master: "Master", timeout: Optional[float]) -> None:
-        self.master = master
+    def __init__(
+        self,
+        timeout: Optional[float],
+        loop: EventLoop,
+        pool: WorkerPool,
+        successor_coming: Callable[[Slot], bool],
+        serving: Callable[[], bool],
+        output: Any = None,
+    ) -> None:
+        """``successor_coming(slot)``: a replacement is already forking for it; ``serving()``: the
+        master is booting or running; ``output``: the workers' output, for the note."""
         self.timeout = timeout
+        self.loop = loop
+        self.pool = pool
+        self.successor_coming = successor_coming
+        self.serving = serving
+        self.output = output
         self._timer: Optional[Timer] = None
 
     def watch(self) -> None:
         """A worker was forked: make sure a sweep is due within one timeout."""
         if self.timeout and self._timer is None:
-            self._timer = self.master.call_later(self.timeout, self.sweep)
+            self._timer = self.loop.call_later(self.timeout, self.sweep)
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -65,7 +77,7 @@ class RequestTimeouts:
         self._timer = None
         now = time.monotonic()
         next_sweep = now + self.timeout
-        for worker in list(self.master._processes.values()):
+        for worker in list(self.pool.processes.values()):
             meter = worker.meter
             started = meter.read() if meter is not None and not worker.timed_out else 0.0
             if not started:
@@ -76,8 +88,8 @@ class RequestTimeouts:
                 self._expire(worker, now - started)
             else:
                 next_sweep = min(next_sweep, due)
-        if self.master._processes:
-            self._timer = self.master._loop.call_at(next_sweep, self.sweep)
+        if self.pool.processes:
+            self._timer = self.loop.call_at(next_sweep, self.sweep)
 
     def _expire(self, worker: WorkerProcess, elapsed: float) -> None:
         slot = worker.slot
@@ -92,7 +104,7 @@ class RequestTimeouts:
             self.timeout,
         )
         _note_in_output(
-            self.master.settings.output,
+            self.output,
             f"prefork_waitress: worker {slot.id} (pid {worker.pid}, port {slot.port}) request running for "
             f"{elapsed:.1f} s, over request_timeout ({self.timeout:g} s); its threads:\n",
         )
@@ -104,16 +116,12 @@ class RequestTimeouts:
 
     def _take_out_of_service(self, worker: WorkerProcess) -> None:
         """Stop the stuck worker, kill it after KILL_AFTER_DUMP, fork its successor now."""
-        master, slot = self.master, worker.slot
-        master._stop_process(worker, graceful=True, timeout=KILL_AFTER_DUMP)
-        if slot.current is not worker:
+        pool, slot = self.pool, worker.slot
+        pool.stop_process(worker, graceful=True, timeout=KILL_AFTER_DUMP)
+        if not pool.vacate(worker):
             return  # already replaced (a reload or a recycle), or stopping
-        slot.current = None
-        successor_coming = master._replacer.replacing(slot)
-        if master.state in ("booting", "running") and not slot.retiring and not successor_coming:
-            slot.restarts += 1
-            master.counters.restarted("timeout")
-            master._spawn(slot)
+        if self.serving() and not slot.retiring and not self.successor_coming(slot):
+            pool.respawn(slot, "timeout")
 
 
 def _note_in_output(output: Any, text: str) -> None:

@@ -10,12 +10,11 @@ retried with the crash-loop backoff.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Optional, Set
+from typing import Any, Callable, Optional, Set
 
-from ._slots import WorkerProcess
-
-if TYPE_CHECKING:
-    from .master import Master
+from .._core.slots import WorkerProcess
+from .backoff import CrashLoops
+from .replacing import SlotReplacer
 
 log = logging.getLogger("prefork_waitress")
 
@@ -23,8 +22,12 @@ log = logging.getLogger("prefork_waitress")
 class Recycler:
     """The workers that asked to be recycled and are waiting for (or in) their turn."""
 
-    def __init__(self, master: "Master") -> None:
-        self.master = master
+    def __init__(
+        self, replacer: SlotReplacer, crashes: CrashLoops, call_later: Callable[[float, Callable[[], None]], Any]
+    ) -> None:
+        self.replacer = replacer
+        self.crashes = crashes
+        self.call_later = call_later
         self.asked: Set[int] = set()  # pids
 
     def request(self, worker: WorkerProcess, served: int = 0) -> None:
@@ -34,7 +37,7 @@ class Recycler:
         if served:
             log.info("worker %d (pid %d) served %d requests; recycling it", worker.slot.id, worker.pid, served)
         self.asked.add(worker.pid)
-        self.master._replacer.add(
+        self.replacer.add(
             worker.slot,
             "recycle",
             lambda ok, failed, exitcode: self._done(worker, ok, failed, exitcode),
@@ -47,9 +50,9 @@ class Recycler:
             return
         serving = worker.slot.current is worker and not worker.stopping
         then = f"pid {worker.pid} keeps serving" if serving else ""
-        delay = self.master._crashes.failed(worker.slot, failed, exitcode, then=then)
+        delay = self.crashes.failed(worker.slot, failed, exitcode, then=then)
         if serving:
-            self.master.call_later(delay, lambda: self.request(worker))
+            self.call_later(delay, lambda: self.request(worker))
 
     def abandon(self) -> None:
         self.asked.clear()

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import Callable, List, Optional
 
-from ._slots import Slot, WorkerProcess
-
-if TYPE_CHECKING:
-    from .master import Master
+from .._core.events import Events
+from .._core.pool import WorkerPool
+from .._core.slots import Slot, WorkerProcess
 
 log = logging.getLogger("prefork_waitress")
 
@@ -39,8 +38,11 @@ class Replacement:
 class SlotReplacer:
     """The queue of replacements and the one in progress."""
 
-    def __init__(self, master: "Master") -> None:
-        self.master = master
+    def __init__(self, pool: WorkerPool, events: Events, running: Callable[[], bool]) -> None:
+        """``running()``: the master is running (not booting, not stopping), so replacements may start."""
+        self.pool = pool
+        self.events = events
+        self.running = running
         self.queue: List[Replacement] = []
         self.current: Optional[Replacement] = None
 
@@ -68,18 +70,18 @@ class SlotReplacer:
 
     def pump(self) -> None:
         """Start the next replacement if none is in progress."""
-        while self.current is None and self.queue and self.master.state == "running":
+        while self.current is None and self.queue and self.running():
             job = self.queue.pop(0)
             if not self._replaceable(job):
                 job.done(True, None, None)  # retired, respawning or already replaced: nothing to do
                 continue
             self.current = job
-            job.successor = self.master._spawn(job.slot)
+            job.successor = self.pool.spawn(job.slot)
 
     def _replaceable(self, job: Replacement) -> bool:
         slot, worker = job.slot, job.slot.current
         return (
-            slot in self.master._slots
+            slot in self.pool.slots
             and not slot.retiring
             and worker is not None
             and worker.ready
@@ -93,20 +95,18 @@ class SlotReplacer:
         if job is None or worker is not job.successor:
             return False
         job.successor = None
-        slot, master = worker.slot, self.master
-        if slot.retiring or master.state != "running":
-            master._stop_process(worker, graceful=True)
+        pool = self.pool
+        if worker.slot.retiring or not self.running():
+            pool.stop_process(worker, graceful=True)
             self._end(job, True)
             return True
-        old, slot.current = slot.current, worker
-        if old is not None:
-            master.counters.replaced(job.purpose)
-        master.emit("worker_started", worker.info())
-        if old is None or old.pid not in master._processes:
+        old = pool.promote(worker, job.purpose)
+        self.events.emit("worker_started", worker.info())
+        if old is None or old.pid not in pool.processes:
             self._end(job, True)
             return True
         job.old = old
-        master._stop_process(old, graceful=True)
+        pool.stop_process(old, graceful=True)
         return True
 
     def released(self, worker: WorkerProcess) -> None:

@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ._cli import Parser
-from .control import ControlError, request
+from ..integrations.control_client import ControlError, request
+from .cli import Parser
 
 EXIT_OK, EXIT_FAILED = 0, 1
 DEFAULT_TIMEOUTS = {"reload": 600.0, "stop": 300.0}

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Optional, Tuple
 
-from ._meter import RequestCounts
+from .._child.meter import RequestCounts
 
-__all__ = ["RESTART_REASONS", "ClusterCounters"]
+__all__ = ["RESTART_REASONS", "ClusterCounters", "exit_reason"]
 
 # crash: exited on its own; killed: by a signal it did not ask for; timeout: request_timeout;
 # recycled: max_requests (or another recycling policy); reload: a rolling reload.
 RESTART_REASONS: Tuple[str, ...] = ("crash", "killed", "timeout", "recycled", "reload")
 _PURPOSE_REASON = {"recycle": "recycled", "reload": "reload"}
+
+
+def exit_reason(exitcode: Optional[int]) -> str:
+    """The restart reason of a worker that exited unexpectedly: "killed" by a signal, else "crash"."""
+    return "killed" if exitcode is not None and exitcode < 0 else "crash"
 
 
 class ClusterCounters:
@@ -34,10 +39,6 @@ class ClusterCounters:
     def replaced(self, purpose: str) -> None:
         """A replacement (SlotReplacer purpose "reload", "recycle", ...) swapped a slot's worker."""
         self.restarted(_PURPOSE_REASON.get(purpose, purpose))
-
-    def died(self, exitcode: Optional[int]) -> None:
-        """A worker exited unexpectedly and is being respawned."""
-        self.restarted("killed" if exitcode is not None and exitcode < 0 else "crash")
 
     def reloaded(self, ok: bool) -> None:
         """Listener hook: a rolling reload finished or was abandoned."""

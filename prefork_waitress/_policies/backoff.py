@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Dict, Optional
 
-from ._slots import Slot, WorkerProcess, describe_exit
+from .._core.slots import Slot, WorkerProcess, describe_exit
 
 log = logging.getLogger("prefork_waitress")
 

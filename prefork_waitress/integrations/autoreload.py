@@ -10,17 +10,13 @@ stale bytecode before the rolling reload.
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional
 
-from ._loading import resolve
-from .reloading import FileWatcher, Project
-from .reloading._project import _drop_bytecode
-
-if TYPE_CHECKING:
-    from ._loop import Timer
-    from .master import Master
+from .._core.handle import MasterHandle
+from .._core.loop import Timer
+from .._os.loading import resolve
+from ..reloading import ChangeBatch, FileWatcher, Project, drop_bytecode
 
 log = logging.getLogger("prefork_waitress")
 
@@ -33,16 +29,15 @@ MAX_GATHER = 0.5
 class CodeReloader:
     """Keeps the app's Project; in watch mode, turns saved files into rolling reloads."""
 
-    def __init__(self, master: "Master", app_spec: str, watch: bool) -> None:
+    def __init__(self, master: MasterHandle, app_spec: str, watch: bool) -> None:
         self.master = master
         self.app_spec = app_spec
         self.watch = watch
         self.project = Project.from_app(app_spec)
         self.watcher: Optional[FileWatcher] = None
-        self._poll_timer: Optional["Timer"] = None
-        self._gathered: "set[str]" = set()
-        self._gather_started = 0.0
-        self._settle_timer: Optional["Timer"] = None
+        self._poll_timer: Optional[Timer] = None
+        self._batch = ChangeBatch(QUIET, MAX_GATHER)
+        self._settle_timer: Optional[Timer] = None
 
     def load_app(self) -> Any:
         """Import (first time) or reload what changed (later), then resolve the app."""
@@ -79,7 +74,7 @@ class CodeReloader:
             return
         deadline = self.watcher.next_poll_deadline()
         if deadline is not None:
-            self._poll_timer = self.master._loop.call_at(deadline, self._poll)
+            self._poll_timer = self.master.call_later(max(0.0, deadline - time.monotonic()), self._poll)
 
     def _poll(self) -> None:
         if self.watcher is not None and self.watcher.poll():
@@ -87,32 +82,20 @@ class CodeReloader:
         self._schedule_poll()
 
     def _changed(self, watcher: Any) -> None:
-        changed = watcher.changed_files()
-        if not changed:
-            return
         now = time.monotonic()
-        if not self._gathered:
-            self._gather_started = now
-        self._gathered |= changed
+        before = self._batch.deadline
+        deadline = self._batch.add(watcher.changed_files(), now)
+        if deadline is None or deadline == before:
+            return
         if self._settle_timer is not None:
             self._settle_timer.cancel()
-        deadline = min(now + QUIET, self._gather_started + MAX_GATHER)
-        self._settle_timer = self.master._loop.call_at(deadline, self._settled)
+        self._settle_timer = self.master.call_later(max(0.0, deadline - now), self._settled)
 
     def _settled(self) -> None:
-        changed, self._gathered, self._settle_timer = self._gathered, set(), None
+        changed, self._settle_timer = self._batch.take(), None
         log.info("changed: %s; reloading", ", ".join(sorted(changed)))
         if not self.master.settings.preload:
             for path in changed:
                 if path.endswith(".py"):
-                    _drop_bytecode(path)
+                    drop_bytecode(path)
         self.master.reload()
-
-
-def imported_modules() -> Dict[str, Optional[str]]:
-    """What a worker reports: every imported module's name and file."""
-    return {
-        name: getattr(module, "__file__", None)
-        for name, module in list(sys.modules.items())
-        if getattr(module, "__file__", None)
-    }

@@ -6,8 +6,8 @@ import logging
 import os
 from typing import Optional
 
-from ._platform import write_atomically
-from .errors import StartError
+from ..errors import StartError
+from .platform import write_atomically
 
 log = logging.getLogger("prefork_waitress")
 

@@ -15,10 +15,10 @@ from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from waitress.adjustments import Adjustments, asbool
 
-from ._loading import FACTORY_SUFFIX, probe
-from ._serve import EXIT_USAGE, configure_logging, fail, serve
-from .master import Master
-from .options import MANAGED_WAITRESS_OPTIONS, OPTIONS, Option, as_bool, as_log_level, convert_option
+from .._os.loading import FACTORY_SUFFIX, probe
+from ..master import Master
+from ..options import MANAGED_WAITRESS_OPTIONS, OPTIONS, Option, as_bool, as_log_level, convert_option
+from .serve import EXIT_USAGE, configure_logging, fail, serve
 
 PROG = "prefork-waitress"
 USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics}} ..."

@@ -11,8 +11,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Optional
 
-from ._loop import Timer
-from .errors import StartError
+from ..errors import StartError
+from .loop import Timer
 
 
 @dataclasses.dataclass(frozen=True)

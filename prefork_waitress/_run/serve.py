@@ -12,10 +12,10 @@ import signal
 import sys
 from typing import Optional, TextIO
 
-from ._loading import AppImportError
-from ._output import redirect_stdio
-from .errors import BootError, CommandError, StartError
-from .master import Master
+from .._os.loading import AppImportError
+from .._os.output import redirect_stdio
+from ..errors import BootError, CommandError, StartError
+from ..master import Master
 
 log = logging.getLogger("prefork_waitress")
 

@@ -16,13 +16,14 @@ import logging
 import platform
 import socket
 import time
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, List, Optional
 
-from . import _exposition as exposition
-from ._counters import RESTART_REASONS, ClusterCounters
-from ._meter import BUCKETS, RequestCounts
-from ._platform import resident_bytes
-from ._slots import bind_socket
+from .._child.meter import BUCKETS, RequestCounts
+from .._core.counters import RESTART_REASONS
+from .._core.handle import MasterHandle
+from .._core.slots import bind_socket
+from .._os.platform import resident_bytes
+from . import exposition
 
 __all__ = ["MetricsServer", "collect", "render_metrics"]
 
@@ -36,18 +37,6 @@ SEND_RETRY = 0.01
 _STARTED = time.time()
 
 
-class MetricsSource(Protocol):
-    """What metrics need of a master (the Master implements it)."""
-
-    counters: ClusterCounters
-
-    def status(self) -> Dict[str, Any]: ...
-
-    def request_counts(self) -> Dict[int, RequestCounts]: ...
-
-    def accept_queues(self) -> Dict[int, Any]: ...
-
-
 @functools.lru_cache(maxsize=None)
 def _versions() -> Dict[str, str]:
     """Found once: importlib.metadata scans the installed distributions (about 1.5 ms)."""
@@ -55,7 +44,7 @@ def _versions() -> Dict[str, str]:
 
     import waitress
 
-    package = sys.modules[__name__.rpartition(".")[0]]
+    package = sys.modules.get(__name__.split(".")[0])  # the top package, already imported
     return {
         "version": str(getattr(package, "__version__", None) or _dist_version("prefork_waitress")),
         "waitress_version": str(getattr(waitress, "__version__", None) or _dist_version("waitress")),
@@ -72,7 +61,7 @@ def _dist_version(name: str) -> str:
         return "unknown"
 
 
-def collect(master: MetricsSource) -> List[exposition.Family]:
+def collect(master: MasterHandle) -> List[exposition.Family]:
     """Every metric family, read now."""
     status = master.status()
     info = status["master"]
@@ -130,7 +119,7 @@ def _known(series: List[Any]) -> List[Any]:
     return [(labels, value) for labels, value in series if value is not None]
 
 
-def render_metrics(master: MetricsSource) -> str:
+def render_metrics(master: MasterHandle) -> str:
     """The exposition text (format 0.0.4) of ``master``'s metrics."""
     return exposition.render(collect(master))
 
@@ -172,7 +161,7 @@ def answer(request: bytes, metrics: Callable[[], str]) -> bytes:
 class MetricsServer:
     """Master listener: the /metrics endpoint in the master loop."""
 
-    def __init__(self, master: Any, host: str, port: int) -> None:
+    def __init__(self, master: MasterHandle, host: str, port: int) -> None:
         self.master = master
         self.host = host
         self.port = port

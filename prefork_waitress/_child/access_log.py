@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 
-from ._output import on_reopen
+from .._os.output import on_reopen
 from ._waitress import RequestFacts
 
 __all__ = ["AccessLog", "format_line"]

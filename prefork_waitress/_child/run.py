@@ -16,13 +16,12 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import _platform
-from ._access_log import AccessLog
-from ._autoreload import imported_modules
-from ._loading import resolve
-from ._output import flush_stdio, redirect_stdio
+from .._os import platform as _platform
+from .._os.loading import imported_modules, resolve
+from .._os.output import flush_stdio, redirect_stdio
+from ..worker import Worker
 from ._waitress import DrainableServer, RequestFacts, RequestHooks
-from .worker import Worker
+from .access_log import AccessLog
 
 log = logging.getLogger("prefork_waitress.worker")
 
@@ -256,7 +255,6 @@ def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> C
         server.request_stop()
 
     stopping: List[bool] = []
-    worker._stop = stop
     signal.signal(signal.SIGTERM, lambda signum, frame: stop())
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_OK))
     return stop

@@ -95,7 +95,7 @@ class EventLoop:
             _, _, timer = heapq.heappop(self._timers)
             if not timer.cancelled:
                 timer.cancelled = True
-                self._guarded(timer.callback)
+                self.guarded(timer.callback)
 
     # signals ------------------------------------------------------------
     def add_signal(self, signum: int, callback: Callback) -> None:
@@ -143,7 +143,7 @@ class EventLoop:
         for signum in data:
             handler = self._signal_callbacks.get(signum)
             if handler is not None:
-                self._guarded(handler)
+                self.guarded(handler)
 
     # running ------------------------------------------------------------
     def run_once(self) -> None:
@@ -160,14 +160,14 @@ class EventLoop:
                 continue
             callback = self._readers.get(obj)
             if callback is not None:
-                self._guarded(callback, obj)
+                self.guarded(callback, obj)
         soon, self._soon = self._soon, []
         for deferred in soon:
-            self._guarded(deferred)
+            self.guarded(deferred)
         self._run_due_timers()
 
     @staticmethod
-    def _guarded(callback: Callable[..., None], *args: Any) -> None:
+    def guarded(callback: Callable[..., None], *args: Any) -> None:
         """Run a callback; an exception is logged, never fatal to the master."""
         try:
             callback(*args)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Optional
+from typing import Callable, Optional
 
-from ._slots import WorkerProcess
-
-if TYPE_CHECKING:
-    from .master import Master
+from .._core.events import Events
+from .._core.lifecycle import State
+from .._core.pool import WorkerPool
+from .._core.slots import WorkerProcess
+from .replacing import SlotReplacer
 
 log = logging.getLogger("prefork_waitress")
 
@@ -16,19 +17,31 @@ log = logging.getLogger("prefork_waitress")
 class RollingReload:
     """The reload in progress (at most one) and whether another was asked for meanwhile."""
 
-    def __init__(self, master: "Master") -> None:
-        self.master = master
+    def __init__(
+        self,
+        pool: WorkerPool,
+        replacer: SlotReplacer,
+        events: Events,
+        state: Callable[[], State],
+        reload_code: Callable[[], None],
+    ) -> None:
+        """``reload_code()`` imports the new code first (preload); raising abandons the reload."""
+        self.pool = pool
+        self.replacer = replacer
+        self.events = events
+        self.state = state
+        self.reload_code = reload_code
         self.active = False
         self.queued = False
         self.pending = 0
 
     def request(self) -> None:
         """Start a reload now, or queue one if a reload (or the first boot) is under way."""
-        state = self.master.state
-        if state in ("stopping", "stopped"):
-            log.info("reload ignored: the master is %s", state)
+        state = self.state()
+        if state.ending:
+            log.info("reload ignored: the master is %s", state.value)
             return
-        if self.active or state != "running":
+        if self.active or state is not State.RUNNING:
             if not self.queued:
                 log.info("reload queued: it starts when the current %s ends", "reload" if self.active else "boot")
             self.queued = True
@@ -37,25 +50,24 @@ class RollingReload:
 
     def start_queued(self) -> None:
         """Run a reload that was asked for while none could start."""
-        if self.queued and not self.active and self.master.state == "running":
+        if self.queued and not self.active and self.state() is State.RUNNING:
             self.queued = False
             self._begin()
 
     def _begin(self) -> None:
-        master = self.master
-        log.info("rolling reload of %d workers", len(master._slots))
-        master.emit("reloading")
+        log.info("rolling reload of %d workers", len(self.pool.slots))
+        self.events.emit("reloading")
         try:
-            master.reload_code()
+            self.reload_code()
         except Exception:
             log.exception("reload abandoned: the new code cannot be loaded; the old workers keep serving")
             self._finish(False)
             return
         self.active = True
-        slots = list(master._slots)
+        slots = list(self.pool.slots)
         self.pending = len(slots)
         for slot in slots:
-            master._replacer.add(slot, "reload", self._slot_done)
+            self.replacer.add(slot, "reload", self._slot_done)
         if not slots:
             self._finish(True)
 
@@ -63,7 +75,7 @@ class RollingReload:
         if not self.active:
             return
         if not ok:
-            self.master._replacer.drop("reload")
+            self.replacer.drop("reload")
             if failed is not None:
                 reason, details = failed.boot_failure(exitcode)
                 log.error(
@@ -87,6 +99,6 @@ class RollingReload:
     def _finish(self, ok: bool) -> None:
         self.active = False
         if ok:
-            log.info("rolling reload done: %d workers on the new code", len(self.master._slots))
-        self.master.emit("reloaded", ok)
+            log.info("rolling reload done: %d workers on the new code", len(self.pool.slots))
+        self.events.emit("reloaded", ok)
         self.start_queued()

@@ -1,0 +1,1 @@
+"""_child layer."""

@@ -1,0 +1,276 @@
+"""The worker pool: the slots, their processes, and the hands that fork, stop, kill and reap them.
+
+The master holds one ``WorkerPool`` and decides *when*; the pool knows *how*.
+It is also the one place that writes ``slot.current`` and ``slot.restarts``.
+Every message a worker sends goes through one table, :attr:`WorkerPool.handlers`:
+messages that only record a fact (``reply``, ``boot_failed``, ``modules``) are
+handled as soon as they are read, wherever that is (the loop, or a blocking
+``Master.command``); messages that make the master act (``ready``, ``draining``,
+``recycle``) are deferred to the loop, so they never run inside a hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import random
+import signal
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .._child import run as _child
+from .._os import platform as _platform
+from ..options import Settings
+from .commands import CommandChannel
+from .counters import ClusterCounters
+from .loop import EventLoop
+from .slots import Slot, WorkerProcess, bind_socket
+
+log = logging.getLogger("prefork_waitress")
+
+IMMEDIATE_STOP_TIMEOUT = 5.0
+
+Message = Tuple[Any, ...]
+Handler = Callable[[WorkerProcess, Message], None]
+
+
+class WorkerPool:
+    """Slots in slot order, live processes by pid, and the message table."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loop: EventLoop,
+        commands: CommandChannel,
+        child_options: Callable[[], Dict[str, Any]],
+        master_objects: Callable[[], List[Any]],
+    ) -> None:
+        """``child_options()`` gives what each fork needs now (app, worker_class, meter, ...);
+        ``master_objects()`` the master's other fds a worker must close."""
+        self.settings = settings
+        self.loop = loop
+        self.commands = commands
+        self._child_options = child_options
+        self._master_objects = master_objects
+        self._context = multiprocessing.get_context("fork")
+        self.slots: List[Slot] = []
+        self.processes: Dict[int, WorkerProcess] = {}
+        self.counters = ClusterCounters()  # restarts by reason, reloads, exited workers' requests
+        self.on_spawn: Callable[[WorkerProcess], None] = lambda worker: None
+        self.on_exit: Callable[[WorkerProcess, Optional[int]], None] = lambda worker, exitcode: None
+        self.handlers: Dict[str, Tuple[Handler, bool]] = {}  # kind -> (handler, deferred)
+        self.handle("reply", lambda worker, message: commands.reply(*message[1:]))
+        self.handle("boot_failed", self._boot_failed)
+
+    def handle(self, kind: str, handler: Handler, deferred: bool = False) -> None:
+        """Route worker messages of ``kind`` to ``handler(worker, message)`` (deferred: from the loop)."""
+        self.handlers[kind] = (handler, deferred)
+
+    # slots ------------------------------------------------------------------
+    def add_slot(self) -> Slot:
+        """A new slot after the last one, bound on base_port + id (or an OS-chosen port)."""
+        slot_id = self.slots[-1].id + 1 if self.slots else 0
+        base = self.settings.base_port
+        slot = Slot(slot_id, bind_socket(self.settings.host, base + slot_id if base else 0))
+        self.slots.append(slot)
+        return slot
+
+    def remove_slots(self, keep: int) -> List[Slot]:
+        """Take the slots after the first ``keep`` out of the pool (then :meth:`retire` each)."""
+        removed, self.slots[keep:] = self.slots[keep:], []
+        return removed
+
+    def retire(self, slot: Slot) -> None:
+        """A slot out of the pool: its worker stops gracefully, its socket closes when it is gone."""
+        slot.retiring = True
+        self.cancel_respawn(slot)
+        log.info("retiring worker slot %d (port %d)", slot.id, slot.port)
+        if slot.current is None:
+            slot.sock.close()
+        else:
+            self.stop_process(slot.current, graceful=True)
+
+    def all_ready(self) -> bool:
+        return all(slot.current is not None and slot.current.ready for slot in self.slots)
+
+    def promote(self, worker: WorkerProcess, purpose: str) -> Optional[WorkerProcess]:
+        """``worker`` (a successor that serves) becomes its slot's worker; returns the one it replaces.
+
+        ``purpose`` ("reload", "recycle") is the restart reason counted for the slot."""
+        slot = worker.slot
+        old, slot.current = slot.current, worker
+        if old is not None:
+            self.counters.replaced(purpose)
+        return old
+
+    def vacate(self, worker: WorkerProcess) -> bool:
+        """``worker`` no longer fills its slot; True if it did."""
+        if worker.slot.current is not worker:
+            return False
+        worker.slot.current = None
+        return True
+
+    def respawn(self, slot: Slot, reason: str, delay: float = 0.0, wanted: Callable[[], bool] = lambda: True) -> None:
+        """Count a restart (``reason``: see counters.RESTART_REASONS) and fork a new worker for ``slot``,
+        now or after ``delay`` if still ``wanted()``."""
+        slot.restarts += 1
+        self.counters.restarted(reason)
+        if not delay:
+            self.spawn(slot)
+            return
+
+        def later() -> None:
+            slot.respawn_timer = None
+            if wanted() and not slot.retiring and slot.current is None:
+                self.spawn(slot)
+
+        slot.respawn_timer = self.loop.call_later(delay, later)
+
+    def cancel_respawn(self, slot: Slot) -> None:
+        if slot.respawn_timer is not None:
+            slot.respawn_timer.cancel()
+            slot.respawn_timer = None
+
+    # processes ----------------------------------------------------------------
+    def spawn(self, slot: Slot) -> WorkerProcess:
+        """Fork a worker for ``slot``; it becomes the slot's current one if the slot has none."""
+        parent_conn, child_conn = self._context.Pipe(duplex=True)
+        generation = slot.next_generation()
+        options = self._child_options()
+        spec = _child.ChildSpec(
+            slot_id=slot.id,
+            port=slot.port,
+            generation=generation,
+            sock=slot.sock,
+            conn=child_conn,
+            waitress_options=dict(self.settings.waitress),
+            output=self.settings.output,
+            cpus=_platform.cpus_for(slot.id, self.settings.cpu_affinity),
+            graceful_timeout=self.settings.graceful_timeout,
+            max_requests=self._max_requests(),
+            master_pid=os.getpid(),
+            inherited=self._inherited() + [parent_conn],
+            access_log=self.settings.access_log,
+            **options,
+        )
+        process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
+        process.start()
+        child_conn.close()
+        worker = WorkerProcess(slot, generation, process, parent_conn)
+        worker.meter = options.get("meter")
+        self.processes[worker.pid] = worker
+        self.loop.add_reader(parent_conn, lambda conn: self.receive(worker))
+        self.loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
+        boot_timeout = self.settings.boot_timeout
+        worker.timers.append(self.loop.call_later(boot_timeout, lambda: self._boot_timed_out(worker)))
+        if slot.current is None:
+            slot.current = worker
+        self.on_spawn(worker)
+        return worker
+
+    def _inherited(self) -> List[Any]:
+        objects: List[Any] = [slot.sock for slot in self.slots]
+        for process in self.processes.values():
+            objects += [process.conn, process.sentinel]
+        return objects + self.loop.signal_sockets() + self._master_objects()
+
+    def _max_requests(self) -> int:
+        limit = self.settings.max_requests
+        if limit and self.settings.max_requests_jitter:
+            limit += random.randint(0, self.settings.max_requests_jitter)
+        return limit
+
+    def receive(self, worker: WorkerProcess) -> None:
+        """Read one message from a worker's Pipe and dispatch it through the table.
+
+        The poll first: a blocking command run by an earlier callback of the same
+        loop turn may already have read what made this Pipe readable.
+        """
+        try:
+            if not worker.conn.poll():
+                return
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            self.loop.remove_reader(worker.conn)
+            worker.conn.close()
+            return
+        entry = self.handlers.get(message[0])
+        if entry is None:
+            log.warning("worker %d sent an unknown message %r; ignored", worker.slot.id, message[0])
+            return
+        handler, deferred = entry
+        if deferred:
+            self.loop.call_soon(lambda: handler(worker, message))
+        else:
+            handler(worker, message)
+
+    @staticmethod
+    def _boot_failed(worker: WorkerProcess, message: Message) -> None:
+        worker.boot_error, worker.boot_traceback = message[1], message[2]
+
+    def _exited(self, worker: WorkerProcess) -> None:
+        """A worker's sentinel fired: read what it sent last, reap it, settle its commands, tell the master."""
+        try:
+            while not worker.conn.closed and worker.conn.poll(0):
+                self.receive(worker)
+        except (OSError, EOFError):
+            pass
+        exitcode = self.reap(worker)
+        self.commands.worker_exited(worker)
+        self.on_exit(worker, exitcode)
+
+    def reap(self, worker: WorkerProcess) -> Optional[int]:
+        if self.processes.pop(worker.pid, None) is None:
+            return worker.process.exitcode
+        worker.cancel_timers()
+        self.loop.remove_reader(worker.conn)
+        self.loop.remove_reader(worker.sentinel)
+        worker.process.join()
+        exitcode = worker.process.exitcode
+        worker.conn.close()
+        worker.process.close()
+        if worker.meter is not None:
+            self.counters.process_exited(worker.slot.id, worker.meter.counts())
+            worker.meter.close()
+        return exitcode
+
+    def stop_process(self, worker: WorkerProcess, graceful: bool, timeout: Optional[float] = None) -> None:
+        """Ask a worker to leave (SIGTERM drains, SIGINT leaves now); kill it after the timeout."""
+        worker.stopping = True
+        if timeout is None:
+            timeout = self.settings.graceful_timeout if graceful else IMMEDIATE_STOP_TIMEOUT
+        try:
+            os.kill(worker.pid, signal.SIGTERM if graceful else signal.SIGINT)
+        except ProcessLookupError:
+            return
+        worker.timers.append(self.loop.call_later(timeout, lambda: self.kill(worker, timeout)))
+
+    def stop_all(self, graceful: bool) -> None:
+        for process in list(self.processes.values()):
+            self.stop_process(process, graceful)
+
+    def kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
+        if worker.pid not in self.processes:
+            return
+        if after is not None:
+            log.error("worker %d (pid %d) did not stop within %.1f s; killing it", worker.slot.id, worker.pid, after)
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        """The master is leaving: kill and reap what is left, close every socket."""
+        for process in list(self.processes.values()):
+            self.kill(process)
+            self.reap(process)
+            process.slot.sock.close()  # a retiring slot is no longer in self.slots
+        for slot in self.slots:
+            slot.sock.close()
+
+    def _boot_timed_out(self, worker: WorkerProcess) -> None:
+        """A worker took longer than boot_timeout to become ready: kill it."""
+        timeout = self.settings.boot_timeout
+        log.error("worker %d (pid %d) not ready after %.1f s; killing it", worker.slot.id, worker.pid, timeout)
+        worker.boot_error = f"not ready within boot_timeout ({timeout:g} s)"
+        self.kill(worker)

@@ -1,0 +1,36 @@
+"""Built-in integrations: each sees the master only through the MasterHandle Protocol.
+
+:func:`attach` is the one list of what a master gets from its settings and
+environment. A new integration is a listener (see ``_core.events.Listener``)
+added here.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .._core.handle import MasterHandle
+from .control import ControlServer
+from .metrics import MetricsServer, render_metrics
+from .signals import install_default_signals
+from .systemd import SystemdNotifier
+from .upstream import UpstreamWriter
+
+
+def attach(master: MasterHandle) -> None:
+    """Install the default signals and add each integration asked for as a listener."""
+    install_default_signals(master)
+    settings = master.settings
+    if settings.control_socket:
+        control = ControlServer(master, settings.control_socket)
+        control.add_action("metrics", lambda request: {"text": render_metrics(master)})
+        master.add_listener(control)
+    if settings.metrics_port:
+        master.add_listener(MetricsServer(master, settings.metrics_host or settings.host, settings.metrics_port))
+    if settings.upstream_file:
+        master.add_listener(
+            UpstreamWriter(master, settings.upstream_file, settings.upstream_format, settings.on_ports_changed)
+        )
+    address = os.environ.get("NOTIFY_SOCKET")
+    if address:
+        master.add_listener(SystemdNotifier(master, address))

@@ -1,0 +1,388 @@
+"""The control socket: a UNIX stream socket (mode 0600) speaking JSON lines, never pickle.
+
+Each request is one line ``{"action": "status"|"reload"|"scale"|"stop"|"command", ...}``
+and gets one reply line ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
+:class:`ControlServer` serves it inside the master's event loop without ever
+blocking on a client; :func:`request` is the client ``prefork-waitress ctl`` uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from .._core.handle import MasterHandle
+from ..errors import CommandError, StartError
+from .control_client import ControlError, request
+
+__all__ = ["ControlError", "ControlServer", "request", "jsonable_replies"]
+
+log = logging.getLogger("prefork_waitress")
+
+MAX_LINE = 64 * 1024
+MAX_CLIENTS = 16
+IDLE_TIMEOUT = 60.0
+SEND_TIMEOUT = 10.0
+SEND_RETRY = 0.05
+MAX_COMMAND_TIMEOUT = 60.0
+STATS_TIMEOUT = 1.0
+PENDING = object()  # a handler's result when the reply comes later (reload)
+
+
+class _Client:
+    """One accepted connection: its buffers, timers and whether a reply is outstanding."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = b""
+        self.outbuf = b""
+        self.waiting = False  # a reload reply is outstanding; later lines wait
+        self.keep_open = False  # asked to stop: kept open until the master is gone (EOF = stopped)
+        self.close_when_sent = False
+        self.closed = False
+        self.idle_timer: Any = None
+        self.send_timer: Any = None
+        self.send_deadline: Optional[float] = None
+
+
+class _ReloadWaiter:
+    """A client waiting for the end of a reload that began after it asked."""
+
+    def __init__(self, client: _Client) -> None:
+        self.client = client
+        self.begun = False
+
+
+class ControlServer:
+    """Master listener serving the control socket in the master's loop."""
+
+    def __init__(self, master: MasterHandle, path: str) -> None:
+        self.master = master
+        self.path = path
+        self.sock: Optional[socket.socket] = None
+        self.clients: List[_Client] = []
+        self.reload_waiters: List[_ReloadWaiter] = []
+        self._inode: Optional[int] = None
+        self.actions: Dict[str, Callable[[_Client, Dict[str, Any]], Any]] = {
+            "status": self._do_status,
+            "reload": self._do_reload,
+            "scale": self._do_scale,
+            "stop": self._do_stop,
+            "command": self._do_command,
+        }
+
+    def add_action(self, name: str, handler: Callable[[Dict[str, Any]], Any]) -> None:
+        """Serve action ``name``: ``handler(request)`` returns the JSON-able result (or raises
+        ValueError/TypeError/LookupError/RuntimeError for an error reply)."""
+        self.actions[name] = lambda client, message: handler(message)
+
+    # listener points ------------------------------------------------------
+    def starting(self) -> None:
+        """Listen as soon as the master has bound its ports, before any worker exists."""
+        self._refuse_live_or_remove_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        previous = os.umask(0o177)  # the file is born 0600: no window where others may connect
+        try:
+            sock.bind(self.path)
+            sock.listen(MAX_CLIENTS)
+        except OSError as exc:
+            sock.close()
+            raise StartError(f"cannot create control socket {self.path}: {exc.strerror or exc}") from None
+        finally:
+            os.umask(previous)
+        sock.setblocking(False)
+        self._inode = os.stat(self.path).st_ino
+        self.sock = sock
+        self.master.own(sock)
+        self.master.add_io_handler(sock, self._accept)
+        log.info("control socket listening on %s", self.path)
+
+    def reloading(self) -> None:
+        for waiter in self.reload_waiters:
+            waiter.begun = True
+
+    def reloaded(self, ok: bool) -> None:
+        done = [w for w in self.reload_waiters if w.begun]
+        self.reload_waiters = [w for w in self.reload_waiters if not w.begun]
+        for waiter in done:
+            if ok:
+                self._answer(waiter.client, {"ok": True, "result": {"reloaded": True, "ports": self.master.ports}})
+            else:
+                self._answer(waiter.client, {"ok": False, "error": "the reload failed; the old workers keep serving"})
+
+    def stopping(self) -> None:
+        waiters, self.reload_waiters = self.reload_waiters, []
+        for waiter in waiters:
+            self._answer(waiter.client, {"ok": False, "error": "the master is stopping; the reload was abandoned"})
+
+    def stopped(self) -> None:
+        """Close every connection (a waiting ``ctl stop`` sees EOF) and remove the socket file."""
+        for client in list(self.clients):
+            self._close(client)
+        if self.sock is not None:
+            self.master.remove_io_handler(self.sock)
+            self.sock.close()
+            self.sock = None
+            try:
+                if os.stat(self.path).st_ino == self._inode:
+                    os.unlink(self.path)
+            except OSError:
+                pass
+
+    def _refuse_live_or_remove_stale(self) -> None:
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise StartError(f"control socket path {self.path} exists and is not a socket; not replacing it")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(self.path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                log.info("removing stale control socket %s", self.path)
+                os.unlink(self.path)
+                return
+            except OSError:
+                pass
+        raise StartError(f"control socket {self.path} is in use by a running master; stop it first")
+
+    # connections ----------------------------------------------------------
+    def _accept(self, sock: Any) -> None:
+        for _ in range(MAX_CLIENTS):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("control socket: accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            if len(self.clients) >= MAX_CLIENTS:
+                try:
+                    conn.send(_encode({"ok": False, "error": f"too many control connections (max {MAX_CLIENTS})"}))
+                except OSError:
+                    pass
+                conn.close()
+                continue
+            client = _Client(conn)
+            self.clients.append(client)
+            self.master.add_io_handler(conn, self._reader_for(client))
+            self._arm_idle(client)
+
+    def _reader_for(self, client: _Client) -> Callable[[Any], None]:
+        return lambda _sock: self._readable(client)
+
+    def _readable(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(client)
+            return
+        client.inbuf += data
+        self._arm_idle(client)
+        if client.waiting and len(client.inbuf) > MAX_LINE:
+            self._fail(client, f"more than {MAX_LINE} bytes sent while a reply is pending")
+            return
+        self._process(client)
+
+    def _process(self, client: _Client) -> None:
+        """Handle the complete lines in the buffer, one at a time, in order."""
+        while not (client.waiting or client.closed or client.close_when_sent):
+            line, newline, rest = client.inbuf.partition(b"\n")
+            if len(line) > MAX_LINE:
+                self._fail(client, f"request line longer than {MAX_LINE} bytes")
+                return
+            if not newline:
+                return
+            client.inbuf = rest
+            if line.strip():
+                self._handle(client, line)
+
+    def _handle(self, client: _Client, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError as exc:
+            self._fail(client, f"malformed request (not JSON): {exc}")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("action"), str):
+            self._fail(client, 'malformed request: expected a JSON object with a string "action"')
+            return
+        action = self.actions.get(message["action"])
+        if action is None:
+            known = ", ".join(sorted(self.actions))
+            self._answer(client, {"ok": False, "error": f"unknown action {message['action']!r}; known: {known}"})
+            return
+        try:
+            result = action(client, message)
+        except (ValueError, TypeError, LookupError, RuntimeError) as exc:
+            self._answer(client, {"ok": False, "error": str(exc)})
+            return
+        except Exception as exc:
+            log.exception("control socket: action %r failed", message["action"])
+            self._answer(client, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        if result is not PENDING:
+            self._answer(client, {"ok": True, "result": result})
+
+    # actions --------------------------------------------------------------
+    def _do_status(self, client: _Client, message: Dict[str, Any]) -> Any:
+        status = self.master.status()
+        if self.master.state != "running" or all(w["pid"] is None for w in status["workers"]):
+            return _with_stats(status, {})
+        self._reply_later(client, "stats", [], None, STATS_TIMEOUT, lambda stats: _with_stats(status, stats))
+        return PENDING
+
+    def _do_reload(self, client: _Client, message: Dict[str, Any]) -> Any:
+        if self.master.state in ("stopping", "stopped"):
+            raise RuntimeError(f"cannot reload: the master is {self.master.state}")
+        client.waiting = True
+        self.reload_waiters.append(_ReloadWaiter(client))
+        self.master.reload()
+        return PENDING
+
+    def _do_scale(self, client: _Client, message: Dict[str, Any]) -> Any:
+        self.master.scale(message.get("workers"))  # type: ignore[arg-type]  # scale() validates it
+        return {"workers": len(self.master.ports), "ports": self.master.ports}
+
+    def _do_stop(self, client: _Client, message: Dict[str, Any]) -> Any:
+        graceful = message.get("graceful", True)
+        if not isinstance(graceful, bool):
+            raise TypeError('"graceful" must be true or false')
+        client.keep_open = True
+        self.master.call_later(0, lambda: self.master.stop(graceful=graceful))
+        return {"stopping": True, "graceful": graceful}
+
+    def _do_command(self, client: _Client, message: Dict[str, Any]) -> Any:
+        name, args = message.get("name"), message.get("args", [])
+        worker, timeout = message.get("worker"), message.get("timeout", 5.0)
+        if not isinstance(name, str) or not name:
+            raise TypeError('"name" must be the command name, a string')
+        if not isinstance(args, list):
+            raise TypeError('"args" must be a JSON array')
+        if worker is not None and (isinstance(worker, bool) or not isinstance(worker, int)):
+            raise TypeError('"worker" must be a slot id or null')
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_COMMAND_TIMEOUT:
+            raise ValueError(f'"timeout" must be a number of seconds in (0, {MAX_COMMAND_TIMEOUT:g}]')
+        self._reply_later(client, name, args, worker, float(timeout), jsonable_replies)
+        return PENDING
+
+    def _reply_later(
+        self,
+        client: _Client,
+        name: str,
+        args: List[Any],
+        worker: Optional[int],
+        timeout: float,
+        result: Callable[[Dict[int, Any]], Any],
+    ) -> None:
+        """Send a worker command without blocking the loop; answer the client when the replies are in."""
+        client.waiting = True
+
+        def answer(replies: Dict[int, Any]) -> None:
+            self._answer(client, {"ok": True, "result": result(replies)})
+
+        self.master.command_async(name, *args, worker=worker, timeout=timeout, callback=answer)
+
+    # replies and closing --------------------------------------------------
+    def _answer(self, client: _Client, reply: Dict[str, Any]) -> None:
+        client.waiting = False
+        self._send(client, _encode(reply))
+        if client.inbuf and not client.closed:  # lines that came while a reload was pending; later, so
+            self.master.call_later(0, lambda: self._process(client))  # no action runs inside a hook
+
+    def _fail(self, client: _Client, error: str) -> None:
+        """Malformed input: reply with the error, then close the connection."""
+        client.close_when_sent = True
+        self._send(client, _encode({"ok": False, "error": error}))
+
+    def _send(self, client: _Client, data: bytes) -> None:
+        if client.closed:
+            return
+        client.outbuf += data
+        self._flush(client)
+
+    def _flush(self, client: _Client) -> None:
+        """Send what the socket takes now; retry on a timer, give up on a client that never reads."""
+        client.send_timer = None
+        while client.outbuf:
+            try:
+                sent = client.sock.send(client.outbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._close(client)
+                return
+            client.outbuf = client.outbuf[sent:]
+        if not client.outbuf:
+            client.send_deadline = None
+            if client.close_when_sent:
+                self._close(client)
+            return
+        now = time.monotonic()
+        if client.send_deadline is None:
+            client.send_deadline = now + SEND_TIMEOUT
+        if now > client.send_deadline:
+            log.warning("control socket: a client did not read its reply within %g s; closing it", SEND_TIMEOUT)
+            self._close(client)
+            return
+        client.send_timer = self.master.call_later(SEND_RETRY, lambda: self._flush(client))
+
+    def _arm_idle(self, client: _Client) -> None:
+        if client.idle_timer is not None:
+            client.idle_timer.cancel()
+        client.idle_timer = self.master.call_later(IDLE_TIMEOUT, lambda: self._idle(client))
+
+    def _idle(self, client: _Client) -> None:
+        if client.waiting or client.keep_open:
+            self._arm_idle(client)
+        else:
+            self._close(client)
+
+    def _close(self, client: _Client) -> None:
+        if client.closed:
+            return
+        client.closed = True
+        for timer in (client.idle_timer, client.send_timer):
+            if timer is not None:
+                timer.cancel()
+        self.reload_waiters = [w for w in self.reload_waiters if w.client is not client]
+        self.master.remove_io_handler(client.sock)
+        client.sock.close()
+        if client in self.clients:
+            self.clients.remove(client)
+
+
+def _with_stats(status: Dict[str, Any], stats: Dict[int, Any]) -> Dict[str, Any]:
+    """The status with each worker's served/in-flight/RSS from its stats reply (None if unknown)."""
+    for worker in status["workers"]:
+        reply = stats.get(worker["id"])
+        if not (isinstance(reply, dict) and reply.get("pid") == worker["pid"]):
+            reply = {}
+        for key in ("requests_served", "in_flight", "rss"):
+            worker[key] = reply.get(key)
+    return status
+
+
+def jsonable_replies(replies: Dict[int, Any]) -> Dict[str, Any]:
+    """Replies by slot id as JSON shows them (slot ids as strings)."""
+    return {str(slot): jsonable(reply) for slot, reply in replies.items()}
+
+
+def jsonable(reply: Any) -> Any:
+    """A worker's reply as JSON shows it: a CommandError becomes {"error": ..., "type": ...}."""
+    return reply.as_json() if isinstance(reply, CommandError) else reply
+
+
+def _encode(message: Dict[str, Any]) -> bytes:
+    return (json.dumps(message, default=repr) + "\n").encode("utf-8")

@@ -1,0 +1,154 @@
+"""The live ports as a frontend's upstream list (nginx or HAProxy), kept up to date in a file.
+
+``render()`` is the public helper; ``UpstreamWriter`` is the master listener
+behind ``upstream_file``/``on_ports_changed``: it rewrites the file atomically
+on start and on every port change, then runs the command without waiting for
+it in the master loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from typing import Any, Iterable, List, Optional
+
+from .._core.handle import MasterHandle
+from .._core.slots import describe_exit
+from .._os.platform import write_atomically
+
+__all__ = ["render", "write_atomically", "UpstreamWriter"]
+
+log = logging.getLogger("prefork_waitress")
+
+FORMATS = ("nginx", "haproxy")
+POLL_START, POLL_CAP = 0.02, 0.5
+COMMAND_TIMEOUT = 60.0
+
+
+def frontend_host(host: str) -> str:
+    """The address a local frontend dials: a wildcard bind means loopback; IPv6 gets brackets."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host in ("::", "[::]"):
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host
+
+
+def render(ports: Iterable[int], host: str = "127.0.0.1", format: str = "nginx") -> str:
+    """The body of an nginx ``upstream`` block, or HAProxy ``server`` lines, for ``ports``."""
+    address = frontend_host(host)
+    if format == "nginx":
+        lines = [f"server {address}:{port};" for port in ports]
+    elif format == "haproxy":
+        lines = [f"server w{index} {address}:{port} check" for index, port in enumerate(ports)]
+    else:
+        raise ValueError(f"unknown upstream format {format!r}; expected one of {', '.join(FORMATS)}")
+    return "".join(line + "\n" for line in lines)
+
+
+def _pidfd(pid: int) -> Optional[int]:
+    """A pollable fd that becomes readable when ``pid`` exits (Linux 5.3+), else None."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        fd: int = opener(pid)
+        return fd
+    except OSError:
+        return None
+
+
+class UpstreamWriter:
+    """Master listener: write the upstream file, then run ``command`` (coalescing repeats)."""
+
+    def __init__(self, master: MasterHandle, path: str, format: str = "nginx", command: Optional[str] = None) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"unknown upstream format {format!r}; expected one of {', '.join(FORMATS)}")
+        self.master = master
+        self.path = path
+        self.format = format
+        self.command = command
+        self.process: Optional["subprocess.Popen[bytes]"] = None
+        self.again = False
+        self._watch: Any = None
+        self._poll_delay = POLL_START
+        self._deadline: Any = None
+
+    def when_ready(self) -> None:
+        self.update(self.master.ports)
+
+    def ports_changed(self, ports: List[int]) -> None:
+        self.update(ports)
+
+    def stopped(self) -> None:
+        """The master is done: stop watching a command still running (it is left to finish)."""
+        if self.process is not None:
+            self._forget()
+
+    def update(self, ports: List[int]) -> None:
+        """Rewrite the file for ``ports``; run the command if it was written."""
+        try:
+            write_atomically(self.path, render(ports, self.master.settings.host, self.format))
+        except OSError as exc:
+            log.error("cannot write the upstream file %s: %s", self.path, exc)
+            return
+        log.info("upstream file %s now lists ports %s", self.path, ports)
+        if self.command:
+            self.run_command()
+
+    def run_command(self) -> None:
+        """Start the command now, or once the one still running has finished."""
+        if self.process is not None:
+            self.again = True
+            return
+        assert self.command is not None
+        try:
+            self.process = subprocess.Popen(self.command, shell=True, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            log.error("cannot run on_ports_changed command %r: %s", self.command, exc)
+            return
+        self._deadline = self.master.call_later(COMMAND_TIMEOUT, self._timed_out)
+        fd = _pidfd(self.process.pid)
+        if fd is not None:
+            self._watch = fd
+            self.master.add_io_handler(fd, lambda _fd: self._check())
+        else:
+            self._poll_delay = POLL_START
+            self._watch = self.master.call_later(self._poll_delay, self._check)
+
+    def _check(self) -> None:
+        """The command may have exited: reap it, log a failure, start a queued run."""
+        process = self.process
+        if process is None:
+            return
+        code = process.poll()
+        if code is None:
+            if not isinstance(self._watch, int):
+                self._poll_delay = min(POLL_CAP, self._poll_delay * 2)
+                self._watch = self.master.call_later(self._poll_delay, self._check)
+            return
+        self._forget()
+        if code != 0:
+            log.error("on_ports_changed command %r failed with %s", self.command, describe_exit(code))
+        if self.again:
+            self.again = False
+            self.run_command()
+
+    def _timed_out(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            log.error("on_ports_changed command %r still running after %g s; killing it", self.command, COMMAND_TIMEOUT)
+            self.process.kill()
+
+    def _forget(self) -> None:
+        if isinstance(self._watch, int):
+            self.master.remove_io_handler(self._watch)
+            os.close(self._watch)
+        elif self._watch is not None:
+            self._watch.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._watch = self._deadline = None
+        self.process = None
