@@ -19,7 +19,6 @@ from ._core.pool import Message, WorkerPool
 from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit
 from ._os.loading import AppImportError, resolve
 from ._os.pidfile import PidFile
-from ._os.platform import listen_queue
 from ._policies.backoff import CrashLoops
 from ._policies.recycling import Recycler
 from ._policies.replacing import SlotReplacer
@@ -136,12 +135,11 @@ class Master:
 
     def request_counts(self) -> Dict[int, RequestCounts]:
         """Per slot id: what its workers served since the master started (live ones from shared memory)."""
-        live = [(p.slot.id, p.meter.counts()) for p in self._pool.processes.values() if p.meter is not None]
-        return self._pool.counters.requests(live)
+        return self._pool.request_counts()
 
     def accept_queues(self) -> Dict[int, Optional[Tuple[int, int]]]:
         """Per slot id: (connections waiting in the accept queue, its limit), or None where unknown."""
-        return {slot.id: listen_queue(slot.sock) for slot in self._pool.slots}
+        return self._pool.accept_queues()
 
     # hooks (override in a subclass; all run in the master loop) -----------
     def when_ready(self) -> None:

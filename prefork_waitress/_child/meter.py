@@ -11,8 +11,8 @@ fork, no file descriptor). The worker's task thread is its only writer:
 - offset 72: one unsigned 64-bit count per duration bucket of
   :data:`BUCKETS` (plus +Inf), not cumulative.
 
-A finished request costs one clock read, one bisect and three ``pack_into``
-calls: no syscall, no lock, no pipe message. The master reads the page when
+A finished request costs one clock read, one bisect and three stores
+through typed memoryviews: no syscall, no lock, no pipe message. The master reads the page when
 it is asked (metrics, status); the number of requests is the sum of the
 bucket counts, so a histogram read in the middle of a write is still
 consistent with its count.
@@ -25,7 +25,7 @@ import dataclasses
 import mmap
 import struct
 import time
-from typing import List, Tuple
+from typing import Callable, Tuple
 
 __all__ = ["BUCKETS", "RequestCounts", "RequestMeter"]
 
@@ -34,7 +34,8 @@ BUCKETS: Tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 
 _START = struct.Struct("d")
 _SUM, _SUM_AT = struct.Struct("d"), 64
-_COUNT, _COUNTS, _COUNTS_AT = struct.Struct("Q"), struct.Struct(f"{len(BUCKETS) + 1}Q"), 72
+_SUM_INDEX = _SUM_AT // 8
+_COUNTS, _COUNTS_AT = struct.Struct(f"{len(BUCKETS) + 1}Q"), 72
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,25 +67,24 @@ class RequestMeter:
 
     def __init__(self) -> None:
         self._map = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous and shared across fork
-        self._started = 0.0
-        self._sum = 0.0
-        self._counts: List[int] = [0] * (len(BUCKETS) + 1)
+        # Typed views of the page: an item store is cheaper than a pack_into call.
+        self._doubles = memoryview(self._map).cast("d")  # [0] start, [_SUM_AT // 8] duration sum
+        self._counts = memoryview(self._map)[_COUNTS_AT:].cast("Q")
 
     # worker side (the task thread) ----------------------------------------
-    def started(self) -> None:
+    def started(self, _monotonic: Callable[[], float] = time.monotonic) -> None:
         """A request begins."""
-        self._started = now = time.monotonic()
-        _START.pack_into(self._map, 0, now)
+        self._doubles[0] = _monotonic()
 
-    def finished(self) -> float:
+    def finished(
+        self, _monotonic: Callable[[], float] = time.monotonic, _bucket: Callable[..., int] = bisect.bisect_left
+    ) -> float:
         """The request is done: count it in its duration bucket; returns its duration."""
-        elapsed = time.monotonic() - self._started
-        self._sum += elapsed
-        index = bisect.bisect_left(BUCKETS, elapsed)
-        count = self._counts[index] = self._counts[index] + 1
-        _START.pack_into(self._map, 0, 0.0)
-        _SUM.pack_into(self._map, _SUM_AT, self._sum)
-        _COUNT.pack_into(self._map, _COUNTS_AT + 8 * index, count)
+        doubles = self._doubles
+        elapsed = _monotonic() - doubles[0]
+        doubles[0] = 0.0
+        doubles[_SUM_INDEX] += elapsed
+        self._counts[_bucket(BUCKETS, elapsed)] += 1
         return elapsed
 
     # master side -------------------------------------------------------------
@@ -100,4 +100,6 @@ class RequestMeter:
         return RequestCounts(_COUNTS.unpack_from(self._map, _COUNTS_AT), duration_sum, in_flight)
 
     def close(self) -> None:
+        self._doubles.release()
+        self._counts.release()
         self._map.close()

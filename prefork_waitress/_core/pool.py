@@ -19,6 +19,7 @@ import signal
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._child import run as _child
+from .._child.meter import RequestCounts
 from .._os import platform as _platform
 from ..options import Settings
 from .commands import CommandChannel
@@ -125,6 +126,14 @@ class WorkerPool:
                 self.spawn(slot)
 
         slot.respawn_timer = self.loop.call_later(delay, later)
+
+    def request_counts(self) -> Dict[int, RequestCounts]:
+        """Per slot id: exited workers' counts plus the live ones' shared meters."""
+        live = [(p.slot.id, p.meter.counts()) for p in self.processes.values() if p.meter is not None]
+        return self.counters.requests(live)
+
+    def accept_queues(self) -> Dict[int, Optional[Tuple[int, int]]]:
+        return {slot.id: _platform.listen_queue(slot.sock) for slot in self.slots}
 
     def cancel_respawn(self, slot: Slot) -> None:
         if slot.respawn_timer is not None:

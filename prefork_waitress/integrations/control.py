@@ -1,7 +1,8 @@
 """The control socket: a UNIX stream socket (mode 0600) speaking JSON lines, never pickle.
 
 Each request is one line ``{"action": "status"|"reload"|"scale"|"stop"|"command", ...}``
-and gets one reply line ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
+(plus what :meth:`ControlServer.add_action` adds, e.g. ``"metrics"``) and gets one reply
+line ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
 :class:`ControlServer` serves it inside the master's event loop without ever
 blocking on a client; :func:`request` is the client ``prefork-waitress ctl`` uses.
 """
