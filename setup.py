@@ -18,7 +18,15 @@ setup(
     python_requires=">=3.9",
     install_requires=["waitress>=3.0.2,<4", "typing-extensions"],
     extras_require={
-        "testing": ["pytest", "pytest-timeout", "PasteDeploy", "prometheus_client"],
+        # The frameworks are test dependencies only (tests/test_frameworks.py runs them);
+        # Trac 1.6 imports pkg_resources, which setuptools 81 removed.
+        "testing": [
+            *("pytest", "pytest-timeout", "PasteDeploy", "prometheus_client"),
+            *("Django", "Flask", "pyramid", "Trac", "setuptools<81"),
+        ],
+        # bench/peers.py and bench/profile_worker.py; uwsgi and bjoern compile C
+        # (build-essential python3-dev libev-dev); each is skipped when missing
+        "bench": ["gunicorn", "flask", "py-spy", "uwsgi", "granian", "bjoern"],
     },
     entry_points={
         "console_scripts": ["prefork-waitress = prefork_waitress.__main__:main"],

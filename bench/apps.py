@@ -2,6 +2,7 @@
 
 ``hello``: the smallest possible response, measures server overhead.
 ``sleep20``: sleeps 20 ms per request (an I/O-bound view, e.g. a DB call).
+``body1m``: a 1 MiB body (the send path).
 """
 
 import time
@@ -25,3 +26,14 @@ def sleep20(environ, start_response):
         [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
     )
     return [body]
+
+
+BODY_1M = b"x" * (1 << 20)
+
+
+def body1m(environ, start_response):
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(BODY_1M)))],
+    )
+    return [BODY_1M]

@@ -1,19 +1,25 @@
-"""Per-worker memory: prefork_waitress lazy/preload vs gunicorn sync with/without --preload.
+"""Memory of N workers over time: prefork_waitress lazy/preload/preload+freeze vs gunicorn sync.
 
-Run from the repo root:  python bench/memory.py [--workers 4] [--requests 200]
+Run from the repo root:
+    python bench/memory.py [--workers 4] [--checkpoints 0,1000,10000] [--app bench.bigapp:app]
 
-App: bench/memapp.py (imports email, json, xml.dom.minidom, http.client,
-decimal, asyncio, sqlite3 and builds a ~20 MB list of strings at import).
-Every contender is started, each worker port (gunicorn: its one port) gets
-``--requests`` requests per worker, then /proc/PID/smaps_rollup is read for
-the master and each worker (children of the master):
-private = Private_Clean + Private_Dirty, shared = Shared_Clean + Shared_Dirty,
-Pss and Rss. Values in MiB; "total Pss" = master + all workers.
+App: bench/bigapp.py (100,000 small records and 3,000 classes built at
+import, ~80 MB RSS; each request builds and drops some cyclic garbage,
+reads a hot subset and churns a bounded cache, so full GC collections do
+happen in a long-lived worker). Each contender is started once; at each
+checkpoint every worker has served that many requests in total (prefork:
+requests to each worker's own port; gunicorn: N x as many to its one port,
+spread by the kernel), then /proc/PID/smaps_rollup of the master and of
+every worker is read: private = Private_Clean + Private_Dirty, Pss.
+"total Pss" = master + all workers, MiB. The client: one process per port,
+keep-alive where the server keeps it (gunicorn sync closes every one).
 """
 
 import argparse
 import http.client
+import multiprocessing
 import os
+import signal
 import sys
 import time
 
@@ -22,7 +28,25 @@ try:
 except ImportError:  # python bench/memory.py
     import common
 
-APP = "bench.memapp:app"
+PREFORK = ["-m", "prefork_waitress", "--log-level", "warning", "--cpu-affinity", "off"]
+GUNICORN = ["-m", "gunicorn", "-k", "sync", "--log-level", "warning"]
+CONTENDERS = {
+    "prefork lazy": (PREFORK, []),
+    "prefork preload no-freeze": (PREFORK, ["--preload", "--no-gc-freeze"]),
+    "prefork preload+freeze": (PREFORK, ["--preload"]),
+    "prefork preload+freeze no-gen2": (
+        PREFORK,
+        ["--preload", "--worker-class", "bench.memworkers:NoFullCollectWorker"],
+    ),
+    "prefork preload+freeze gen0=7000": (
+        PREFORK,
+        ["--preload", "--worker-class", "bench.memworkers:LazyYoungWorker"],
+    ),
+    "gunicorn lazy": (GUNICORN, []),
+    "gunicorn --preload": (GUNICORN, ["--preload"]),
+    "gunicorn --preload + freeze hook": (GUNICORN, ["--preload", "-c", "python:bench.gunicorn_freeze"]),
+}
+REFERENCE = "gunicorn --preload"
 
 
 def rollup(pid):
@@ -32,12 +56,7 @@ def rollup(pid):
             parts = line.split()
             if len(parts) == 3 and parts[2] == "kB":
                 out[parts[0].rstrip(":")] = int(parts[1]) / 1024.0
-    return {
-        "rss": out.get("Rss", 0.0),
-        "pss": out.get("Pss", 0.0),
-        "shared": out.get("Shared_Clean", 0.0) + out.get("Shared_Dirty", 0.0),
-        "private": out.get("Private_Clean", 0.0) + out.get("Private_Dirty", 0.0),
-    }
+    return {"pss": out.get("Pss", 0.0), "private": out.get("Private_Clean", 0.0) + out.get("Private_Dirty", 0.0)}
 
 
 def children(pid):
@@ -51,58 +70,121 @@ def children(pid):
     return sorted(set(kids))
 
 
-def hit(port, n):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        for _ in range(n):
-            conn.request("GET", "/", headers={"Connection": "close"})
+def hit(job):
+    """n GETs to one port, reusing the connection unless the server closed it; returns failures."""
+    port, n = job
+    failures = 0
+    conn = None
+    for _ in range(n):
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection(common.HOST, port, timeout=10)
+            conn.request("GET", "/")
             resp = conn.getresponse()
             resp.read()
-            conn.close()
-    finally:
+            if resp.status != 200:
+                failures += 1
+            if resp.getheader("Connection", "").lower() == "close":
+                conn.close()
+                conn = None
+        except (OSError, http.client.HTTPException):
+            failures += 1
+            if conn is not None:
+                conn.close()
+            conn = None
+    if conn is not None:
         conn.close()
+    return failures
 
 
-def start(kind, n):
-    if kind.startswith("gunicorn"):
+def _client_process():
+    """Pool processes are plain clients: common's stop-the-servers handler is the parent's."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def start(name, workers, app):
+    runner, extra = CONTENDERS[name]
+    if runner is GUNICORN:
         port = common.free_port()
-        argv = [sys.executable, "-m", "gunicorn", "-k", "sync", "-w", str(n), "--bind", f"127.0.0.1:{port}",
-                "--log-level", "warning"] + (["--preload"] if kind.endswith("preload") else []) + [APP]
-        return common.Server(kind, argv, [port]), [port]
-    base = common.free_port_range(n)
-    ports = list(range(base, base + n))
-    argv = [sys.executable, "-m", "prefork_waitress", "--workers", str(n), "--base-port", str(base),
-            "--log-level", "warning"] + (["--preload"] if kind.endswith("preload") else []) + [APP]
-    return common.Server(kind, argv, ports), ports
+        argv = [sys.executable, *runner, "-w", str(workers), "--bind", f"127.0.0.1:{port}", *extra, app]
+        return common.Server(name, argv, [port])
+    base = common.free_port_range(workers)
+    argv = [sys.executable, *runner, "--workers", str(workers), "--base-port", str(base), *extra, app]
+    return common.Server(name, argv, list(range(base, base + workers)))
+
+
+def measure(server, workers):
+    time.sleep(1.0)  # the last responses' garbage goes
+    deadline = time.monotonic() + 20
+    while len(kids := children(server.pid)) != workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.name}: expected {workers} workers, found {kids}")
+        time.sleep(0.2)
+    ws = [rollup(w) for w in kids]
+    master = rollup(server.pid)
+    return {
+        "total": master["pss"] + sum(w["pss"] for w in ws),
+        "private": sum(w["private"] for w in ws) / len(ws),
+        "privates": [round(w["private"], 1) for w in ws],
+        "master": master["pss"],
+    }
+
+
+def run_contender(name, args, pool):
+    server = start(name, args.workers, args.app)
+    figures = {}
+    failures = 0
+    try:
+        server.wait_ready(timeout=90)
+        done = 0
+        for checkpoint in args.checkpoints:
+            # one client process per worker, each sending its share to its port (gunicorn: the one port)
+            jobs = [(server.ports[i % len(server.ports)], checkpoint - done) for i in range(args.workers)]
+            started = time.monotonic()
+            failures += sum(pool.map(hit, jobs))
+            done = checkpoint
+            figures[checkpoint] = measure(server, args.workers)
+            print(f"  {name} @{checkpoint}: total Pss {figures[checkpoint]['total']:.1f}, worker private "
+                  f"{figures[checkpoint]['privates']} MiB ({time.monotonic() - started:.1f} s)",
+                  file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+    return figures, failures
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--requests", type=int, default=200, help="requests per worker before measuring")
+    p.add_argument("--checkpoints", default="0,1000,10000", help="requests per worker at each measurement")
+    p.add_argument("--app", default="bench.bigapp:app")
+    p.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated names from CONTENDERS")
     args = p.parse_args(argv)
-    print(f"# machine: {common.machine_summary()}; N={args.workers}, app {APP}, MiB")
-    headers = ["contender", "worker private", "worker shared", "worker Pss", "worker Rss",
-               "master private", "master Pss", "total Pss"]
+    args.checkpoints = [int(c) for c in args.checkpoints.split(",")]
+    names = [n.strip() for n in args.contenders.split(",") if n.strip()]
+    print(f"# machine: {common.machine_summary()}; N={args.workers}, app {args.app}, MiB")
+    print(f"# load before: {os.getloadavg()}")
+    results = {}
+    with multiprocessing.get_context("fork").Pool(max(args.workers, 1), _client_process) as pool:
+        for name in names:
+            results[name] = run_contender(name, args, pool)
+    print(f"# load after: {os.getloadavg()}")
+    ref = results.get(REFERENCE, ({}, 0))[0]
+    headers = ["contender"]
+    for c in args.checkpoints:
+        headers += [f"total Pss @{c}", f"worker private @{c}"]
+        if ref:
+            headers.append(f"vs {REFERENCE} @{c}")
+    headers.append("failed requests")
     rows = []
-    for kind in ("prefork lazy", "prefork preload", "gunicorn", "gunicorn preload"):
-        server, ports = start(kind.replace(" ", "-"), args.workers)
-        try:
-            server.wait_ready(timeout=60)
-            for port in ports:
-                hit(port, args.requests * (args.workers if len(ports) == 1 else 1))
-            time.sleep(1.0)  # let the last responses' garbage go
-            workers = children(server.pid)
-            if len(workers) != args.workers:
-                raise RuntimeError(f"{kind}: expected {args.workers} workers, found {workers}")
-            ws = [rollup(w) for w in workers]
-            m = rollup(server.pid)
-        finally:
-            server.stop()
-        avg = {k: sum(w[k] for w in ws) / len(ws) for k in ws[0]}
-        rows.append([kind, avg["private"], avg["shared"], avg["pss"], avg["rss"], m["private"], m["pss"],
-                     m["pss"] + sum(w["pss"] for w in ws)])
-        print(f"  {kind}: workers {[round(w['private'], 1) for w in ws]} private MiB", file=sys.stderr, flush=True)
+    for name in names:
+        figures, failures = results[name]
+        row = [name]
+        for c in args.checkpoints:
+            row += [figures[c]["total"], figures[c]["private"]]
+            if ref:
+                row.append(f"{figures[c]['total'] / ref[c]['total']:.2f}x")
+        rows.append(row + [failures])
     common.print_table(headers, rows)
 
 

@@ -34,7 +34,12 @@ Contenders for each worker count N:
                      -accesslog access_log= a temporary file (removed at exit)
                      -nofix     a temporary copy of the library without the
                                 _DrainAwareChannel._flush_some/writable
-                                overrides (the I/O-loop spin fix, A/B)
+                                overrides (the I/O-loop spin fix, A/B;
+                                not used with -inline)
+                     -inline    a copy with INLINE_TASKS = True: requests
+                                run on the I/O thread (no task thread)
+                     -nocoalesce  a copy with COALESCE_MAX = -1: header and
+                                body in two sends (the old path)
   nginx+X          (opt-in with --contenders) nginx on one port in front of
                    the ports of X (waitress-t1xN, prefork, gunicorn-sync), upstream
                    keep-alive, ``worker_processes`` = --nginx-workers (1)
@@ -62,7 +67,7 @@ except ImportError:  # run as a script: python bench/throughput.py
 
 CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork",
               "nginx+waitress-t1xN", "nginx+prefork", "nginx+gunicorn-sync")
-PREFORK_SUFFIX = re.compile(r"^(unpinned|rt[0-9.]+|mr[0-9]+|preload|nofix|ref|metrics|accesslog)$")
+PREFORK_SUFFIX = re.compile(r"^(unpinned|rt[0-9.]+|mr[0-9]+|preload|nofix|inline|nocoalesce|ref|metrics|accesslog)$")
 REFERENCE_PATH = None  # --reference-path: the checkout a "-ref" contender runs
 DEFAULT_CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork")
 
@@ -86,15 +91,40 @@ def is_prefork(contender):
     return all(PREFORK_SUFFIX.match(t) for t in name.split("-")[1:])
 
 
-_NOFIX = {}
+def _cut_spin_fix(text):
+    start = text.index("    def _flush_some(self")
+    end = text.index("\ndef _has_pending_bytes")
+    return text[:start] + "    pass\n\n" + text[end:]
 
 
-def nofix_copy(prefork_path):
-    """A temp copy of prefork_waitress without the spin fix; returns the dir to put on PYTHONPATH."""
-    if prefork_path in _NOFIX:
-        return _NOFIX[prefork_path]
+def _replace(old, new):
+    def edit(text):
+        if old not in text:
+            raise RuntimeError(f"{old!r} not in _waitress.py")
+        return text.replace(old, new)
+
+    return edit
+
+
+# variant suffix -> (edit of _waitress.py, a check run on the copy)
+PATCHES = {
+    "nofix": (_cut_spin_fix, "from prefork_waitress.{module} import _DrainAwareChannel as C; "
+                             "assert '_flush_some' not in C.__dict__ and 'writable' not in C.__dict__"),
+    "inline": (_replace("INLINE_TASKS = False", "INLINE_TASKS = True"),
+               "import prefork_waitress.{module} as w; assert w.INLINE_TASKS is True"),
+    "nocoalesce": (_replace("COALESCE_MAX = 64 * 1024", "COALESCE_MAX = -1"),
+                   "import prefork_waitress.{module} as w; assert w.COALESCE_MAX == -1"),
+}
+_COPIES = {}
+
+
+def patched_copy(prefork_path, variants):
+    """A temp copy of prefork_waitress with the PATCHES ``variants`` applied; the dir for PYTHONPATH."""
+    key = (prefork_path, tuple(sorted(variants)))
+    if key in _COPIES:
+        return _COPIES[key]
     src_root = prefork_path or common.REPO_ROOT
-    dest_root = tempfile.mkdtemp(prefix="bench-nofix-")
+    dest_root = tempfile.mkdtemp(prefix="bench-" + "-".join(key[1]) + "-")
     atexit.register(shutil.rmtree, dest_root, True)
     dest = os.path.join(dest_root, "prefork_waitress")
     shutil.copytree(os.path.join(src_root, "prefork_waitress"), dest,
@@ -103,22 +133,19 @@ def nofix_copy(prefork_path):
     path = os.path.join(dest, *module.split(".")) + ".py"
     with open(path) as f:
         text = f.read()
-    start = text.index("    def _flush_some(self")
-    end = text.index("\ndef _has_pending_bytes")
-    text = text[:start] + "    pass\n\n" + text[end:]
+    for v in key[1]:
+        text = PATCHES[v][0](text)
     with open(path, "w") as f:
         f.write(text)
+    checks = "; ".join(PATCHES[v][1].format(module=module) for v in key[1])
     check = subprocess.run(
-        [sys.executable, "-c",
-         f"from prefork_waitress.{module} import _DrainAwareChannel as C; "
-         "assert '_flush_some' not in C.__dict__ and 'writable' not in C.__dict__, 'fix still there'; "
-         "import prefork_waitress; print(prefork_waitress.__file__)"],
+        [sys.executable, "-c", checks + "; import prefork_waitress; print(prefork_waitress.__file__)"],
         env={**os.environ, "PYTHONPATH": dest_root}, cwd=dest_root, capture_output=True, text=True,
         check=False, timeout=60,
     )
     if check.returncode != 0 or not check.stdout.startswith(dest_root):
-        raise RuntimeError(f"nofix copy broken: {check.stdout}{check.stderr}")
-    _NOFIX[prefork_path] = dest_root
+        raise RuntimeError(f"patched copy {key[1]} broken: {check.stdout}{check.stderr}")
+    _COPIES[key] = dest_root
     return dest_root
 
 
@@ -184,14 +211,13 @@ def start(contender, n, app, prefork_path, nginx_workers=1):
         ports = list(range(base, base + n))
         argv = [sys.executable, "bench/prefork_launcher.py", "--workers", str(n),
                 "--base-port", str(base)]
-        path = prefork_path
+        patches = [t for t in contender.split("-")[1:] if t in PATCHES]
+        path = patched_copy(prefork_path, patches) if patches else prefork_path
         for t in contender.split("-")[1:]:
             if t == "unpinned":
                 argv += ["--cpu-affinity", "off"]
             elif t == "preload":
                 argv.append("--preload")
-            elif t == "nofix":
-                path = nofix_copy(prefork_path)
             elif t == "metrics":
                 argv += ["--metrics-port", str(common.free_port())]
             elif t == "accesslog":

@@ -18,6 +18,7 @@ from ._core.loop import EventLoop, Timer
 from ._core.pool import Message, WorkerPool
 from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit
 from ._os.loading import AppImportError, resolve
+from ._os.memory import freeze_heap, unfreeze_heap
 from ._os.pidfile import PidFile
 from ._policies.backoff import CrashLoops
 from ._policies.recycling import Recycler
@@ -79,7 +80,7 @@ class Master:
         pool.on_exit = self._exited
         pool.handle("ready", lambda worker, message: self._ready(worker, message[2]), deferred=True)
         pool.handle("draining", lambda worker, message: self._replacer.released(worker), deferred=True)
-        pool.handle("recycle", lambda worker, message: self._recycler.request(worker, message[1]), deferred=True)
+        pool.handle("recycle", lambda worker, message: self._recycler.request(worker, message[2]), deferred=True)
         pool.handle("modules", self._adopt_modules)
         return pool
 
@@ -88,7 +89,7 @@ class Master:
             "app": self._app,
             "worker_class": self.worker_class,
             "meter": RequestMeter(),  # request_timeout's clock and the metrics' counts
-            "report_modules": self.settings.reload and not self.settings.preload,
+            "report_modules": self.settings.reload,
         }
 
     def _master_objects(self) -> List[Any]:
@@ -96,7 +97,7 @@ class Master:
 
     def _adopt_modules(self, worker: WorkerProcess, message: Message) -> None:
         if self._code is not None:
-            self._code.adopt(message[1])
+            self._code.adopt(message[1], message[2])
 
     # public state ---------------------------------------------------------
     @property
@@ -250,7 +251,7 @@ class Master:
             self._pool.add_slot()
         if self.settings.preload:
             try:
-                self._app = self._code.load_app() if self._code else self.load_app()
+                self._preload(self._code.load_app if self._code else self.load_app)
             except (AppImportError, ReloadError) as exc:
                 raise BootError(f"the app could not start: {exc}") from exc
         self._loop.open_signals()
@@ -272,7 +273,22 @@ class Master:
     def reload_code(self) -> None:
         """Before a rolling reload: in preload mode, import the app's code again."""
         if self.settings.preload and self._code is not None:
-            self._app = self._code.load_app()
+            self._preload(self._code.load_app)
+
+    def _preload(self, load: Callable[[], Any]) -> None:
+        """Import the app in the master; with gc_freeze, freeze the heap the workers will share.
+
+        A reload unfreezes first, so the old code's objects can be collected;
+        the heap is frozen again even if the new code fails to import.
+        """
+        if not self.settings.gc_freeze:
+            self._app = load()
+            return
+        unfreeze_heap()
+        try:
+            self._app = load()
+        finally:
+            log.info("preloaded the app; %d objects frozen (gc.freeze) for the workers to share", freeze_heap())
 
     def _cleanup(self) -> None:
         self._pool.close()

@@ -190,12 +190,14 @@ OPTIONS: Tuple[Option, ...] = (
     Option("output", None, optional(as_output), "file the workers' stdout and stderr go to"),
     Option("worker_class", None, optional(as_worker_class), "Worker subclass, as module:Class"),
     Option("preload", False, as_bool, "import the app in the master before forking"),
+    Option("gc_freeze", True, as_bool, "with preload: gc.freeze() the app's heap before forking, so it stays shared"),
     Option("graceful_timeout", 30.0, positive_seconds, "seconds a stopping worker may take"),
     Option("boot_timeout", 60.0, positive_seconds, "seconds a new worker may take to become ready"),
     Option("reload", False, as_bool, "reload the app when its source files change"),
     Option("request_timeout", None, optional(positive_seconds), "replace a worker whose request runs longer"),
     Option("max_requests", 0, int_at_least(0), "recycle a worker after this many requests (0: never)"),
     Option("max_requests_jitter", 0, int_at_least(0), "add a random 0..N to max_requests per worker"),
+    Option("max_rss", 0, int_at_least(0), "recycle a worker whose RSS passes this many MiB (0: never)"),
     Option("cpu_affinity", True, as_cpu_affinity, "pin workers to CPUs: auto, off, or a CPU list"),
     Option("control_socket", None, optional(as_path), "UNIX socket for prefork-waitress ctl"),
     Option("upstream_file", None, optional(as_path), "write the live ports to this file"),
@@ -219,12 +221,14 @@ class Settings:
     output: Any
     worker_class: Any
     preload: bool
+    gc_freeze: bool
     graceful_timeout: float
     boot_timeout: float
     reload: bool
     request_timeout: Optional[float]
     max_requests: int
     max_requests_jitter: int
+    max_rss: int
     cpu_affinity: Union[bool, Tuple[int, ...]]
     control_socket: Optional[str]
     upstream_file: Optional[str]

@@ -15,8 +15,8 @@ import sys
 import time
 from typing import Any, Dict, Optional, Tuple
 
+from ._os.memory import frozen_count, resident_bytes
 from ._os.output import redirect_stdio, reopen_files
-from ._os.platform import resident_bytes
 
 __all__ = ["Worker", "UnknownCommand"]
 
@@ -62,7 +62,11 @@ class Worker:
         return "pong"
 
     def child_stats(self) -> Dict[str, Any]:
-        """What the worker is and has done: pid, port, uptime, requests, memory."""
+        """What the worker is and has done: pid, port, uptime, requests, memory.
+
+        ``gc_frozen`` is gc.get_freeze_count(): the objects inherited frozen
+        from a preloading master (0 without preload or with gc_freeze off).
+        """
         max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if sys.platform != "darwin":
             max_rss *= 1024
@@ -76,6 +80,7 @@ class Worker:
             "in_flight": self.in_flight,
             "rss": resident_bytes(),
             "max_rss": max_rss,
+            "gc_frozen": frozen_count(),
         }
 
     def child_reopen(self, path: Optional[str] = None) -> bool:

@@ -21,10 +21,16 @@ def slow(environ, start_response):
     return hello(environ, start_response)
 
 
+GROWN = []  # what /grow keeps
+
+
 def app(environ, start_response):
-    """/slow?s=N sleeps, anything else is hello."""
+    """/slow?s=N sleeps, /grow keeps 256 KiB more each time, anything else is hello."""
     if environ.get("PATH_INFO") == "/slow":
         return slow(environ, start_response)
+    if environ.get("PATH_INFO") == "/grow":
+        GROWN.append(b"x" * (256 * 1024))  # written, so resident
+        return hello(environ, start_response)
     if environ.get("PATH_INFO") == "/print":
         print("printed by", os.getpid(), flush=True)
         import sys

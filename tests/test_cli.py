@@ -30,6 +30,12 @@ def test_parse_keeps_strings_for_the_option_table_and_names_waitress_options():
     assert runner == {"call": True, "log_level": "DEBUG"}
 
 
+def test_a_bool_option_that_defaults_to_true_has_a_no_flag():
+    app, options, runner = _cli.parse(_cli.build_parser(), ["--preload", "--no-gc-freeze", "--max-rss", "300", "m:f"])
+    assert options == {"preload": "true", "gc_freeze": "false", "max_rss": "300"}
+    assert _cli.parse(_cli.build_parser(), ["--gc-freeze", "m:f"])[1] == {"gc_freeze": "true"}
+
+
 def test_serves_every_worker_and_exits_zero_after_sigterm(server, tmp_path):
     sock, pidfile = tmp_path / "ctl.sock", tmp_path / "master.pid"
     s = server("--workers", 2, "--base-port", 0, "--control-socket", sock, "--pid", pidfile, "apps:app")

@@ -110,7 +110,11 @@ def test_a_running_request_is_in_flight(cluster):
     finally:
         thread.join(15)
     assert done.is_set()
-    assert value(scrape(port), "prefork_waitress_requests_in_flight", slot="0") == 0
+    wait_until(  # the worker clears it just after the response is sent
+        lambda: value(scrape(port), "prefork_waitress_requests_in_flight", slot="0") == 0,
+        timeout=10,
+        message="slot 0 idle again",
+    )
 
 
 def test_counts_survive_a_killed_worker_and_restarts_are_counted_by_reason(cluster):

@@ -27,6 +27,9 @@ def test_defaults_and_string_conversion():
         ({"channel_timeout": "soon"}, "invalid literal"),
         ({"cpu_affinity": "sometimes"}, "option cpu_affinity"),
         ({"worker_class": "builtins:dict"}, "option worker_class: expected a subclass of prefork_waitress.Worker"),
+        ({"max_rss": -1}, "option max_rss: must be at least 0"),
+        ({"max_rss": "lots"}, "option max_rss: expected a number, got 'lots'"),
+        ({"gc_freeze": "perhaps"}, "option gc_freeze: expected true or false"),
     ],
 )
 def test_bad_options_name_the_option(options, message):

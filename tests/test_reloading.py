@@ -480,7 +480,9 @@ def test_from_app_adopts_dynamically_imported_modules(sandbox: Sandbox) -> None:
     assert project.load() == [sandbox.mod("web")]
     assert sandbox.mod("plugin") in project.modules
     sandbox.write("plugin.py", "HOOK = 2\n")
-    assert project.load() == [sandbox.mod("plugin")]
+    # the app module is run again, last: it holds the plugin no import shows
+    assert project.load() == [sandbox.mod("plugin"), sandbox.mod("web")]
+    assert sandbox.module("web").plugin.HOOK == 2
 
 
 def test_watch_changes_then_load(sandbox: Sandbox, mode: str) -> None:

@@ -7,13 +7,16 @@ import socket
 import threading
 import time
 
+import pytest
 from conftest import wait_until
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer
+from waitress.server import BaseWSGIServer, create_server
 from waitress.task import Task, ThreadedTaskDispatcher, WSGITask
 
 from prefork_waitress._child._waitress import DrainableServer, RequestHooks
+
+both_paths = pytest.mark.parametrize("inline", [False, True], ids=["task-thread", "inline"])
 
 
 def test_waitress_version_is_the_pinned_range():
@@ -51,11 +54,48 @@ def test_the_internal_names_we_use_still_exist():
     assert "task.close_on_finish" in inspect.getsource(HTTPChannel.service)
 
 
+def test_what_inline_tasks_and_the_coalesced_header_rely_on():
+    # Our dispatcher replaces waitress's (no task thread is started) ...
+    assert "_dispatcher" in inspect.signature(create_server).parameters
+    assert "self.task_dispatcher.add_task(task)" in inspect.getsource(BaseWSGIServer.add_task)
+    # ... which is handed each channel with a complete request while its
+    # requests_lock is held (so add_task may only queue), and again from
+    # service() for a pipelined request.
+    received = inspect.getsource(HTTPChannel.received)
+    assert "with self.requests_lock:" in received and "self.server.add_task(self)" in received
+    assert "self.server.add_task(self)" in inspect.getsource(HTTPChannel.service)
+    # The wake-up after each task, which an inline task does without.
+    assert "self.server.pull_trigger()" in inspect.getsource(HTTPChannel.service)
+    # The wait for the I/O thread to drain a full buffer, which inline is this thread.
+    assert "self.outbuf_lock.wait()" in inspect.getsource(HTTPChannel._flush_outbufs_below_high_watermark)
+    assert "self._flush_outbufs_below_high_watermark()" in inspect.getsource(HTTPChannel.write_soon)
+    # Task.write hands the header to write_soon right before the first chunk.
+    write = inspect.getsource(Task.write)
+    assert write.index("channel.write_soon(rh)") < write.index("channel.write_soon(towrite)")
+
+
 BIG_CHUNK = b"x" * (1 << 20)
 
 
 def _app(environ, start_response):
-    if environ["PATH_INFO"] == "/big":  # past outbuf_high_watermark (16 MiB): the task waits for the loop
+    path = environ["PATH_INFO"]
+    if path == "/thread":
+        body = threading.current_thread().name.encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    if path == "/chunks":  # no Content-Length: chunked, several writes
+        start_response("200 OK", [])
+        return (b"%d;" % i for i in range(5))
+    if path == "/empty":
+        start_response("204 No Content", [])
+        return []
+    if path == "/large":  # one chunk larger than what is sent together with the header
+        start_response("200 OK", [("Content-Length", str(len(BIG_CHUNK)))])
+        return [BIG_CHUNK]
+    if path == "/write":  # the write() callable of start_response
+        start_response("200 OK", [("Content-Length", "6")])("wr".encode())
+        return [b"ite", b"!"]
+    if path == "/big":  # past outbuf_high_watermark (16 MiB): the task waits for the loop
         start_response("200 OK", [("Content-Length", str(24 * len(BIG_CHUNK)))])
         return [BIG_CHUNK] * 24
     if environ["PATH_INFO"] == "/slow":
@@ -76,26 +116,29 @@ class Counting(RequestHooks):
         self.finished += 1
 
 
-def _serve():
+def _serve(inline=None, **options):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     port = sock.getsockname()[1]
     hooks = Counting()
-    server = DrainableServer(_app, sock, hooks, {})
+    server = DrainableServer(_app, sock, hooks, options, inline=inline)
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     return server, hooks, thread, port
 
 
-def test_drain_finishes_in_flight_request_with_connection_close_and_closes_idle():
-    server, hooks, thread, port = _serve()
+@both_paths
+def test_drain_finishes_in_flight_request_with_connection_close_and_closes_idle(inline):
+    server, hooks, thread, port = _serve(inline)
     idle = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     idle.request("GET", "/")
     assert idle.getresponse().read() == b"ok"
     busy = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     busy.request("GET", "/slow")
-    wait_until(lambda: server.in_flight == 1, timeout=5, message="the slow request in flight")
+    # the app runs (in_flight alone could still count the first request, just answered)
+    wait_until(lambda: hooks.started == 2, timeout=5, message="the slow request running")
+    assert server.in_flight == 1
     server.request_stop()
     response = busy.getresponse()
     assert response.read() == b"ok" and response.getheader("Connection") == "close"
@@ -106,8 +149,9 @@ def test_drain_finishes_in_flight_request_with_connection_close_and_closes_idle(
     assert server.server.task_dispatcher.threads == set()
 
 
-def test_request_arriving_during_drain_grace_is_served_with_close():
-    server, hooks, thread, port = _serve()
+@both_paths
+def test_request_arriving_during_drain_grace_is_served_with_close(inline):
+    server, hooks, thread, port = _serve(inline)
     conn = socket.create_connection(("127.0.0.1", port), timeout=5)
     wait_until(lambda: server.server.active_channels, timeout=5, message="the connection accepted")
     server.request_stop()  # accepted, but no request bytes yet: in flight, not idle
@@ -123,8 +167,9 @@ def test_request_arriving_during_drain_grace_is_served_with_close():
     conn.close()
 
 
-def test_large_response_streams_while_the_task_thread_sends():
-    server, hooks, thread, port = _serve()
+@both_paths
+def test_large_response_streams_while_the_task_thread_sends(inline):
+    server, hooks, thread, port = _serve(inline)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     for _ in range(2):
         conn.request("GET", "/big")
@@ -133,3 +178,92 @@ def test_large_response_streams_while_the_task_thread_sends():
     server.request_stop()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def _stop(server, thread):
+    server.request_stop()
+    thread.join(5)
+    assert not thread.is_alive(), "serve() returned after the drain"
+
+
+def test_inline_requests_run_on_the_loop_thread_and_waitress_starts_no_task_thread():
+    threads_before = {t.name for t in threading.enumerate()}
+    server, hooks, thread, port = _serve(inline=True)
+    thread.name = "the-loop"
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for _ in range(3):
+            conn.request("GET", "/thread")
+            assert conn.getresponse().read() == b"the-loop"
+        new = {t.name for t in threading.enumerate()} - threads_before
+        assert new == {"the-loop"}, f"threads started by the server: {new}"
+        conn.close()
+    finally:
+        _stop(server, thread)
+
+
+@both_paths
+def test_response_shapes_are_intact_with_the_header_sent_with_the_first_chunk(inline):
+    server, hooks, thread, port = _serve(inline)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        expected = {"/": b"ok", "/chunks": b"0;1;2;3;4;", "/empty": b"", "/large": BIG_CHUNK, "/write": b"write!"}
+        for path, body in expected.items():
+            conn.request("GET", path)
+            response = conn.getresponse()
+            assert response.read() == body, path
+        conn.request("HEAD", "/")
+        response = conn.getresponse()
+        assert response.getheader("Content-Length") == "2" and response.read() == b""
+        conn.close()
+    finally:
+        _stop(server, thread)
+
+
+@both_paths
+def test_pipelined_requests_are_answered_in_order(inline):
+    server, hooks, thread, port = _serve(inline)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /write HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 3 or not data.endswith(b"ok"):
+                chunk = conn.recv(4096)
+                assert chunk, f"closed early: {data!r}"
+                data += chunk
+        assert data.index(b"write!") < data.index(b"ok") and data.count(b"ok") == 2
+        assert hooks.started == 3
+    finally:
+        _stop(server, thread)
+
+
+def test_inline_a_client_that_stops_reading_is_dropped_after_channel_timeout_and_others_are_served():
+    # The inline task fills the buffers past the high watermark; nobody else
+    # can flush them, so it waits for the socket itself, channel_timeout at most.
+    server, hooks, thread, port = _serve(inline=True, outbuf_high_watermark=1 << 20, channel_timeout=1)
+    try:
+        stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        stalled.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        assert _get_ok(port, timeout=10), "the next client is served"
+        assert time.monotonic() - started < 8
+        received = 0
+        while True:
+            chunk = stalled.recv(1 << 20)
+            if not chunk:
+                break
+            received += len(chunk)
+        assert received < 24 * len(BIG_CHUNK), "the stalled response was cut off, not completed"
+        stalled.close()
+    finally:
+        _stop(server, thread)
+
+
+def _get_ok(port, timeout):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().read() == b"ok"
+    finally:
+        conn.close()

@@ -5,11 +5,21 @@ loop itself and drains it: stop accepting, let in-flight requests finish
 with ``Connection: close``, close idle keep-alive connections, stop the task
 thread. ``tests/test_waitress_internals.py`` pins every attribute this
 relies on, so a waitress release that changes them fails loudly.
+
+A server can also run each request inline on the I/O thread, between two
+turns of the loop (:class:`_InlineDispatcher`): no task thread, so no
+hand-off through a queue, no GIL switch and no trigger write per request.
+It costs 29 % less CPU per request, but a worker that no longer sleeps twice
+per request gets a smaller share of a CPU it shares with other busy
+processes, so it is off by default (bench/PROFILE.md has the figures).
 """
 
 from __future__ import annotations
 
+import collections
 import errno
+import logging
+import select
 import socket
 import threading
 import time
@@ -27,6 +37,14 @@ from waitress.utilities import InternalServerError
 # keep a reload quick.
 IDLE_GRACE = 0.25
 DRAIN_TICK = 0.05
+# Run tasks on the I/O thread instead of waitress's task thread (the default
+# of DrainableServer(inline=...); bench/throughput.py's "-inline" contenders).
+INLINE_TASKS = False
+# A first body chunk up to this size is sent in one piece with the header
+# (copying more would cost more than the second send it saves).
+COALESCE_MAX = 64 * 1024
+
+log = logging.getLogger("prefork_waitress.worker")
 
 
 class RequestFacts(NamedTuple):
@@ -102,6 +120,18 @@ class _DrainAwareTask(WSGITask):  # type: ignore[misc]
             self.set_close_on_finish()
         return super().build_response_header()
 
+    def write(self, data: bytes) -> None:
+        # The header and the first chunk of the body leave in one send, not two.
+        if self.wrote_header or not data:
+            super().write(data)
+            return
+        channel = self.channel
+        channel.pw_hold_header = True
+        try:
+            super().write(data)
+        finally:
+            channel.pw_release_header()
+
 
 class _LoggedErrorTask(ErrorTask):  # type: ignore[misc]
     """The response to a request waitress refused (malformed, too large): in the access log too."""
@@ -120,6 +150,30 @@ class _DrainAwareChannel(HTTPChannel):  # type: ignore[misc]
     task_class = _DrainAwareTask
     error_task_class = _LoggedErrorTask
     pw_task_sending = False
+    pw_hold_header = False
+    pw_held: Optional[bytes] = None
+
+    def write_soon(self, data: Any) -> Any:
+        if self.pw_hold_header:  # the response header: keep it for the first body chunk
+            self.pw_hold_header = False
+            self.pw_held = data
+            return len(data)
+        held = self.pw_held
+        if held is not None:
+            self.pw_held = None
+            if type(data) is bytes and len(data) <= COALESCE_MAX:
+                data = held + data
+            else:
+                super().write_soon(held)
+        return super().write_soon(data)
+
+    def pw_release_header(self) -> None:
+        """Send a header still held (the body was empty, or the write failed)."""
+        self.pw_hold_header = False
+        held = self.pw_held
+        if held is not None:
+            self.pw_held = None
+            super().write_soon(held)
 
     def _flush_some(self, do_close: bool = True) -> Any:
         # With send_bytes=1 the task thread sends its own output while holding
@@ -161,6 +215,67 @@ def _is_idle(channel: Any) -> bool:
     )
 
 
+class _InlineChannel(_DrainAwareChannel):
+    """A channel whose tasks run on the I/O thread: nobody else will flush its output."""
+
+    # No task thread sends, so the loop never spins on a busy outbuf_lock.
+    _flush_some = HTTPChannel._flush_some
+    writable = HTTPChannel.writable
+
+    def _flush_outbufs_below_high_watermark(self) -> None:
+        # waitress's version waits for the I/O thread to drain the buffers,
+        # which is this thread: send here instead, waiting for the socket to
+        # take more, at most channel_timeout without progress.
+        high = self.adj.outbuf_high_watermark
+        if self.total_outbufs_len <= high:
+            return
+        poller = select.poll()
+        poller.register(self.socket.fileno(), select.POLLOUT)
+        while self.connected and self.total_outbufs_len > high:
+            flushed, failed = self._flush_exception(self._flush_some, do_close=False)
+            if failed or (not flushed and not poller.poll(self.adj.channel_timeout * 1000)):
+                self.handle_close()  # the task's next write raises ClientDisconnected
+                return
+
+
+class _InlineDispatcher:
+    """waitress's task dispatcher for threads=1, minus the thread: tasks run between loop turns.
+
+    ``add_task`` is called with the channel's ``requests_lock`` held (from
+    ``received`` and from ``service`` for a pipelined request), so it only
+    queues; :meth:`run_pending` runs the queue on the I/O thread.
+    """
+
+    def __init__(self) -> None:
+        self.queue: "collections.deque[Any]" = collections.deque()
+        self.threads: "set[int]" = set()
+        self.running = False
+
+    def set_thread_count(self, count: int) -> None:
+        """No threads to start or stop."""
+
+    def add_task(self, task: Any) -> None:
+        self.queue.append(task)
+
+    def run_pending(self) -> None:
+        queue = self.queue
+        self.running = True
+        try:
+            while queue:
+                task = queue.popleft()
+                try:
+                    task.service()
+                except BaseException:  # as waitress's task thread does: log, keep serving
+                    log.exception("Exception when servicing %r", task)
+        finally:
+            self.running = False
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        while cancel_pending and self.queue:
+            self.queue.popleft().cancel()
+        return True
+
+
 class DrainableServer:
     """A waitress server on one pre-bound socket that can be drained gracefully."""
 
@@ -170,9 +285,13 @@ class DrainableServer:
         sock: socket.socket,
         hooks: RequestHooks,
         options: "dict[str, Any]",
+        inline: Optional[bool] = None,
     ) -> None:
-        self.server: BaseWSGIServer = create_server(app, sockets=[sock], threads=1, **options)
-        self.server.channel_class = _DrainAwareChannel
+        self._inline = _InlineDispatcher() if (INLINE_TASKS if inline is None else inline) else None
+        self.server: BaseWSGIServer = create_server(app, sockets=[sock], threads=1, _dispatcher=self._inline, **options)
+        self.server.channel_class = _DrainAwareChannel if self._inline is None else _InlineChannel
+        if self._inline is not None:
+            self.server.pull_trigger = self._pull_trigger
         self.server.pw_hooks = hooks
         self.server.pw_closing = False
         self.server.pw_loop_thread = threading.get_ident()
@@ -192,9 +311,15 @@ class DrainableServer:
         try:
             # No thunk: a thunk takes the trigger's lock, which a signal
             # handler interrupting the loop thread could already hold.
-            self.server.pull_trigger()
+            self.server.trigger.pull_trigger()
         except OSError:
             pass
+
+    def _pull_trigger(self) -> None:
+        # An inline task needs no wake-up: the loop takes its next turn right after it.
+        assert self._inline is not None
+        if not self._inline.running:
+            self.server.trigger.pull_trigger()
 
     def serve(self, deadline: Optional[Callable[[], Optional[float]]] = None) -> None:
         """Run the waitress loop until a requested drain has finished."""
@@ -202,6 +327,8 @@ class DrainableServer:
         while True:
             timeout = DRAIN_TICK if self._stop_requested else adj.asyncore_loop_timeout
             wasyncore.loop(timeout=timeout, map=self._map, use_poll=adj.asyncore_use_poll, count=1)
+            if self._inline is not None and self._inline.queue:
+                self._inline.run_pending()
             if not self._stop_requested:
                 continue
             if self._drain_started is None:

@@ -17,8 +17,10 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._os import platform as _platform
-from .._os.loading import imported_modules, resolve
+from .._os.loading import resolve
+from .._os.memory import MIB, RssLimit
 from .._os.output import flush_stdio, redirect_stdio
+from ..reloading import NewDataFiles, NewModules
 from ..worker import Worker
 from ._waitress import DrainableServer, RequestFacts, RequestHooks
 from .access_log import AccessLog
@@ -50,20 +52,26 @@ class ChildSpec:
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
     meter: Any = None  # shared request clock and duration histogram (RequestMeter), or None
     access_log: Optional[str] = None  # a path, "-" (stdout), or None
-    report_modules: bool = False  # tell the master what was imported (lazy reload=True)
+    report_modules: bool = False  # tell the master what was imported, at boot and after requests (reload=True)
+    max_rss: int = 0  # MiB; 0: no limit
 
 
 class WorkerRequests(RequestHooks):
-    """Counts requests, publishes the running request's start, calls on_limit at max_requests."""
+    """Counts requests, publishes the running request's start, calls on_limit(why) at
+    max_requests or once the RSS passes max_rss."""
 
-    def __init__(self, worker: Worker, max_requests: int, meter: Any, access_log: Optional[AccessLog] = None) -> None:
+    def __init__(
+        self, worker: Worker, max_requests: int, meter: Any, max_rss: int = 0, access_log: Optional[AccessLog] = None
+    ) -> None:
         self.worker = worker
         self.max_requests = max_requests
         self.meter = meter
+        self.rss_limit = RssLimit(max_rss) if max_rss else None
         self.access_log = access_log
         self.logs_requests = access_log is not None
         self.duration = 0.0
-        self.on_limit: Callable[[], None] = lambda: None
+        self.on_limit: Callable[[str], None] = lambda why: None
+        self.after_request: Callable[[], None] = lambda: None
         self.channel: Optional[Channel] = None
 
     def request_started(self) -> bool:
@@ -79,8 +87,13 @@ class WorkerRequests(RequestHooks):
         worker.requests_served += 1
         if self.meter is not None:
             self.duration = self.meter.finished()
+        self.after_request()
         if self.max_requests and worker.requests_served == self.max_requests:
-            self.on_limit()
+            self.on_limit(f"served {worker.requests_served} requests")
+        if self.rss_limit is not None:
+            rss = self.rss_limit.check()
+            if rss is not None:
+                self.on_limit(f"has an RSS of {rss / MIB:.0f} MiB, over max_rss={self.rss_limit.limit // MIB}")
 
     def request_logged(self, facts: RequestFacts, duration: Optional[float]) -> None:
         if self.access_log is not None:
@@ -197,7 +210,7 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
     app = _load_app(spec)
     worker = spec.worker_class(spec.slot_id, spec.port, spec.generation, app)
     access_log = AccessLog(spec.access_log, spec.slot_id).activate() if spec.access_log else None
-    requests = WorkerRequests(worker, spec.max_requests, spec.meter, access_log)
+    requests = WorkerRequests(worker, spec.max_requests, spec.meter, spec.max_rss, access_log)
     worker.on_start()
     server = DrainableServer(app, spec.sock, requests, dict(spec.waitress_options))
     return worker, server, requests
@@ -235,14 +248,31 @@ def _run(spec: ChildSpec) -> int:
         return EXIT_BOOT_FAILED
     requests.channel = channel
     stop = _install_stop(worker, server, spec)
-    requests.on_limit = lambda: _ask_to_recycle(channel, worker, stop)
+    requests.on_limit = lambda why: _ask_to_recycle(channel, worker, stop, why)
     threading.Thread(target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True).start()
     channel.send(("ready", worker.pid, worker.started_at))
     if spec.report_modules:
-        channel.send(("modules", imported_modules()))
+        requests.after_request = _module_reporter(channel)
+        requests.after_request()
     server.serve()
     worker.on_stop()
     return EXIT_OK
+
+
+def _module_reporter(channel: Channel) -> Callable[[], None]:
+    """Return a callable that sends the master what was imported since its last call.
+
+    With the modules go the data files the framework wants watched, looked up
+    again only when something was imported (the framework may just have loaded).
+    """
+    new_modules, new_data_files = NewModules(), NewDataFiles()
+
+    def report() -> None:
+        fresh = new_modules.since_last()
+        if fresh:
+            channel.send(("modules", fresh, new_data_files.since_last()))
+
+    return report
 
 
 def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> Callable[[], None]:
@@ -260,13 +290,13 @@ def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> C
     return stop
 
 
-def _ask_to_recycle(channel: Channel, worker: Worker, stop: Callable[[], None]) -> None:
-    """max_requests reached: the master forks a successor, and stops this worker once it serves.
+def _ask_to_recycle(channel: Channel, worker: Worker, stop: Callable[[], None], why: str) -> None:
+    """max_requests or max_rss reached: the master forks a successor, and stops this worker once it serves.
 
     Until then this worker keeps serving, so the slot is never without one;
     the master recycles one slot at a time. Without a master, just stop.
     """
-    if not channel.send(("recycle", worker.requests_served)):
+    if not channel.send(("recycle", worker.requests_served, why)):
         stop()
 
 

@@ -157,6 +157,7 @@ class WorkerPool:
             cpus=_platform.cpus_for(slot.id, self.settings.cpu_affinity),
             graceful_timeout=self.settings.graceful_timeout,
             max_requests=self._max_requests(),
+            max_rss=self.settings.max_rss,
             master_pid=os.getpid(),
             inherited=self._inherited() + [parent_conn],
             access_log=self.settings.access_log,

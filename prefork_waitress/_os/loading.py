@@ -10,10 +10,9 @@ import importlib
 import os
 import select
 import signal
-import sys
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 FACTORY_SUFFIX = "()"
 PROBE_TIMEOUT = 60.0
@@ -128,12 +127,3 @@ def _read_until_eof(fd: int, deadline: float) -> Optional[str]:
         if not data:
             return b"".join(chunks).decode("utf-8", "replace").strip()
         chunks.append(data)
-
-
-def imported_modules() -> Dict[str, Optional[str]]:
-    """What a worker reports: every imported module's name and file."""
-    return {
-        name: getattr(module, "__file__", None)
-        for name, module in list(sys.modules.items())
-        if getattr(module, "__file__", None)
-    }

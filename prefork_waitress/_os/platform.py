@@ -133,12 +133,3 @@ def listen_queue(sock: socket.socket) -> Optional[Tuple[int, int]]:
         return None
     unacked, sacked = _TCP_INFO_QUEUE.unpack_from(data)
     return int(unacked), int(sacked)
-
-
-def resident_bytes(pid: Union[int, str] = "self") -> Optional[int]:
-    """Resident set size of a process in bytes, from /proc (None where there is none, or it is gone)."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None

@@ -1,6 +1,6 @@
-"""Recycling after max_requests, through the SlotReplacer: the successor serves first.
+"""Recycling after max_requests or max_rss, through the SlotReplacer: the successor serves first.
 
-A worker that has served its ``max_requests`` asks over its Pipe and keeps
+A worker that has served its ``max_requests`` (or passed ``max_rss``) asks over its Pipe and keeps
 serving until its turn comes; the replacer never replaces two slots at
 once, so workers that reach their limit together are recycled one by one.
 A successor that cannot start leaves the old worker serving; the request is
@@ -30,12 +30,12 @@ class Recycler:
         self.call_later = call_later
         self.asked: Set[int] = set()  # pids
 
-    def request(self, worker: WorkerProcess, served: int = 0) -> None:
-        """``worker`` reached max_requests: recycle it when its turn comes."""
+    def request(self, worker: WorkerProcess, why: str = "") -> None:
+        """``worker`` reached max_requests or max_rss (``why`` says which): recycle it when its turn comes."""
         if worker.pid in self.asked or worker.slot.current is not worker or worker.stopping:
             return
-        if served:
-            log.info("worker %d (pid %d) served %d requests; recycling it", worker.slot.id, worker.pid, served)
+        if why:
+            log.info("worker %d (pid %d) %s; recycling it", worker.slot.id, worker.pid, why)
         self.asked.add(worker.pid)
         self.replacer.add(
             worker.slot,

@@ -64,6 +64,8 @@ def _add_option(group: Any, option: Option) -> None:
     flags = [option.flag, *ALIASES.get(option.name, ())]
     if option.convert is as_bool:
         group.add_argument(*flags, dest=option.name, action="store_const", const="true", help=_help(option))
+        if option.default is True:
+            group.add_argument("--no-" + option.flag[2:], dest=option.name, action="store_const", const="false")
     else:
         metavar = METAVARS.get(option.name, option.name.upper())
         group.add_argument(*flags, dest=option.name, metavar=metavar, help=_help(option))

@@ -3,15 +3,18 @@
 In preload mode the master imports the app, so a reload re-imports exactly
 the modules that changed and those depending on them before forking the new
 generation. In lazy mode every new worker imports the code afresh, so the
-master only watches the files (workers report what they imported) and drops
-stale bytecode before the rolling reload.
+master only watches the files and drops stale bytecode before the rolling
+reload. In both modes workers report what they imported, at boot and after
+each request that imported more (frameworks load most of an app lazily), so
+those files are watched from then on.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from .._core.handle import MasterHandle
 from .._core.loop import Timer
@@ -55,6 +58,12 @@ class CodeReloader:
         self.master.add_io_handler(self.watcher, self._changed)
         self._schedule_poll()
         log.info("watching %d files for changes", len(self.watcher.paths))
+        log.debug("now watching: %s", ", ".join(sorted(self.project.modules)))
+        if self.master.settings.preload and "django.conf" in sys.modules:
+            log.warning(
+                "reload with preload: Django reads settings.py and registers models once per process, "
+                "so the master cannot reload them; leave preload off to have every save served"
+            )
 
     def stop_watching(self) -> None:
         if self.watcher is not None:
@@ -65,9 +74,13 @@ class CodeReloader:
             if timer is not None:
                 timer.cancel()
 
-    def adopt(self, modules: Dict[str, Optional[str]]) -> None:
-        """A lazily loading worker reports the modules it imported: watch the app's ones."""
-        self.project.adopt(modules)
+    def adopt(self, modules: Dict[str, Optional[str]], data_files: List[str]) -> None:
+        """A worker reports what it imported (at boot, after requests): watch the app's part."""
+        added = self.project.adopt(modules) + self.project.add_data_files(data_files)
+        if added and self.watcher is not None:
+            names = ", ".join(added[:5]) + (f" and {len(added) - 5} more" if len(added) > 5 else "")
+            log.info("watching %d files for changes (new: %s)", len(self.watcher.paths), names)
+            log.debug("now watching: %s", ", ".join(added))
 
     def _schedule_poll(self) -> None:
         if self.watcher is None:

@@ -22,7 +22,7 @@ from .._child.meter import BUCKETS, RequestCounts
 from .._core.counters import RESTART_REASONS
 from .._core.handle import MasterHandle
 from .._core.slots import bind_socket
-from .._os.platform import resident_bytes
+from .._os.memory import resident_bytes
 from . import exposition
 
 __all__ = ["MetricsServer", "collect", "render_metrics"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from ._imports import ImportRequest, SpecFinder, read_imports
 
@@ -36,6 +36,7 @@ class ModuleGraph:
         self.depends: dict[str, set[str]] = {}  # trigger -> modules to reload
         self.roots: set[str] = set()
         self._explicit: set[str] = set()
+        self._located: set[str] = set()  # sources given by add_imported(), kept as given
 
     def add_explicit(self, names: Iterable[str], *, root: bool) -> None:
         """Add modules named by the user (members even if not local) and their imports."""
@@ -46,6 +47,23 @@ class ModuleGraph:
             for name in new:
                 self.roots.update(finder.root(name))
         self._discover(new, finder)
+
+    def add_imported(self, modules: Mapping[str, str]) -> list[str]:
+        """Add modules a process imported (name to source file; members as given).
+
+        The file is the importer's: the module may not be findable from this
+        process's sys.path (a Trac plugin loaded from its env).  Returns the new ones.
+        """
+        new = [name for name in sorted(modules) if self.sources.get(name) is None]
+        self._explicit.update(new)
+        self._located.update(new)
+        finder = SpecFinder()
+        for name in new:
+            self.sources[name] = os.path.abspath(modules[name])
+            self.imports[name] = set()
+        for name in new:
+            self._discover(self._scan(name, finder), finder)
+        return new
 
     def add_depends(self, trigger: str, targets: Iterable[str]) -> None:
         """Record that ``targets`` must be reloaded when ``trigger`` changes."""
@@ -110,7 +128,8 @@ class ModuleGraph:
                 self.sources[name] = finder.source(name)
                 todo += [name] if self.sources[name] else []
         for name in todo:
-            self.sources[name] = finder.source(name) or self.sources[name]
+            if name not in self._located:
+                self.sources[name] = finder.source(name) or self.sources[name]
             self._discover(self._scan(name, finder), finder)
 
     def files(self) -> set[str]:

@@ -12,10 +12,11 @@ import time
 import traceback
 import weakref
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
 from ._graph import ModuleGraph
-from ._imports import SpecFinder, is_project_local
+from ._imports import is_project_local
 from ._watcher import FileWatcher
 
 if TYPE_CHECKING:
@@ -89,6 +90,24 @@ def drop_bytecode(source: str) -> None:
         pass
 
 
+def _reexecute(module: ModuleType, source: str) -> None:
+    """importlib.reload, or run the file again for a module loaded from outside sys.path.
+
+    A Trac env plugin is imported from its file by name, so reload() finds no
+    spec for it; its file is the one the graph knows.
+    """
+    try:
+        importlib.reload(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module.__name__:
+            raise
+        spec = importlib.util.spec_from_file_location(module.__name__, source)
+        if spec is None or spec.loader is None:
+            raise
+        module.__spec__ = spec
+        spec.loader.exec_module(module)
+
+
 def _check_name(name: str) -> str:
     """Return ``name`` if it is a dotted module name, else raise ValueError."""
     if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".")):
@@ -132,7 +151,6 @@ class Project:
         self._adopt_checked: set[str] = set()  # sys.modules names from_app() looked at
         self._loaded = False
         self._app: str | None = None  # from_app(): the app's module
-        self._app_root: str | None = None
         self._watchers: weakref.WeakSet[FileWatcher] = weakref.WeakSet()
         self.add_modules(modules)
         for trigger, targets in (depends or {}).items():
@@ -143,8 +161,7 @@ class Project:
         """Build the project of a ``"package.module:attr"`` app; import nothing yet.
 
         load() then imports the module and adopts every module it caused to be
-        imported whose file is project-local under the directory (sys.path
-        entry) holding the app's top-level package.  A broken app is reported
+        imported whose file is project-local (see adopt()).  A broken app is reported
         by load() as ReloadError, while its files are already known and watched.
         """
         module = _check_name(app_spec.partition(":")[0])
@@ -241,11 +258,18 @@ class Project:
         self._pending |= modules
         for key in modules | {p for p in changed if p in self._graph.depends}:
             self._pending |= self._graph.dependents(key)
+        if self._app is not None and self._pending:
+            # The app object may hold what no import shows (a Pyramid scan, a
+            # blueprint found by name): build it again from the new modules.
+            self._pending.add(self._app)
 
     def _reload_pending(self) -> list[str]:
         """Reload pending modules in dependency order; raise ReloadError on the first failure."""
         reloaded: list[str] = []
-        for name in self._graph.order(self._pending):
+        order = self._graph.order(self._pending)
+        if self._app in order:  # last: after every module it may have found dynamically
+            order.append(order.pop(order.index(self._app)))
+        for name in order:
             module = sys.modules.get(name)
             source = self._graph.sources.get(name)
             if module is None or source is None or not os.path.exists(source):
@@ -253,7 +277,7 @@ class Project:
                 continue
             snapshot = dict(module.__dict__)
             try:
-                importlib.reload(module)
+                _reexecute(module, source)
             except (Exception, SystemExit) as exc:
                 module.__dict__.clear()
                 module.__dict__.update(snapshot)
@@ -286,29 +310,50 @@ class Project:
                 fresh[name] = getattr(module, "__file__", None)
         self.adopt(fresh)
 
-    def adopt(self, modules: Mapping[str, str | None]) -> None:
-        """For from_app(): add the modules (name to file) that are project-local under the app's root.
+    def adopt(self, modules: Mapping[str, str | None]) -> list[str]:
+        """For from_app(): add the project-local ones of these modules (name to file).
 
-        The master also feeds it what lazily loading workers report they imported.
+        Project-local is the rule of ``_imports`` (a ``.py`` outside the
+        interpreter's stdlib and site-packages, or under a given module's
+        package), so an app's own packages, Django apps next to it and plugins
+        loaded from anywhere (a Trac env's ``plugins/``) are adopted; libraries
+        are not.  The master feeds it what workers report they imported: such a
+        module is watched and reloaded when in sys.modules, but load() never
+        imports it.  Returns the modules added.
         """
         if self._app is None:
-            return
-        if self._app_root is None:
-            self._app_root = SpecFinder().sys_path_entry(self._app)
-            if self._app_root is None:
-                return
-        root = self._app_root.rstrip(os.sep) + os.sep
-        found = [
-            name
+            return []
+        found = {
+            name: path
             for name, path in modules.items()
             if path
             and name != "__main__"
-            and name not in self._graph.sources
-            and os.path.realpath(path).startswith(root)
+            and self._graph.sources.get(name) is None
             and is_project_local(path, self._graph.roots)
-        ]
-        if found:
-            self.add_modules(sorted(found))
+        }
+        added = self._graph.add_imported(found) if found else []
+        if added:
+            if self._loaded:
+                self._stamp_new_files()
+            self._update_watchers()
+        return added
+
+    def add_data_files(self, paths: Iterable[StrPath]) -> list[str]:
+        """Watch files whose change reloads no module but needs fresh workers (templates).
+
+        Like ``depends={path: []}``; returns the paths that were new.
+        """
+        added = []
+        for path in paths:
+            key = os.path.abspath(os.fspath(path))
+            if key not in self._graph.depends:
+                self._graph.add_depends(key, [])
+                added.append(key)
+        if added:
+            if self._loaded:
+                self._stamp_new_files()
+            self._update_watchers()
+        return added
 
     def _stamp_new_files(self) -> None:
         """Stamp the project files never stamped before (their baseline)."""
