@@ -17,12 +17,14 @@ from ._core.lifecycle import State
 from ._core.loop import EventLoop, Timer
 from ._core.pool import Message, WorkerPool
 from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit
+from ._os.activation import activated_sockets
 from ._os.loading import AppImportError, resolve
 from ._os.memory import freeze_heap, unfreeze_heap
 from ._os.pidfile import PidFile
 from ._policies.backoff import CrashLoops
 from ._policies.recycling import Recycler
 from ._policies.replacing import SlotReplacer
+from ._policies.retiring import Retirements
 from ._policies.rolling import RollingReload
 from ._policies.timeouts import RequestTimeouts
 from .errors import BootError
@@ -71,6 +73,7 @@ class Master:
             output=self.settings.output,
         )
         self._recycler = Recycler(self._replacer, self._crashes, self.call_later)
+        self._retirements = Retirements(self.call_later, self._frontends, self._pool.retire)
         self.add_listener(self._pool.counters)  # counts reloads
         _integrations.attach(self)
 
@@ -247,7 +250,12 @@ class Master:
         """Everything that can fail before a fork: pid file, sockets, preload."""
         if self._pidfile is not None:
             self._pidfile.create()
-        for _ in range(self.settings.workers):
+        passed = activated_sockets()
+        for activated in passed:
+            self._pool.add_slot(activated.sock)
+        if passed:
+            log.info("socket activation: serving the %d sockets passed, ports %s", len(passed), self.ports)
+        for _ in range(self.settings.workers if not passed else 0):
             self._pool.add_slot()
         if self.settings.preload:
             try:
@@ -291,6 +299,7 @@ class Master:
             log.info("preloaded the app; %d objects frozen (gc.freeze) for the workers to share", freeze_heap())
 
     def _cleanup(self) -> None:
+        self._retirements.abandon()
         self._pool.close()
         self._timeouts.stop()
         self._loop.close_signals()
@@ -317,7 +326,20 @@ class Master:
         self.emit("stopping")
         for slot in self._pool.slots:
             self._pool.cancel_respawn(slot)
-        self._pool.stop_all(graceful)
+        self._retirements.abandon()  # a scale-down in progress: those slots retire now
+        # A graceful stop first lets the frontends move off every port, as a scale-down does.
+        held = [slot for slot in self._pool.slots if slot.current] if graceful and self._frontends() else []
+        self._pool.stop_all(graceful, keep=[slot.current for slot in held])
+        self._retirements.begin(held, self._stop_current)
+
+    def _stop_current(self, slot: Slot) -> None:
+        """Stop the worker of a slot the frontends have let go of (the master is stopping)."""
+        if slot.current is not None and slot.current.pid in self._pool.processes:
+            self._pool.stop_process(slot.current, graceful=True)
+
+    def _frontends(self) -> List[Any]:
+        """Listeners that send traffic to the ports and must let go of one before it retires."""
+        return [listener for listener in self._events.listeners if hasattr(listener, "release_ports")]
 
     def reload(self) -> None:
         """Rolling restart: each slot gets a new worker, then its old one is stopped."""
@@ -331,14 +353,30 @@ class Master:
             raise RuntimeError(f"scale: the master is {self._state.value}")
         while len(self._pool.slots) < n:
             self._pending_ports = True
-            self._pool.spawn(self._pool.add_slot())
+            if not self._reinstate():
+                self._pool.spawn(self._pool.add_slot())
         retiring = self._pool.remove_slots(n)
         if retiring:
+            for slot in retiring:
+                slot.retiring = True
             self.emit("ports_changed", self.ports)
-        for slot in retiring:
-            self._pool.retire(slot)
+            self._retirements.begin(retiring)  # each retires once the frontends let go of it
         if self._pending_ports:
             self._maybe_announce_ports()
+
+    def _reinstate(self) -> bool:
+        """Scaling up before a retiring slot was stopped: the next slot is that one, serving on."""
+        slot_id = self._pool.slots[-1].id + 1 if self._pool.slots else 0
+        slot = self._retirements.reclaim(slot_id)
+        if slot is None:
+            return False
+        if slot.sock.fileno() < 0:  # its worker died meanwhile and the socket was closed
+            return False
+        slot.retiring = False
+        self._pool.slots.append(slot)
+        if slot.current is None:
+            self._pool.spawn(slot)
+        return True
 
     # processes ------------------------------------------------------------
     def _ready(self, worker: WorkerProcess, started_at: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from waitress.adjustments import Adjustments
@@ -141,6 +142,25 @@ def as_upstream_format(value: Any) -> str:
     return str(value)
 
 
+def as_runtime_address(value: Any) -> str:
+    """HAProxy's Runtime API: ``host:port`` (TCP) or the path of its UNIX stats socket."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a UNIX socket path or host:port, got {value!r}")
+    host, sep, port = value.strip().rpartition(":")
+    if sep and "/" not in value:
+        if not (port.isdigit() and 0 < int(port) < 65536 and host):
+            raise ValueError(f"expected host:port with a port from 1 to 65535, got {value!r}")
+        return value.strip()
+    return as_path(value.strip())
+
+
+def as_backend_name(value: Any) -> str:
+    """An HAProxy backend name (letters, digits, '-', '_', '.', ':')."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]+", value.strip()):
+        raise ValueError(f"expected an HAProxy backend name (letters, digits, - _ . :), got {value!r}")
+    return value.strip()
+
+
 def as_log_level(value: Any) -> str:
     """A logging level name."""
     if not isinstance(value, str) or value.upper() not in (
@@ -203,6 +223,8 @@ OPTIONS: Tuple[Option, ...] = (
     Option("upstream_file", None, optional(as_path), "write the live ports to this file"),
     Option("upstream_format", "nginx", as_upstream_format, "upstream file dialect: nginx or haproxy"),
     Option("on_ports_changed", None, optional(str), "shell command run after the upstream file changes"),
+    Option("haproxy_socket", None, optional(as_runtime_address), "HAProxy Runtime API: stats socket path or host:port"),
+    Option("haproxy_backend", None, optional(as_backend_name), "HAProxy backend that gets one server per worker"),
     Option("metrics_port", None, optional(int_at_least(1, 65535)), "serve Prometheus metrics on GET /metrics here"),
     Option("metrics_host", None, optional(as_host), "address of the metrics port (default: host)"),
     Option("access_log", None, optional(as_log_path), "access log (combined format): a path, or - for the output"),
@@ -234,6 +256,8 @@ class Settings:
     upstream_file: Optional[str]
     upstream_format: str
     on_ports_changed: Optional[str]
+    haproxy_socket: Optional[str]
+    haproxy_backend: Optional[str]
     metrics_port: Optional[int]
     metrics_host: Optional[str]
     access_log: Optional[str]
@@ -303,4 +327,7 @@ def make_settings(**given: Any) -> Settings:
     settings = Settings(waitress=waitress_options(passthrough), **values)
     if settings.base_port and settings.base_port + settings.workers - 1 > 65535:
         raise ValueError(f"option base_port: {settings.base_port} + {settings.workers} workers runs past port 65535")
+    if bool(settings.haproxy_socket) != bool(settings.haproxy_backend):
+        named, missing = ("haproxy_socket", "haproxy_backend")[:: 1 if settings.haproxy_socket else -1]
+        raise ValueError(f"option {named}: needs {missing} too (which backend, through which Runtime API socket)")
     return settings

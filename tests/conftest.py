@@ -115,7 +115,7 @@ class MasterProcess:
     reports its hooks, :class:`Server` the real ``prefork-waitress`` command line.
     """
 
-    def __init__(self, tmp_path, argv, stderr_name, env=None, stdin=subprocess.DEVNULL, stdout=None):
+    def __init__(self, tmp_path, argv, stderr_name, env=None, stdin=subprocess.DEVNULL, stdout=None, pass_fds=()):
         self.tmp_path = tmp_path
         self.stderr_path = tmp_path / stderr_name
         self._stderr = open(self.stderr_path, "wb")
@@ -127,6 +127,7 @@ class MasterProcess:
             stdout=self._stderr if stdout is None else stdout,
             stderr=self._stderr,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
 
     def signal(self, signum):
@@ -219,8 +220,8 @@ class Cluster(MasterProcess):
 class Server(MasterProcess):
     """A ``prefork-waitress`` command line (or another ``program``) running as a master."""
 
-    def __init__(self, tmp_path, args, env=None, program=(sys.executable, "-m", "prefork_waitress")):
-        super().__init__(tmp_path, [*program, *args], "cli.stderr", env)
+    def __init__(self, tmp_path, args, env=None, program=(sys.executable, "-m", "prefork_waitress"), pass_fds=()):
+        super().__init__(tmp_path, [*program, *args], "cli.stderr", env, pass_fds=pass_fds)
 
     def status(self, sock, timeout=10.0):
         """The master's status once it is running (every worker serving), over its control socket."""

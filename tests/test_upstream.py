@@ -74,10 +74,10 @@ events {{ worker_connections 256; }}
 http {{
     access_log off;
     {temp_paths}
-    upstream app {{ include {upstream}; }}
+    upstream app {{ include {upstream}; {keepalive} }}
     server {{
         listen 127.0.0.1:{port};
-        location / {{ proxy_pass http://app; }}
+        location / {{ proxy_pass http://app; {proxy} }}
     }}
 }}
 """
@@ -92,7 +92,7 @@ def _nginx_features():
 class Nginx:
     """nginx with its own config, pid, logs and temp files under tmp_path, in the foreground."""
 
-    def __init__(self, prefix, upstream):
+    def __init__(self, prefix, upstream, keepalive=False):
         version, info = _nginx_features()
         self.prefix, self.port = prefix, free_port()
         (prefix / "tmp").mkdir(parents=True)
@@ -109,6 +109,8 @@ class Nginx:
                 upstream=upstream,
                 user="user root;" if os.geteuid() == 0 else "",
                 temp_paths="\n    ".join(temps),
+                keepalive="keepalive 16;" if keepalive else "",
+                proxy='proxy_http_version 1.1; proxy_set_header Connection "";' if keepalive else "",
             )
         )
         self.base = [NGINX, "-c", str(self.conf), "-p", str(prefix)]
@@ -136,10 +138,10 @@ class Nginx:
 
 
 @pytest.fixture
-def nginx(tmp_path):
+def nginx(tmp_path, request):
     if NGINX is None:
         pytest.skip("no nginx binary (CI installs nginx-light)")
-    server = Nginx(tmp_path / "nginx", tmp_path / "upstream.conf")
+    server = Nginx(tmp_path / "nginx", tmp_path / "upstream.conf", getattr(request, "param", False))
     yield server
     server.stop()
 
@@ -187,3 +189,49 @@ def test_nginx_reaches_every_worker_then_the_new_one_and_loses_nothing_in_a_relo
     assert upstream_errors == []  # not even a connection nginx had to retry on another worker
     new_pids = {w["pid"] for w in reloaded["workers"]}
     wait_until(lambda: _pid_via(nginx.port) in new_pids, message="nginx on the reloaded workers")
+
+
+@pytest.mark.parametrize("nginx", [False, True], ids=["close", "upstream-keepalive"], indirect=True)
+def test_scale_down_behind_nginx_drops_nothing_not_even_a_post(cluster, nginx):
+    from frontload import FrontendLoad
+
+    c = cluster(MASTER.replace("workers=2", "workers=5").format(format="nginx", command=nginx.reload_command()))
+    ready = c.ready()
+    nginx.start()
+    pids = {w["pid"] for w in ready["workers"]}
+    seen = set()
+    wait_until(lambda: seen.add(_pid_via(nginx.port)) or seen == pids, message="nginx reaching every worker")
+    retired = {w["pid"] for w in ready["workers"] if w["id"] >= 2}
+    with FrontendLoad(nginx.port, max_seconds=40) as load:
+        load.wait_for_requests(100)
+        c.order("scale", 2)
+        for _ in retired:
+            exited = c.wait_event("worker_exited", timeout=30, where=lambda e: e["info"]["pid"] in retired)
+            assert exited["exitcode"] == 0
+        load.wait_for_requests(100)
+    assert load.failures == [] and load.posts > 50
+    assert (tmp := (nginx.prefix / "error.log").read_text()).count("upstream") == 0, tmp
+    assert {_pid_via(nginx.port) for _ in range(6)} <= pids - retired
+
+
+def test_a_retiring_slot_serves_until_the_command_has_exited_and_can_be_taken_back(cluster, tmp_path):
+    c = cluster(MASTER.replace("workers=2", "workers=3").format(format="nginx", command="sleep 1; touch ran"))
+    ready = c.ready()
+    wait_until(lambda: (tmp_path / "ran").exists(), message="the first run")
+    os.unlink(tmp_path / "ran")
+    third = ready["workers"][2]
+    c.order("scale", 2)
+    assert get(third["port"])[0] == 200  # still serving: the frontend may not know yet
+    exited = c.wait_event("worker_exited", where=lambda e: e["info"]["id"] == 2)
+    assert (tmp_path / "ran").exists() and exited["exitcode"] == 0
+
+    wait_until(lambda: c.order("status")["result"]["master"]["workers"] == 2, message="two slots")
+    os.unlink(tmp_path / "ran")
+    c.order("scale", 3)
+    again = c.wait_event("worker_started", where=lambda e: e["info"]["id"] == 2 and e["info"]["pid"] != third["pid"])
+    again = again["info"]
+    c.order("scale", 2)
+    c.order("scale", 3)  # before the command let slot 2 go: it serves on, same worker
+    assert [w["pid"] for w in c.order("status")["result"]["workers"]][2] == again["pid"]
+    assert get(again["port"])[0] == 200
+    assert get(again["port"])[0] == 200  # (test_retiring: a slot taken back is never retired)

@@ -46,6 +46,10 @@ COALESCE_MAX = 64 * 1024
 
 log = logging.getLogger("prefork_waitress.worker")
 
+# A retiring worker (no successor on its socket) keeps accepting until its
+# port has had no connection for this long: the frontend has moved on.
+QUIET_PORT = 1.0
+
 
 class RequestFacts(NamedTuple):
     """What an access log line says about one request, as the client sent it."""
@@ -204,6 +208,16 @@ def _has_pending_bytes(sock: socket.socket) -> bool:
     return True
 
 
+def _has_pending_connection(sock: socket.socket) -> bool:
+    """A connection waits in the listening socket's accept queue."""
+    poller = select.poll()  # not select(): the fd may be above FD_SETSIZE
+    try:
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def _is_idle(channel: Any) -> bool:
     """No request queued, none half-received, nothing left to send."""
     return not (
@@ -298,14 +312,27 @@ class DrainableServer:
         self._map = self.server._map
         self._stop_requested = False
         self._drain_started: Optional[float] = None
+        self._accept_until = 0.0
+        self._last_busy = 0.0
 
     @property
     def in_flight(self) -> int:
         """Connections with a request queued or running (0 or 1 with threads=1)."""
         return sum(1 for ch in list(self.server.active_channels.values()) if ch.requests)
 
-    def request_stop(self) -> None:
-        """Ask the loop to drain and return; safe from any thread and from signal handlers."""
+    def request_stop(self, keep_accepting_for: float = 0.0) -> None:
+        """Ask the loop to drain and return; safe from any thread and from signal handlers.
+
+        ``keep_accepting_for``: go on accepting (answering with ``Connection:
+        close``) until the port has been quiet for QUIET_PORT, at most this
+        long; a plain stop later ends that at once.
+        """
+        now = time.monotonic()
+        if not keep_accepting_for:
+            self._accept_until = 0.0
+        elif not self._stop_requested:
+            self._accept_until = now + keep_accepting_for
+            self._last_busy = now
         self._stop_requested = True
         self.server.pw_closing = True
         try:
@@ -332,10 +359,24 @@ class DrainableServer:
             if not self._stop_requested:
                 continue
             if self._drain_started is None:
+                if self._still_accepting():
+                    continue
                 self._stop_accepting()
             if self._drain_step():
                 break
         self._shutdown()
+
+    def _still_accepting(self) -> bool:
+        """While retiring: True until the port is quiet (nothing queued, no connection active) or time is up."""
+        now = time.monotonic()
+        if now >= self._accept_until:
+            return False
+        if _has_pending_connection(self.server.socket) or any(
+            not _is_idle(channel) or time.time() - channel.last_activity < QUIET_PORT
+            for channel in list(self.server.active_channels.values())
+        ):
+            self._last_busy = now
+        return now - self._last_busy < QUIET_PORT
 
     def _stop_accepting(self) -> None:
         self._drain_started = time.monotonic()

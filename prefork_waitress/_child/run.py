@@ -162,7 +162,9 @@ def _load_app(spec: ChildSpec) -> Any:
     return resolve(spec.app) if isinstance(spec.app, str) else spec.app
 
 
-def _serve_commands(worker: Worker, channel: Channel, on_eof: Callable[[], None]) -> None:
+def _serve_commands(
+    worker: Worker, channel: Channel, on_eof: Callable[[], None], on_retire: Callable[[], None]
+) -> None:
     """Command thread: run each command from the master and send its reply."""
     while True:
         try:
@@ -173,6 +175,9 @@ def _serve_commands(worker: Worker, channel: Channel, on_eof: Callable[[], None]
             return
         except Exception as exc:  # an unpicklable message: answer nothing, keep going
             log.error("worker %d: unreadable message from the master: %s", worker.id, exc)
+            continue
+        if message[0] == "retire":
+            on_retire()
             continue
         _, seq, name, args, kwargs = message
         try:
@@ -249,7 +254,11 @@ def _run(spec: ChildSpec) -> int:
     requests.channel = channel
     stop = _install_stop(worker, server, spec)
     requests.on_limit = lambda why: _ask_to_recycle(channel, worker, stop, why)
-    threading.Thread(target=_serve_commands, args=(worker, channel, stop), name="prefork-commands", daemon=True).start()
+    retire = lambda: stop(keep_accepting=True)  # noqa: E731
+    commands = threading.Thread(
+        target=_serve_commands, args=(worker, channel, stop, retire), name="prefork-commands", daemon=True
+    )
+    commands.start()
     channel.send(("ready", worker.pid, worker.started_at))
     if spec.report_modules:
         requests.after_request = _module_reporter(channel)
@@ -275,14 +284,15 @@ def _module_reporter(channel: Channel) -> Callable[[], None]:
     return report
 
 
-def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> Callable[[], None]:
+def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> Callable[..., None]:
     """Wire every way of stopping (signal, command, EOF) to one drain."""
 
-    def stop() -> None:
+    def stop(keep_accepting: bool = False) -> None:
         if not stopping:
             stopping.append(True)
             _start_exit_deadline(spec.graceful_timeout)
-        server.request_stop()
+        # A retiring slot has no successor on its socket: serve on until the port is quiet.
+        server.request_stop(keep_accepting_for=spec.graceful_timeout / 2 if keep_accepting else 0.0)
 
     stopping: List[bool] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop())

@@ -16,7 +16,8 @@ import multiprocessing
 import os
 import random
 import signal
-from typing import Any, Callable, Dict, List, Optional, Tuple
+import socket
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._child import run as _child
 from .._child.meter import RequestCounts
@@ -68,11 +69,11 @@ class WorkerPool:
         self.handlers[kind] = (handler, deferred)
 
     # slots ------------------------------------------------------------------
-    def add_slot(self) -> Slot:
-        """A new slot after the last one, bound on base_port + id (or an OS-chosen port)."""
+    def add_slot(self, sock: Optional[socket.socket] = None) -> Slot:
+        """A new slot after the last one, bound on base_port + id (or an OS-chosen port), or on ``sock``."""
         slot_id = self.slots[-1].id + 1 if self.slots else 0
         base = self.settings.base_port
-        slot = Slot(slot_id, bind_socket(self.settings.host, base + slot_id if base else 0))
+        slot = Slot(slot_id, sock or bind_socket(self.settings.host, base + slot_id if base else 0))
         self.slots.append(slot)
         return slot
 
@@ -82,14 +83,15 @@ class WorkerPool:
         return removed
 
     def retire(self, slot: Slot) -> None:
-        """A slot out of the pool: its worker stops gracefully, its socket closes when it is gone."""
+        """A slot out of the pool that no frontend sends to any more: its worker serves what still
+        arrives until the port is quiet, then drains; its socket closes when it is gone."""
         slot.retiring = True
         self.cancel_respawn(slot)
         log.info("retiring worker slot %d (port %d)", slot.id, slot.port)
         if slot.current is None:
             slot.sock.close()
         else:
-            self.stop_process(slot.current, graceful=True)
+            self.stop_process(slot.current, graceful=True, keep_accepting=True)
 
     def all_ready(self) -> bool:
         return all(slot.current is not None and slot.current.ready for slot in self.slots)
@@ -244,20 +246,38 @@ class WorkerPool:
             worker.meter.close()
         return exitcode
 
-    def stop_process(self, worker: WorkerProcess, graceful: bool, timeout: Optional[float] = None) -> None:
-        """Ask a worker to leave (SIGTERM drains, SIGINT leaves now); kill it after the timeout."""
+    def stop_process(
+        self, worker: WorkerProcess, graceful: bool, timeout: Optional[float] = None, keep_accepting: bool = False
+    ) -> None:
+        """Ask a worker to leave (SIGTERM drains, SIGINT leaves now); kill it after the timeout.
+
+        ``keep_accepting`` (a retiring slot: no successor shares its socket): the
+        worker is told over its Pipe to serve on until its port has been quiet.
+        """
         worker.stopping = True
         if timeout is None:
             timeout = self.settings.graceful_timeout if graceful else IMMEDIATE_STOP_TIMEOUT
-        try:
-            os.kill(worker.pid, signal.SIGTERM if graceful else signal.SIGINT)
-        except ProcessLookupError:
-            return
+        if not (keep_accepting and self._tell(worker, ("retire",))):
+            try:
+                os.kill(worker.pid, signal.SIGTERM if graceful else signal.SIGINT)
+            except ProcessLookupError:
+                return
         worker.timers.append(self.loop.call_later(timeout, lambda: self.kill(worker, timeout)))
 
-    def stop_all(self, graceful: bool) -> None:
+    @staticmethod
+    def _tell(worker: WorkerProcess, message: Message) -> bool:
+        try:
+            worker.conn.send(message)
+        except (OSError, EOFError, ValueError):
+            return False
+        return True
+
+    def stop_all(self, graceful: bool, keep: Iterable[Optional[WorkerProcess]] = ()) -> None:
+        """Stop every process but those in ``keep``."""
+        kept = set(keep)
         for process in list(self.processes.values()):
-            self.stop_process(process, graceful)
+            if process not in kept:
+                self.stop_process(process, graceful)
 
     def kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
         if worker.pid not in self.processes:

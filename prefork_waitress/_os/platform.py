@@ -113,6 +113,17 @@ def write_atomically(path: str, text: str) -> None:
         raise
 
 
+def frontend_host(host: str) -> str:
+    """The address a local frontend dials: a wildcard bind means loopback; IPv6 gets brackets."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host in ("::", "[::]"):
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host
+
+
 _TCP_INFO_QUEUE = struct.Struct("8x16xII")  # tcp_info: 8 u8 fields, rto..rcv_mss, then unacked, sacked
 
 

@@ -11,6 +11,7 @@ import os
 
 from .._core.handle import MasterHandle
 from .control import ControlServer
+from .haproxy import HAProxyServers
 from .metrics import MetricsServer, render_metrics
 from .signals import install_default_signals
 from .systemd import SystemdNotifier
@@ -30,6 +31,10 @@ def attach(master: MasterHandle) -> None:
     if settings.upstream_file:
         master.add_listener(
             UpstreamWriter(master, settings.upstream_file, settings.upstream_format, settings.on_ports_changed)
+        )
+    if settings.haproxy_socket and settings.haproxy_backend:
+        master.add_listener(
+            HAProxyServers(master, settings.haproxy_socket, settings.haproxy_backend, settings.graceful_timeout)
         )
     address = os.environ.get("NOTIFY_SOCKET")
     if address:

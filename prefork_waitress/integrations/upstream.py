@@ -11,30 +11,19 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from typing import Any, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 from .._core.handle import MasterHandle
 from .._core.slots import describe_exit
-from .._os.platform import write_atomically
+from .._os.platform import frontend_host, write_atomically
 
-__all__ = ["render", "write_atomically", "UpstreamWriter"]
+__all__ = ["render", "write_atomically", "UpstreamWriter", "frontend_host"]
 
 log = logging.getLogger("prefork_waitress")
 
 FORMATS = ("nginx", "haproxy")
 POLL_START, POLL_CAP = 0.02, 0.5
 COMMAND_TIMEOUT = 60.0
-
-
-def frontend_host(host: str) -> str:
-    """The address a local frontend dials: a wildcard bind means loopback; IPv6 gets brackets."""
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host in ("::", "[::]"):
-        host = "::1"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return host
 
 
 def render(ports: Iterable[int], host: str = "127.0.0.1", format: str = "nginx") -> str:
@@ -76,6 +65,8 @@ class UpstreamWriter:
         self._watch: Any = None
         self._poll_delay = POLL_START
         self._deadline: Any = None
+        self._after_run: List[Callable[[], None]] = []  # released once the running command exits
+        self._after_next_run: List[Callable[[], None]] = []  # ... once the queued one exits
 
     def when_ready(self) -> None:
         self.update(self.master.ports)
@@ -83,10 +74,21 @@ class UpstreamWriter:
     def ports_changed(self, ports: List[int]) -> None:
         self.update(ports)
 
+    def release_ports(self, ports: List[int], done: Callable[[], None]) -> None:
+        """The file no longer lists ``ports``: ``done()`` once the command that tells the frontend has exited."""
+        if self.again:
+            self._after_next_run.append(done)
+        elif self.process is not None:
+            self._after_run.append(done)
+        else:
+            done()
+
     def stopped(self) -> None:
         """The master is done: stop watching a command still running (it is left to finish)."""
         if self.process is not None:
             self._forget()
+        self._release(self._after_run)
+        self._release(self._after_next_run)
 
     def update(self, ports: List[int]) -> None:
         """Rewrite the file for ``ports``; run the command if it was written."""
@@ -105,10 +107,12 @@ class UpstreamWriter:
             self.again = True
             return
         assert self.command is not None
+        self._after_run, self._after_next_run = self._after_next_run, []
         try:
             self.process = subprocess.Popen(self.command, shell=True, stdin=subprocess.DEVNULL)
         except OSError as exc:
             log.error("cannot run on_ports_changed command %r: %s", self.command, exc)
+            self._release(self._after_run)
             return
         self._deadline = self.master.call_later(COMMAND_TIMEOUT, self._timed_out)
         fd = _pidfd(self.process.pid)
@@ -133,6 +137,7 @@ class UpstreamWriter:
         self._forget()
         if code != 0:
             log.error("on_ports_changed command %r failed with %s", self.command, describe_exit(code))
+        self._release(self._after_run)
         if self.again:
             self.again = False
             self.run_command()
@@ -141,6 +146,13 @@ class UpstreamWriter:
         if self.process is not None and self.process.poll() is None:
             log.error("on_ports_changed command %r still running after %g s; killing it", self.command, COMMAND_TIMEOUT)
             self.process.kill()
+
+    def _release(self, callbacks: List[Callable[[], None]]) -> None:
+        """Let the retiring slots waiting on a run go (they retire whether it worked or not)."""
+        waiting = list(callbacks)
+        callbacks.clear()
+        for done in waiting:
+            done()
 
     def _forget(self) -> None:
         if isinstance(self._watch, int):
