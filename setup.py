@@ -1,11 +1,15 @@
+import re
+
 from setuptools import find_packages, setup
 
 with open("README.rst", encoding="utf-8") as f:
     long_description = f.read()
+with open("prefork_waitress/__init__.py", encoding="utf-8") as f:  # not imported: waitress may be missing
+    version = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)  # type: ignore[union-attr]
 
 setup(
     name="prefork_waitress",
-    version="0.1.0",
+    version=version,
     description=(
         "Run a WSGI app as a cluster of single-threaded waitress processes, "
         "one port each, under a master your own Python code controls."

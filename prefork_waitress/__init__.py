@@ -1,6 +1,8 @@
 """Run a WSGI app as a cluster of single-threaded waitress processes, one port each,
 under a master that your own Python code controls."""
 
+__version__ = "0.1.0"  # the one place; setup.py reads it from here
+
 from ._core.slots import WorkerInfo
 from .errors import BootError, CommandError, StartError
 from .master import Master
@@ -15,5 +17,6 @@ __all__ = [
     "StartError",
     "Worker",
     "WorkerInfo",
+    "__version__",
     "make_settings",
 ]

@@ -295,8 +295,10 @@ class Master:
         unfreeze_heap()
         try:
             self._app = load()
-        finally:
-            log.info("preloaded the app; %d objects frozen (gc.freeze) for the workers to share", freeze_heap())
+        except BaseException:
+            freeze_heap()  # the old code keeps serving: keep its heap shared
+            raise
+        log.info("preloaded the app; %d objects frozen (gc.freeze) for the workers to share", freeze_heap())
 
     def _cleanup(self) -> None:
         self._retirements.abandon()

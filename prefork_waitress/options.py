@@ -131,6 +131,10 @@ def as_cpu_affinity(value: Any) -> Union[bool, Tuple[int, ...]]:
         return value
     if isinstance(value, (list, tuple)) and value:
         cpus = tuple(int_at_least(0)(cpu) for cpu in value)
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        if usable is not None and not set(cpus) <= usable:
+            missing = sorted(set(cpus) - usable)
+            raise ValueError(f"CPUs {missing} are not available to this process (it may use {sorted(usable)})")
         return cpus
     raise ValueError(f"expected 'auto', true, false or a list of CPU numbers, got {value!r}")
 
@@ -172,6 +176,33 @@ def as_log_level(value: Any) -> str:
     ):
         raise ValueError(f"expected debug, info, warning, error or critical, got {value!r}")
     return value.upper()
+
+
+def as_bind(value: Any) -> Tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6): the host, and the first slot's port."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"expected HOST:PORT, e.g. 127.0.0.1:8080, got {value!r}")
+    host, _, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return as_host(host), int_at_least(0, 65535)(port)
+
+
+def as_directory(value: Any) -> str:
+    """An existing directory, made absolute."""
+    path = as_path(value)
+    if not os.path.isdir(path):
+        raise ValueError(f"no such directory: {path}")
+    return path
+
+
+def as_search_path(value: Any) -> Tuple[str, ...]:
+    """Directories for sys.path, separated by commas (or given as a list); made absolute when used."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    paths = tuple(str(part).strip() for part in parts if str(part).strip())
+    if not paths:
+        raise ValueError(f"expected one or more directories separated by commas, got {value!r}")
+    return paths
 
 
 def as_worker_class(value: Any) -> Any:
@@ -223,6 +254,14 @@ OPTIONS: Tuple[Option, ...] = (
     Option("upstream_file", None, optional(as_path), "write the live ports to this file"),
     Option("upstream_format", "nginx", as_upstream_format, "upstream file dialect: nginx or haproxy"),
     Option("on_ports_changed", None, optional(str), "shell command run after the upstream file changes"),
+    Option(
+        "handle_signals",
+        True,
+        as_bool,
+        "install the default signals (TERM/INT stop, QUIT stop at once, HUP reload, TTIN/TTOU scale, "
+        "USR1 reopen the output, USR2 worker tracebacks); false: none",
+        cli=False,
+    ),
     Option("haproxy_socket", None, optional(as_runtime_address), "HAProxy Runtime API: stats socket path or host:port"),
     Option("haproxy_backend", None, optional(as_backend_name), "HAProxy backend that gets one server per worker"),
     Option("metrics_port", None, optional(int_at_least(1, 65535)), "serve Prometheus metrics on GET /metrics here"),
@@ -230,6 +269,15 @@ OPTIONS: Tuple[Option, ...] = (
     Option("access_log", None, optional(as_log_path), "access log (combined format): a path, or - for the output"),
 )
 OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
+
+# Options of the programs (CLI, paste runner), not of the master: same table rules.
+PROGRAM_OPTIONS: Tuple[Option, ...] = (
+    Option("call", False, as_bool, "MODULE:APP is a factory: call it (in each worker) to get the WSGI app"),
+    Option("log_level", "info", as_log_level, "log level: debug, info, warning, error or critical"),
+    Option("bind", None, optional(as_bind), "HOST:PORT of the first slot (the others follow); sets host and base_port"),
+    Option("chdir", None, optional(as_directory), "change to this directory first (relative paths start there)"),
+    Option("pythonpath", None, optional(as_search_path), "directories (comma-separated) put first on sys.path"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +304,7 @@ class Settings:
     upstream_file: Optional[str]
     upstream_format: str
     on_ports_changed: Optional[str]
+    handle_signals: bool
     haproxy_socket: Optional[str]
     haproxy_backend: Optional[str]
     metrics_port: Optional[int]

@@ -113,3 +113,11 @@ class FailingStartWorker(Worker):
 
     def on_start(self):
         raise RuntimeError("on_start refuses")
+
+
+class BreakableWorker(Worker):
+    """Fails to start while the file $PW_TEST_BROKEN_PREFIX<slot id> exists (a crash loop on demand)."""
+
+    def on_start(self):
+        if os.path.exists(os.environ.get("PW_TEST_BROKEN_PREFIX", "/nonexistent/") + str(self.id)):
+            raise RuntimeError(f"slot {self.id} is broken")

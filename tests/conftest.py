@@ -276,6 +276,27 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(count):
+    """The first of ``count`` consecutive ports a master could bind right now (for base_port tests)."""
+    for _ in range(200):
+        first = free_port()
+        if first + count <= 65536 and all(_bindable_like_a_master(first + i) for i in range(count)):
+            return first
+    raise AssertionError(f"no {count} consecutive free ports found")
+
+
+def _bindable_like_a_master(port):
+    """Bind as the master does (SO_REUSEADDR: connections in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
+        except OSError:
+            return False
+        return True
+
+
 class KeepAliveConnection(http.client.HTTPConnection):
     """Drops a kept-alive connection the server has closed before reusing it, as urllib3 and nginx do.
 

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 from clitools import run_cli
-from conftest import free_port, get, pid_alive, wait_until
+from conftest import free_port, free_ports, get, pid_alive, wait_until
 
 from prefork_waitress._run import cli as _cli
 from prefork_waitress.options import OPTIONS
@@ -16,7 +16,7 @@ def test_parser_has_one_flag_per_option_of_the_table():
     parser = _cli.build_parser()
     flags = {flag for action in parser._actions for flag in action.option_strings}
     for option in OPTIONS:
-        assert option.flag in flags
+        assert (option.flag in flags) == option.cli
     assert {"--pid", "--call", "--log-level", "--channel-timeout", "--no-expose-tracebacks"} <= flags
 
 
@@ -27,7 +27,7 @@ def test_parse_keeps_strings_for_the_option_table_and_names_waitress_options():
     )
     assert app == "m:f()"
     assert options == {"workers": "4", "pidfile": "x.pid", "preload": "true", "channel_timeout": "30"}
-    assert runner == {"call": True, "log_level": "DEBUG"}
+    assert runner == {"call": True, "log_level": "DEBUG", "bind": None, "chdir": None, "pythonpath": None}
 
 
 def test_a_bool_option_that_defaults_to_true_has_a_no_flag():
@@ -114,12 +114,14 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, code, message)
     assert "Traceback" not in result.stderr
 
 
-def test_app_raising_at_import_shows_only_its_own_frames(tmp_path):
+@pytest.mark.parametrize("preload", [[], ["--preload"]])
+def test_app_raising_at_import_shows_only_its_own_frames(tmp_path, preload):
     (tmp_path / "broken.py").write_text("x = 1\nraise ValueError('broken on purpose')\n")
-    result = run_cli("--base-port", 0, "broken:app", cwd=tmp_path)
+    result = run_cli("--base-port", 0, *preload, "broken:app", cwd=tmp_path)
     assert result.returncode == 1
     assert "broken.py" in result.stderr and "ValueError: broken on purpose" in result.stderr
-    assert "prefork_waitress" not in result.stderr.replace("prefork-waitress: error", "")
+    frames = [line for line in result.stderr.splitlines() if line.startswith("  File ")]
+    assert frames and not [line for line in frames if "prefork_waitress" in line], result.stderr
 
 
 def test_busy_port_and_live_pid_file_are_one_line_errors(tmp_path):
@@ -140,3 +142,65 @@ def test_boot_error_is_reported_and_exits_one(tmp_path):
     result = run_cli("--workers", 1, "--base-port", 0, "--worker-class", "apps:FailingStartWorker", "apps:app")
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].startswith("prefork-waitress: error: the app could not start")
+
+
+def test_version_comes_from_the_package():
+    import prefork_waitress
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"prefork-waitress {prefork_waitress.__version__}"
+
+
+def test_bind_chdir_pythonpath_and_process_names(server, tmp_path):
+    site, lib = tmp_path / "site", tmp_path / "lib"
+    site.mkdir()
+    lib.mkdir()
+    (lib / "libapp.py").write_text("from apps import app\n")
+    port = free_ports(2)
+    s = server(
+        "--bind", f"127.0.0.1:{port}", "--workers", 2, "--chdir", site, "--pythonpath", "../lib",
+        "--control-socket", "ctl.sock", "--pid", "master.pid", "libapp:app",
+    )  # fmt: skip
+    status = s.status(site / "ctl.sock")  # relative paths start in the --chdir directory
+    assert (site / "master.pid").exists()
+    assert [w["port"] for w in status["workers"]] == [port, port + 1]
+    assert get(port)[0] == 200
+    with open(f"/proc/{s.proc.pid}/comm") as f:
+        assert f.read().strip() == "pw-master"
+    for worker in status["workers"]:
+        with open(f"/proc/{worker['pid']}/comm") as f:
+            assert f.read().strip() == f"pw-slot-{worker['id']}"
+        with open(f"/proc/{worker['pid']}/cmdline", "rb") as f:
+            shown = f.read().rstrip(b"\0").decode()
+        assert shown == f"prefork-waitress worker: slot {worker['id']}, port {worker['port']}"
+
+
+def test_bind_with_host_is_a_usage_error():
+    result = run_cli("--bind", "127.0.0.1:8080", "--host", "0.0.0.0", "apps:app")
+    assert result.returncode == 2
+    assert "give either --bind or --host/--base-port" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bind", "8080", "apps:app"], "option bind: expected HOST:PORT"),
+        (["--bind", "127.0.0.1:99999", "apps:app"], "option bind: must be at least 0 and at most 65535"),
+        (["--chdir", "/no/such/dir", "apps:app"], "option chdir: no such directory: /no/such/dir"),
+    ],
+)
+def test_bad_program_options_are_usage_errors(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_preload_start_says_nothing_was_reloaded_and_a_junk_pid_file_is_named(server, tmp_path):
+    sock, pidfile = tmp_path / "ctl.sock", tmp_path / "master.pid"
+    pidfile.write_text("not a pid\n")
+    s = server("--workers", 1, "--base-port", 0, "--preload", "--control-socket", sock, "--pid", pidfile, "apps:app")
+    s.status(sock)
+    assert pidfile.read_text().strip() == str(s.proc.pid)
+    assert f"pid file {pidfile} does not hold a process id; replacing it" in s.log()
+    assert "reloaded modules" not in s.log()

@@ -1,5 +1,7 @@
 """The one option table: conversion and clear errors, for Python values and ini strings."""
 
+import os
+
 import pytest
 
 from prefork_waitress import Master, Worker, make_settings
@@ -41,6 +43,12 @@ def test_bad_options_name_the_option(options, message):
 def test_waitress_options_pass_through_converted():
     settings = make_settings(channel_timeout="30", threads="1", ident="me")
     assert settings.waitress == {"channel_timeout": 30, "ident": "me"}
+
+
+def test_cpu_affinity_names_cpus_this_process_cannot_use():
+    missing = max(os.sched_getaffinity(0)) + 1
+    with pytest.raises(ValueError, match=rf"option cpu_affinity: CPUs \[{missing}\] are not available"):
+        make_settings(cpu_affinity=f"0,{missing}")
 
 
 def test_cpu_affinity_forms():

@@ -1,11 +1,13 @@
 """The PasteDeploy server runner, loaded by the real PasteDeploy from an ini file."""
 
+import re
 import signal
+import socket
 import sys
 from importlib import metadata
 
 import pytest
-from conftest import get
+from conftest import get, wait_until
 
 pytest.importorskip("paste.deploy")
 
@@ -72,3 +74,74 @@ def test_bad_ini_value_is_a_one_line_error(server, tmp_path, use):
     s = run_ini(server, tmp_path, use, workers="many")
     assert s.wait() == 1
     assert s.log().strip() == "prefork-waitress: error: option workers: expected a number, got 'many'"
+
+
+PSERVE = (sys.executable, "-c", "import sys; from pyramid.scripts.pserve import main; sys.exit(main())")
+
+
+def run_pserve(server, tmp_path, *pserve_args, **server_options):
+    pytest.importorskip("pyramid")
+    ini = tmp_path / "site.ini"
+    text = INI.format(use="call:prefork_waitress.paste:server_factory", workers="2")
+    for name, value in server_options.items():
+        text = re.sub(rf"^{name} = .*$", "", text, flags=re.M) + f"{name} = {value}\n"
+    ini.write_text(text)
+    return server(*pserve_args, ini, program=PSERVE)
+
+
+def test_pserve_serves_and_exits_zero_after_sigterm(server, tmp_path):
+    s = run_pserve(server, tmp_path)
+    for worker in s.status(tmp_path / "ctl.sock")["workers"]:
+        assert get(worker["port"])[0] == 200
+    assert "all 2 workers serving" in s.log()  # no [loggers] in the ini: pserve's WARNING default does not hide it
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+
+
+def test_pserve_failed_start_exits_nonzero(server, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        s = run_pserve(server, tmp_path, base_port=busy.getsockname()[1])
+        assert s.wait() == 1
+    assert "address already in use" in s.log()
+
+
+RELOADABLE_APP = """
+def make(global_conf, greeting="hi"):
+    def app(environ, start_response):
+        body = ("{version} " + greeting).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    return app
+"""
+
+
+def test_pserve_with_reload_true_follows_edits_of_the_app_and_of_the_ini(server, tmp_path):
+    (tmp_path / "iniapp.py").write_text(RELOADABLE_APP.format(version="v1"))
+    ini = tmp_path / "site.ini"
+    text = INI.format(use="call:prefork_waitress.paste:server_factory", workers="2")
+    ini.write_text(
+        text.replace("use = call:apps:paste_app", "use = call:iniapp:make") + "reload = true\nlog_level = info\n"
+    )
+    s = server(ini, program=PSERVE)
+    ports = [w["port"] for w in s.status(tmp_path / "ctl.sock")["workers"]]
+    assert [get(port)[1] for port in ports] == ["v1 hi", "v1 hi"]
+
+    def every_port_says(body):
+        return lambda: all(get(port)[1] == body for port in ports)
+
+    (tmp_path / "iniapp.py").write_text(RELOADABLE_APP.format(version="v2"))
+    wait_until(every_port_says("v2 hi"), 20, message="every port on the edited code")
+    assert "reloaded modules: iniapp" in s.log()
+    ini.write_text(ini.read_text().replace("greeting = hi", "greeting = hello"))
+    wait_until(every_port_says("v2 hello"), 20, message="every port on the edited ini")
+    assert "Traceback" not in s.log()
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+
+
+def test_pserve_reload_is_detected_and_explained(server, tmp_path):
+    s = run_pserve(server, tmp_path, "--reload")
+    wait_until(lambda: "pserve --reload (hupper) restarts the whole cluster" in s.log(), 20, message="the advice")
+    assert not (tmp_path / "ctl.sock").exists()  # no cluster was started

@@ -8,9 +8,10 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
-from conftest import free_port, get, stop_process_group, wait_until
+from conftest import HERE, free_port, get, stop_process_group, wait_until
 
 from prefork_waitress.upstream import render
 
@@ -59,6 +60,13 @@ def test_failing_or_slow_command_is_logged_and_never_blocks_the_master(cluster, 
     wait_until(lambda: (tmp_path / "runs.log").read_text().count("ran") >= 2, message="a second run")
     assert (tmp_path / "upstream.conf").read_text() == final
     assert get(ports[1])[0] == 200
+
+
+def test_command_failing_before_any_success_says_the_frontend_may_not_be_up(cluster, tmp_path):
+    c = cluster(MASTER.format(format="nginx", command="exit 1"))
+    c.ready()
+    wait_until(lambda: "is the frontend running yet?" in c.log(), message="the start-up advice")
+    assert "on_ports_changed command 'exit 1' failed with exit code 1;" in c.log()
 
 
 # --- a real nginx in front -------------------------------------------------------------
@@ -189,6 +197,34 @@ def test_nginx_reaches_every_worker_then_the_new_one_and_loses_nothing_in_a_relo
     assert upstream_errors == []  # not even a connection nginx had to retry on another worker
     new_pids = {w["pid"] for w in reloaded["workers"]}
     wait_until(lambda: _pid_via(nginx.port) in new_pids, message="nginx on the reloaded workers")
+
+
+def _example_location():
+    """The proxy directives of examples/nginx.conf's ``location /``, aimed at the test's upstream."""
+    example = open(os.path.join(os.path.dirname(HERE), "examples", "nginx.conf")).read()
+    body = re.search(r"location / \{(.*?)\n    \}", example, re.S).group(1)
+    return body.replace("http://prefork_app", "http://app")
+
+
+def test_example_nginx_config_does_not_retry_a_request_killed_by_request_timeout(cluster, nginx):
+    """One slow GET costs one worker: nginx must not resend it to the others when its worker is killed."""
+    conf, replaced = re.subn(
+        r"location / \{[^}]*\}", lambda m: "location / {" + _example_location() + "}", nginx.conf.read_text()
+    )
+    assert replaced == 1
+    nginx.conf.write_text(conf)
+    c = cluster("""
+    RecordingMaster("apps:app", workers=3, base_port=0, upstream_file="upstream.conf", request_timeout=1,
+                    graceful_timeout=5).start()
+    """)
+    c.ready()
+    nginx.start()
+    started = time.monotonic()
+    status, _, _ = get(nginx.port, "/slow?s=8", timeout=30)
+    assert status == 502
+    assert time.monotonic() - started < 7  # not 3 x request_timeout + kills, not the app's 8 s
+    attempts = (nginx.prefix / "error.log").read_text().count("upstream prematurely closed connection")
+    assert attempts == 1, (nginx.prefix / "error.log").read_text()  # nginx tried one worker, not each in turn
 
 
 @pytest.mark.parametrize("nginx", [False, True], ids=["close", "upstream-keepalive"], indirect=True)

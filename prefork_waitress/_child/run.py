@@ -121,14 +121,29 @@ class Channel:
             return False
 
 
+# Signals a terminal sends to its whole foreground process group (Ctrl-C,
+# Ctrl-\, hangup): the master gets them too and decides (a graceful stop sends
+# this worker SIGTERM), so a worker ignores them instead of dropping its request.
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+
+
 def _reset_inherited_state(spec: ChildSpec) -> None:
     """Drop the master's signal handling and every fd the slot does not own."""
     signal.set_wakeup_fd(-1)
-    for signum in _platform.handled_signals():
+    handled = _platform.handled_signals()
+    for signum in handled:
         signal.signal(signum, signal.SIG_DFL)
+    for signum in TERMINAL_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    # The master blocked these around the fork: one sent meanwhile (a stop while
+    # this worker boots) is delivered now, with the worker's own dispositions.
+    _platform.unblock_signals(handled)
     own = {spec.sock.fileno(), spec.conn.fileno()}
     for obj in spec.inherited:
         _platform.close_quietly(obj, keep=own)
+    spec.sock = _platform.move_to_lowest_fd(spec.sock)
+    _platform.set_process_name(f"pw-slot-{spec.slot_id}")
+    _platform.set_command_line(f"prefork-waitress worker: slot {spec.slot_id}, port {spec.port}")
     _platform.set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != spec.master_pid:
         os._exit(EXIT_OK)  # the master died before we could ask to follow it
@@ -296,7 +311,6 @@ def _install_stop(worker: Worker, server: DrainableServer, spec: ChildSpec) -> C
 
     stopping: List[bool] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop())
-    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_OK))
     return stop
 
 

@@ -30,7 +30,7 @@ from .slots import Slot, WorkerProcess, bind_socket
 
 log = logging.getLogger("prefork_waitress")
 
-IMMEDIATE_STOP_TIMEOUT = 5.0
+BOOTING_STOP_TIMEOUT = 5.0  # seconds a worker not yet serving may take to leave
 
 Message = Tuple[Any, ...]
 Handler = Callable[[WorkerProcess, Message], None]
@@ -166,7 +166,11 @@ class WorkerPool:
             **options,
         )
         process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
-        process.start()
+        # A signal for the master arriving during the fork would run the
+        # master's handler in the child; a stop sent to the new child before it
+        # resets its handlers would be lost. Both stay pending until each side is ready.
+        with _platform.signals_blocked(_platform.handled_signals()):
+            process.start()
         child_conn.close()
         worker = WorkerProcess(slot, generation, process, parent_conn)
         worker.meter = options.get("meter")
@@ -249,17 +253,23 @@ class WorkerPool:
     def stop_process(
         self, worker: WorkerProcess, graceful: bool, timeout: Optional[float] = None, keep_accepting: bool = False
     ) -> None:
-        """Ask a worker to leave (SIGTERM drains, SIGINT leaves now); kill it after the timeout.
+        """Ask a worker to leave (SIGTERM drains; not graceful: SIGKILL); kill it after the timeout.
 
+        A worker still booting has no request to finish (SIGTERM ends it at
+        once unless its app traps it), so it gets the short timeout, never
+        graceful_timeout. Workers ignore SIGINT and SIGQUIT (the terminal's).
         ``keep_accepting`` (a retiring slot: no successor shares its socket): the
         worker is told over its Pipe to serve on until its port has been quiet.
         """
         worker.stopping = True
+        if not graceful:
+            self.kill(worker)
+            return
         if timeout is None:
-            timeout = self.settings.graceful_timeout if graceful else IMMEDIATE_STOP_TIMEOUT
+            timeout = self.settings.graceful_timeout if worker.ready else BOOTING_STOP_TIMEOUT
         if not (keep_accepting and self._tell(worker, ("retire",))):
             try:
-                os.kill(worker.pid, signal.SIGTERM if graceful else signal.SIGINT)
+                os.kill(worker.pid, signal.SIGTERM)
             except ProcessLookupError:
                 return
         worker.timers.append(self.loop.call_later(timeout, lambda: self.kill(worker, timeout)))

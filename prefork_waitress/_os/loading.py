@@ -71,11 +71,24 @@ def describe_failure(spec: str, exc: BaseException) -> str:
     """The error for a user: one line, plus the app's own frames if the app's code raised."""
     if isinstance(exc, AppImportError):
         return str(exc)
-    ours = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(importlib.__file__), "<frozen importlib")
+    return f"{app_traceback(exc)}\ncannot load {spec!r}: the app raised {type(exc).__name__} while being imported"
+
+
+def app_traceback(exc: BaseException) -> str:
+    """The app's own frames of ``exc`` (not this package's, not importlib's) and its last line."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ours = (package, os.path.dirname(importlib.__file__), "<frozen importlib")
     frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if not frame.filename.startswith(ours)]
     summary = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
     head = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) if frames else ""
-    return f"{head}{summary}\ncannot load {spec!r}: the app raised {type(exc).__name__} while being imported"
+    return head + summary
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The first exception of a ``raise ... from`` chain (what the app itself raised)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
 
 
 def probe(spec: str, timeout: float = PROBE_TIMEOUT) -> Optional[str]:

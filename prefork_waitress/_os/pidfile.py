@@ -20,6 +20,13 @@ def _read_pid(path: str) -> Optional[int]:
         return None
 
 
+def _has_content(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
 def _is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -47,6 +54,8 @@ class PidFile:
             )
         if old is not None:
             log.info("replacing stale pid file %s (process %d is gone)", self.path, old)
+        elif _has_content(self.path):
+            log.warning("pid file %s does not hold a process id; replacing it", self.path)
         self.pid = os.getpid()
         try:
             write_atomically(self.path, f"{self.pid}\n")

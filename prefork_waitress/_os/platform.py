@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -10,11 +11,13 @@ import socket
 import struct
 import sys
 import tempfile
-from typing import Any, Collection, List, Optional, Sequence, Tuple, Union
+from typing import Any, Collection, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 log = logging.getLogger("prefork_waitress")
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PROCESS_NAME_MAX = 15  # bytes of a Linux task name (comm), without the NUL
 
 
 def handled_signals() -> List[int]:
@@ -50,6 +53,83 @@ def set_parent_death_signal(signum: int) -> bool:
         return bool(_LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
     except AttributeError:
         return False
+
+
+def set_process_name(name: str) -> bool:
+    """Name this process as ``ps -e``, ``top`` and ``pgrep`` show it (Linux ``comm``, 15 bytes).
+
+    Threads started afterwards inherit the name; the command line (``ps -f``)
+    is left as it is. False where unsupported.
+    """
+    if _LIBC is None:
+        return False
+    raw = name.encode("utf-8", "replace")[:PROCESS_NAME_MAX]
+    try:
+        return bool(_LIBC.prctl(PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0) == 0)
+    except AttributeError:
+        return False
+
+
+def set_command_line(text: str) -> bool:
+    """Show ``text`` as this process's command line (``ps -f``, ``/proc/PID/cmdline``; Linux).
+
+    Overwrites the original argv area in place (CPython works on its own copy
+    of argv), cut to its size; only after checking that the area still holds
+    exactly what ``/proc/self/cmdline`` shows. False when that cannot be done.
+    """
+    if _LIBC is None:
+        return False
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48 and 49)
+        with open("/proc/self/cmdline", "rb") as f:
+            current = f.read()
+    except (OSError, IndexError, ValueError):
+        return False
+    size = end - start
+    if size < 2 or len(current) != size or ctypes.string_at(start, size) != current:
+        return False
+    raw = text.encode("utf-8", "replace")[: size - 1]
+    ctypes.memmove(start, raw + b"\0" * (size - len(raw)), size)
+    return True
+
+
+@contextlib.contextmanager
+def signals_blocked(signums: Iterable[int]) -> Iterator[None]:
+    """Hold ``signums`` pending meanwhile (around a fork: the child unblocks them itself)."""
+    wanted = set(signums)
+    if not wanted or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_signals(signums: Iterable[int]) -> None:
+    """Let ``signums`` (blocked by :func:`signals_blocked` in the parent) be delivered."""
+    wanted = set(signums)
+    if wanted and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted)
+
+
+def move_to_lowest_fd(sock: socket.socket) -> socket.socket:
+    """The same socket on the lowest free descriptor (the original is closed).
+
+    A worker of a high slot inherits its socket on a high fd; waitress's
+    select() loop cannot watch fds of 1024 and above, and every connection it
+    accepts takes the lowest free fd, so moving the socket down after closing
+    the master's fds keeps all of them low, however many slots there are.
+    """
+    low = sock.dup()
+    if low.fileno() >= sock.fileno():
+        low.close()
+        return sock
+    sock.close()
+    return low
 
 
 def close_quietly(obj: Any, keep: Collection[int] = ()) -> None:

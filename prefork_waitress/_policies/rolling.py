@@ -98,6 +98,10 @@ class RollingReload:
 
     def _finish(self, ok: bool) -> None:
         self.active = False
+        empty = [slot.id for slot in self.pool.slots if slot.current is None or not slot.current.ready]
+        if ok and empty:
+            ok = False  # a crash-looping slot was skipped: it serves neither the new code nor the old
+            log.error("rolling reload incomplete: slots %s have no serving worker (see their errors above)", empty)
         if ok:
             log.info("rolling reload done: %d workers on the new code", len(self.pool.slots))
         self.events.emit("reloaded", ok)

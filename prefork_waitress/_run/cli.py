@@ -15,19 +15,15 @@ from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from waitress.adjustments import Adjustments, asbool
 
+from .. import __version__
 from .._os.loading import FACTORY_SUFFIX, probe
 from ..master import Master
-from ..options import MANAGED_WAITRESS_OPTIONS, OPTIONS, Option, as_bool, as_log_level, convert_option
+from ..options import MANAGED_WAITRESS_OPTIONS, OPTIONS, PROGRAM_OPTIONS, Option, as_bool, convert_option
 from .serve import EXIT_USAGE, configure_logging, fail, serve
 
 PROG = "prefork-waitress"
 USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics}} ..."
 
-# Options of the program, not of the master: same Option type, same converters.
-RUNNER_OPTIONS: Tuple[Option, ...] = (
-    Option("call", False, as_bool, "MODULE:APP is a factory: call it (in each worker) to get the WSGI app"),
-    Option("log_level", "info", as_log_level, "log level: debug, info, warning, error or critical"),
-)
 ALIASES = {"pidfile": ("--pid",)}
 METAVARS = {
     "pidfile": "PATH",
@@ -38,6 +34,9 @@ METAVARS = {
     "on_ports_changed": "CMD",
     "worker_class": "MODULE:CLASS",
     "cpu_affinity": "auto|off|CPUS",
+    "bind": "HOST:PORT",
+    "chdir": "DIR",
+    "pythonpath": "DIRS",
     "metrics_port": "PORT",
     "metrics_host": "HOST",
     "access_log": "PATH|-",
@@ -84,13 +83,14 @@ def build_parser() -> Parser:
         usage=USAGE,
         description="Run a WSGI app in single-threaded waitress workers, one port each, under one master.",
         epilog="Signals: TERM/INT stop gracefully, QUIT at once, HUP rolling reload, "
-        "TTIN/TTOU one worker more/less, USR1 reopen the output file.",
+        "TTIN/TTOU one worker more/less, USR1 reopen the output file, USR2 worker tracebacks.",
         argument_default=argparse.SUPPRESS,
         allow_abbrev=False,
     )
     parser.add_argument("app", metavar="MODULE:APP", help="the WSGI app, e.g. myproject.wsgi:application")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     ours = parser.add_argument_group("prefork-waitress options")
-    for option in OPTIONS + RUNNER_OPTIONS:
+    for option in OPTIONS + PROGRAM_OPTIONS:
         if option.cli:
             _add_option(ours, option)
     theirs = parser.add_argument_group("waitress options (given to each worker's waitress)", WAITRESS_HELP)
@@ -109,7 +109,7 @@ def parse(parser: Parser, argv: Sequence[str]) -> Tuple[str, Dict[str, Any], Dic
     namespace, extra = parser.parse_known_args(list(argv))
     given = vars(namespace)
     app = given.pop("app")
-    runner = {option.name: given.pop(option.name, option.default) for option in RUNNER_OPTIONS}
+    runner = {option.name: given.pop(option.name, option.default) for option in PROGRAM_OPTIONS}
     options = {name.replace(WAITRESS_PREFIX, "", 1): value for name, value in given.items()}
     for arg in extra:  # --name=value for a waitress option this waitress did not list
         name, equals, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
@@ -122,12 +122,26 @@ def parse(parser: Parser, argv: Sequence[str]) -> Tuple[str, Dict[str, Any], Dic
         parser.error(str(exc))
     if runner["call"] and not app.strip().endswith(FACTORY_SUFFIX):
         app = app.strip() + FACTORY_SUFFIX
+    if runner["bind"] is not None:
+        if "host" in options or "base_port" in options:
+            parser.error("--bind sets the host and the base port: give either --bind or --host/--base-port")
+        options["host"], options["base_port"] = runner["bind"]
     return app, options, runner
+
+
+def enter_directories(runner: Dict[str, Any]) -> None:
+    """--chdir first, then the (new) current directory and --pythonpath first on sys.path."""
+    if runner["chdir"] is not None:
+        os.chdir(runner["chdir"])
+    for path in reversed([os.getcwd(), *map(os.path.abspath, runner["pythonpath"] or ())]):
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
 
 
 def convert_option_of(name: str, value: Any) -> Any:
     """Convert a runner option with the same messages as the master's options."""
-    for option in RUNNER_OPTIONS:
+    for option in PROGRAM_OPTIONS:
         if option.name == name:
             try:
                 return option.convert(value)
@@ -140,8 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Serve MODULE:APP until stopped; 0 after a graceful stop, 1 on failure, 2 on bad usage."""
     parser = build_parser()
     app, options, runner = parse(parser, sys.argv[1:] if argv is None else argv)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    enter_directories(runner)
     configure_logging(runner["log_level"])
     try:
         master = Master(app, **options)

@@ -41,11 +41,13 @@ class CodeReloader:
         self._poll_timer: Optional[Timer] = None
         self._batch = ChangeBatch(QUIET, MAX_GATHER)
         self._settle_timer: Optional[Timer] = None
+        self._loaded = False
 
     def load_app(self) -> Any:
         """Import (first time) or reload what changed (later), then resolve the app."""
+        first, self._loaded = not self._loaded, True
         reloaded = self.project.load()
-        if reloaded:
+        if reloaded and not first:  # the first load imports everything: nothing was reloaded
             log.info("reloaded modules: %s", ", ".join(reloaded))
         return resolve(self.app_spec)
 

@@ -65,6 +65,7 @@ class UpstreamWriter:
         self._watch: Any = None
         self._poll_delay = POLL_START
         self._deadline: Any = None
+        self.succeeded_once = False  # until then a failure is the frontend not being up yet: a warning
         self._after_run: List[Callable[[], None]] = []  # released once the running command exits
         self._after_next_run: List[Callable[[], None]] = []  # ... once the queued one exits
 
@@ -135,8 +136,17 @@ class UpstreamWriter:
                 self._watch = self.master.call_later(self._poll_delay, self._check)
             return
         self._forget()
-        if code != 0:
+        if code != 0 and not self.succeeded_once:
+            # at start the frontend may not be up yet (nginx -s reload with no nginx): it reads the file when it starts
+            log.warning(
+                "on_ports_changed command %r failed with %s; is the frontend running yet? "
+                "the upstream file is written, a frontend started later reads it",
+                self.command,
+                describe_exit(code),
+            )
+        elif code != 0:
             log.error("on_ports_changed command %r failed with %s", self.command, describe_exit(code))
+        self.succeeded_once = self.succeeded_once or code == 0
         self._release(self._after_run)
         if self.again:
             self.again = False
