@@ -3,6 +3,7 @@
 Run from the repo root:
     python bench/cpu_per_request.py [--workers 1] [--rounds 5] [--duration 3] [--shapes keepalive,close]
         [--contenders prefork,prefork-rt30,prefork-mr1000000,prefork-nofix,waitress-t1xN]
+        [--reference-path /work/main --contenders prefork,prefork-ref,prefork-metrics,prefork-accesslog]
 
 Throughput on a shared, noisy 2-core box moves by ±15 % between runs; the
 CPU time the server processes spend per request served moves much less, so
@@ -63,7 +64,9 @@ def main(argv=None):
     p.add_argument("--shapes", default="keepalive,close")
     p.add_argument("--app", default="bench.apps:hello")
     p.add_argument("--contenders", default="prefork,prefork-rt30,prefork-mr1000000,prefork-nofix,waitress-t1xN")
+    p.add_argument("--reference-path", default=None, help="another checkout, run by the prefork-...-ref contenders")
     args = p.parse_args(argv)
+    throughput.REFERENCE_PATH = args.reference_path
     contenders = args.contenders.split(",")
     shapes = args.shapes.split(",")
     n = args.workers

@@ -3,6 +3,8 @@
     python bench/prefork_launcher.py --workers 2 --base-port 20000 bench.apps:hello
     python bench/prefork_launcher.py --workers 2 --base-port 20000 --cpu-affinity off \
         --request-timeout 30 --max-requests 0 --preload bench.apps:hello
+    python bench/prefork_launcher.py --workers 2 --base-port 20000 --metrics-port 9100 \
+        --access-log /tmp/access.log bench.apps:hello
 
 Exits with status 3 and prints "prefork_waitress: not available" when the
 library cannot be imported (not written yet, or not on PYTHONPATH).
@@ -23,6 +25,8 @@ def main(argv=None):
     p.add_argument("--request-timeout", type=float, default=None)
     p.add_argument("--max-requests", type=int, default=0)
     p.add_argument("--preload", action="store_true")
+    p.add_argument("--metrics-port", type=int, default=None)
+    p.add_argument("--access-log", default=None)
     p.add_argument("--check", action="store_true", help="only check the import")
     p.add_argument("--show-path", action="store_true", help="print where prefork_waitress comes from")
     p.add_argument("app", nargs="?", default="bench.apps:hello")
@@ -46,6 +50,8 @@ def main(argv=None):
         request_timeout=args.request_timeout,
         max_requests=args.max_requests,
         preload=args.preload,
+        **{name: value for name, value in (("metrics_port", args.metrics_port), ("access_log", args.access_log))
+           if value is not None},
     ).start()
 
 

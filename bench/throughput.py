@@ -30,6 +30,8 @@ Contenders for each worker count N:
                      -preload   preload=True
                      -ref       the library of --reference-path (an A/B of two
                                 checkouts in one run: prefork,prefork-ref)
+                     -metrics   metrics_port set (the master serves /metrics)
+                     -accesslog access_log= a temporary file (removed at exit)
                      -nofix     a temporary copy of the library without the
                                 _DrainAwareChannel._flush_some/writable
                                 overrides (the I/O-loop spin fix, A/B;
@@ -65,7 +67,7 @@ except ImportError:  # run as a script: python bench/throughput.py
 
 CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork",
               "nginx+waitress-t1xN", "nginx+prefork", "nginx+gunicorn-sync")
-PREFORK_SUFFIX = re.compile(r"^(unpinned|rt[0-9.]+|mr[0-9]+|preload|nofix|inline|nocoalesce|ref)$")
+PREFORK_SUFFIX = re.compile(r"^(unpinned|rt[0-9.]+|mr[0-9]+|preload|nofix|inline|nocoalesce|ref|metrics|accesslog)$")
 REFERENCE_PATH = None  # --reference-path: the checkout a "-ref" contender runs
 DEFAULT_CONTENDERS = ("gunicorn-sync", "waitress-t1", "waitress-t4", "waitress-t1xN", "prefork")
 
@@ -147,6 +149,13 @@ def patched_copy(prefork_path, variants):
     return dest_root
 
 
+def temporary_log():
+    """A path for an access log in a directory removed at exit."""
+    directory = tempfile.mkdtemp(prefix="bench-accesslog-")
+    atexit.register(shutil.rmtree, directory, True)
+    return os.path.join(directory, "access.log")
+
+
 def prefork_available(prefork_path):
     proc = subprocess.run(
         [sys.executable, "bench/prefork_launcher.py", "--check", "--workers", "1", "--base-port", "1"],
@@ -209,6 +218,10 @@ def start(contender, n, app, prefork_path, nginx_workers=1):
                 argv += ["--cpu-affinity", "off"]
             elif t == "preload":
                 argv.append("--preload")
+            elif t == "metrics":
+                argv += ["--metrics-port", str(common.free_port())]
+            elif t == "accesslog":
+                argv += ["--access-log", temporary_log()]
             elif t == "ref":
                 if not REFERENCE_PATH:
                     raise ValueError(f"{contender}: needs --reference-path")

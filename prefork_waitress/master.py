@@ -6,17 +6,18 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import integrations as _integrations
+from ._child.meter import RequestCounts, RequestMeter
 from ._core.commands import Callback, CommandChannel, Replies, targets
+from ._core.counters import ClusterCounters, exit_reason
 from ._core.events import Events
 from ._core.lifecycle import State
 from ._core.loop import EventLoop, Timer
 from ._core.pool import Message, WorkerPool
 from ._core.scaling import check_count
 from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit
-from ._os.accept_queue import accept_queue
 from ._os.activation import activated_sockets
 from ._os.limits import StopRequested, TimeLimitExceeded, is_out_of_fds, out_of_fds_message, stop_on_sigterm, time_limit
 from ._os.loading import AppImportError, resolve
@@ -76,6 +77,7 @@ class Master:
         )
         self._recycler = Recycler(self._replacer, self._crashes, self.call_later)
         self._retirements = Retirements(self.call_later, self._frontends, self._pool.retire)
+        self.add_listener(self._pool.counters)  # counts reloads
         _integrations.attach(self)
 
     def _make_pool(self) -> WorkerPool:
@@ -93,7 +95,7 @@ class Master:
         return {
             "app": self._app,
             "worker_class": self.worker_class,
-            "meter": self._timeouts.new_meter(),
+            "meter": RequestMeter(),  # request_timeout's clock and the metrics' counts
             "report_modules": self.settings.reload,
         }
 
@@ -122,6 +124,7 @@ class Master:
 
     def status(self) -> Dict[str, Any]:
         """A JSON-able snapshot of the master and its slots (control socket, monitoring)."""
+        queues = self._pool.accept_queues()
         return {
             "master": {
                 "pid": os.getpid(),
@@ -131,8 +134,23 @@ class Master:
                 "ports": self.ports,
                 "reloading": self._rolling.active,
             },
-            "workers": [_with_accept_queue(slot.sock, dataclasses.asdict(slot.info())) for slot in self._pool.slots],
+            "workers": [
+                _with_accept_queue(dataclasses.asdict(slot.info()), queues[slot.id]) for slot in self._pool.slots
+            ],
         }
+
+    @property
+    def counters(self) -> ClusterCounters:
+        """Restarts by reason, reloads by result, requests of exited workers (monitoring)."""
+        return self._pool.counters
+
+    def request_counts(self) -> Dict[int, RequestCounts]:
+        """Per slot id: what its workers served since the master started (live ones from shared memory)."""
+        return self._pool.request_counts()
+
+    def accept_queues(self) -> Dict[int, Optional[Tuple[int, int]]]:
+        """Per slot id: (connections waiting in the accept queue, its limit), or None where unknown."""
+        return self._pool.accept_queues()
 
     # hooks (override in a subclass; all run in the master loop) -----------
     def when_ready(self) -> None:
@@ -453,7 +471,7 @@ class Master:
     def _refill(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int]) -> None:
         if worker.ready:  # at once, unless it keeps crashing soon after it became ready
             delay = self._crashes.died_after_ready(slot, worker, exitcode)
-            self._pool.respawn(slot, delay, wanted=lambda: self._state.serving)
+            self._pool.respawn(slot, exit_reason(exitcode), delay, wanted=lambda: self._state.serving)
             return
         if self._state is State.BOOTING:
             self._boot_error, details = worker.boot_failure(exitcode)
@@ -461,10 +479,10 @@ class Master:
             self.stop()
             return
         delay = self._crashes.failed(slot, worker, exitcode)
-        self._pool.respawn(slot, delay, wanted=lambda: self._state.serving)
+        self._pool.respawn(slot, exit_reason(exitcode), delay, wanted=lambda: self._state.serving)
 
 
-def _with_accept_queue(sock: Any, worker: Dict[str, Any]) -> Dict[str, Any]:
+def _with_accept_queue(worker: Dict[str, Any], queue: Optional[Tuple[int, int]]) -> Dict[str, Any]:
     """A status entry plus the slot's accept queue: connections waiting, and the limit (None off Linux)."""
-    worker["accept_queue"], worker["accept_queue_limit"] = accept_queue(sock)
+    worker["accept_queue"], worker["accept_queue_limit"] = queue if queue is not None else (None, None)
     return worker

@@ -109,6 +109,13 @@ def as_host(value: Any) -> str:
     return value.strip()
 
 
+def as_log_path(value: Any) -> str:
+    """A log file path, or ``-`` for the worker's stdout (the output)."""
+    if isinstance(value, str) and value.strip() == "-":
+        return "-"
+    return as_path(value)
+
+
 def as_cpu_affinity(value: Any) -> Union[bool, Tuple[int, ...]]:
     """True: worker i on CPU i mod n; False: no pinning; a list: worker i on list[i mod len]."""
     if isinstance(value, str):
@@ -263,6 +270,9 @@ OPTIONS: Tuple[Option, ...] = (
     ),
     Option("haproxy_socket", None, optional(as_runtime_address), "HAProxy Runtime API: stats socket path or host:port"),
     Option("haproxy_backend", None, optional(as_backend_name), "HAProxy backend that gets one server per worker"),
+    Option("metrics_port", None, optional(int_at_least(1, 65535)), "serve Prometheus metrics on GET /metrics here"),
+    Option("metrics_host", None, optional(as_host), "address of the metrics port (default: host)"),
+    Option("access_log", None, optional(as_log_path), "access log (combined format): a path, or - for the output"),
 )
 OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
 
@@ -304,6 +314,9 @@ class Settings:
     handle_signals: bool
     haproxy_socket: Optional[str]
     haproxy_backend: Optional[str]
+    metrics_port: Optional[int]
+    metrics_host: Optional[str]
+    access_log: Optional[str]
     waitress: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 

@@ -13,9 +13,10 @@ import resource
 import signal
 import sys
 import time
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ._os.memory import frozen_count, resident_bytes
+from ._os.output import redirect_stdio, reopen_files
 
 __all__ = ["Worker", "UnknownCommand"]
 
@@ -82,11 +83,11 @@ class Worker:
             "gc_frozen": frozen_count(),
         }
 
-    def child_reopen(self, path: str) -> bool:
-        """Reopen the output file ``path`` onto fds 1 and 2 (log rotation: SIGUSR1 to the CLI master)."""
-        from ._os.output import redirect_stdio
-
-        redirect_stdio(path)
+    def child_reopen(self, path: Optional[str] = None) -> bool:
+        """Log rotation (SIGUSR1 to the CLI master): the output ``path`` onto fds 1 and 2, and the access log."""
+        if path is not None:
+            redirect_stdio(path)
+        reopen_files()
         return True
 
     def child_stop(self) -> bool:

@@ -41,6 +41,8 @@ def app(environ, start_response):
         body = stdin.encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
+    if environ.get("PATH_INFO") == "/raise":
+        raise RuntimeError("the app failed")
     return hello(environ, start_response)
 
 

@@ -9,7 +9,8 @@ import time
 import pytest
 from conftest import REQUEST_LOST, InThread, get, wait_until
 
-from prefork_waitress._policies.timeouts import _START, DUMP_SIGNAL, KILL_AFTER_DUMP, RequestMeter, RequestTimeouts
+from prefork_waitress._child.meter import _START, RequestMeter
+from prefork_waitress._policies.timeouts import DUMP_SIGNAL, KILL_AFTER_DUMP, RequestTimeouts
 
 BODY = """
 RecordingMaster("apps:app", workers=2, base_port=0, request_timeout=1, output={out!r}, graceful_timeout=10).start()
@@ -89,8 +90,8 @@ class RecordingPool:
     def vacate(self, worker):
         return True
 
-    def respawn(self, slot):
-        self.respawned.append(slot)
+    def respawn(self, slot, reason):
+        self.respawned.append((slot, reason))
 
 
 class Slot:
@@ -129,7 +130,7 @@ def test_sweep_sleeps_until_the_earliest_deadline_then_replaces_the_stuck_worker
         assert pool.stopped == [] and pool.respawned == []
         _START.pack_into(busy.meter._map, 0, before - 10.5)
         sweeps.sweep()
-        assert pool.stopped == [(busy, True, KILL_AFTER_DUMP)] and pool.respawned == [busy.slot]
+        assert pool.stopped == [(busy, True, KILL_AFTER_DUMP)] and pool.respawned == [(busy.slot, "timeout")]
         assert busy.timed_out and not idle.timed_out
         assert busy.process.wait(10) == -DUMP_SIGNAL  # it was sent the traceback dump signal
         assert f"(pid {busy.pid}, port 8080) request running for 10." in output.read_text()

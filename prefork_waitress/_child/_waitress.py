@@ -23,12 +23,13 @@ import select
 import socket
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
-from waitress.task import WSGITask
+from waitress.task import ErrorTask, WSGITask
+from waitress.utilities import InternalServerError
 
 # A connection with no request in progress is closed once it has been quiet
 # this long during a drain: long enough for a keep-alive client under load to
@@ -50,8 +51,24 @@ log = logging.getLogger("prefork_waitress.worker")
 QUIET_PORT = 1.0
 
 
+class RequestFacts(NamedTuple):
+    """What an access log line says about one request, as the client sent it."""
+
+    remote: str
+    user: Optional[str]
+    method: str
+    uri: str
+    protocol: str
+    status: str  # "200", or "500" when the app raised before its response began
+    size: int  # body bytes sent
+    referer: Optional[str]
+    agent: Optional[str]
+
+
 class RequestHooks:
     """What a worker wants to know about each request (runs on the task thread)."""
+
+    logs_requests = False  # True: request_logged() gets the facts of every request
 
     def request_started(self) -> bool:
         """Called before the app runs; return True to close the connection after it."""
@@ -63,18 +80,44 @@ class RequestHooks:
     def stopped_accepting(self) -> None:
         """Called once a drain has closed this process's listening socket."""
 
+    def request_logged(self, facts: RequestFacts, duration: Optional[float]) -> None:
+        """Called when ``logs_requests`` is True: after request_finished() (``duration`` None: the
+        meter's), or for a request waitress refused itself (400, 431, ...; ``duration`` 0)."""
+
+
+def _facts(task: Any, failed: bool) -> RequestFacts:
+    request, environ = task.request, getattr(task, "environ", None) or {}
+    headers = request.headers
+    status = "500" if failed and not task.wrote_header else task.status.split(" ", 1)[0]
+    return RequestFacts(
+        environ.get("REMOTE_ADDR") or task.channel.addr[0],
+        environ.get("REMOTE_USER"),
+        getattr(request, "command", None) or "",
+        getattr(request, "request_uri", None) or "",
+        f"HTTP/{request.version}",
+        status,
+        task.content_bytes_written,
+        headers.get("REFERER"),
+        headers.get("USER_AGENT"),
+    )
+
 
 class _DrainAwareTask(WSGITask):  # type: ignore[misc]
     """A WSGI task that closes its connection when the server is draining."""
 
     def service(self) -> None:
         server = self.channel.server
-        if server.pw_hooks.request_started():
+        hooks = server.pw_hooks
+        if hooks.request_started():
             server.pw_closing = True
+        failed = True
         try:
             super().service()
+            failed = False
         finally:
-            server.pw_hooks.request_finished()
+            hooks.request_finished()
+            if hooks.logs_requests:
+                hooks.request_logged(_facts(self, failed), None)
 
     def build_response_header(self) -> Any:
         if self.channel.server.pw_closing:
@@ -94,10 +137,22 @@ class _DrainAwareTask(WSGITask):  # type: ignore[misc]
             channel.pw_release_header()
 
 
+class _LoggedErrorTask(ErrorTask):  # type: ignore[misc]
+    """The response to a request waitress refused (malformed, too large): in the access log too."""
+
+    def service(self) -> None:
+        super().service()
+        hooks = self.channel.server.pw_hooks
+        # A 500 is the response waitress makes for an app that raised: that task logged it.
+        if hooks.logs_requests and not isinstance(self.request.error, InternalServerError):
+            hooks.request_logged(_facts(self, False), 0.0)
+
+
 class _DrainAwareChannel(HTTPChannel):  # type: ignore[misc]
     """A channel that also keeps the I/O loop from spinning while the task thread sends."""
 
     task_class = _DrainAwareTask
+    error_task_class = _LoggedErrorTask
     pw_task_sending = False
     pw_hold_header = False
     pw_held: Optional[bytes] = None

@@ -22,7 +22,8 @@ from .._os.memory import MIB, RssLimit
 from .._os.output import flush_stdio, redirect_stdio
 from ..reloading import NewDataFiles, NewModules
 from ..worker import Worker
-from ._waitress import DrainableServer, RequestHooks
+from ._waitress import DrainableServer, RequestFacts, RequestHooks
+from .access_log import AccessLog
 
 BEAT_EVERY = 1.0  # the command thread's heartbeat; the I/O loop beats on every turn of its loop
 
@@ -51,7 +52,8 @@ class ChildSpec:
     max_requests: int
     master_pid: int
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
-    meter: Any = None  # shared clock page (request_timeout, heartbeats), or None
+    meter: Any = None  # shared page: request clock, duration histogram, heartbeats (RequestMeter), or None
+    access_log: Optional[str] = None  # a path, "-" (stdout), or None
     report_modules: bool = False  # tell the master what was imported, at boot and after requests (reload=True)
     max_rss: int = 0  # MiB; 0: no limit
 
@@ -60,11 +62,16 @@ class WorkerRequests(RequestHooks):
     """Counts requests, publishes the running request's start, calls on_limit(why) at
     max_requests or once the RSS passes max_rss."""
 
-    def __init__(self, worker: Worker, max_requests: int, meter: Any, max_rss: int = 0) -> None:
+    def __init__(
+        self, worker: Worker, max_requests: int, meter: Any, max_rss: int = 0, access_log: Optional[AccessLog] = None
+    ) -> None:
         self.worker = worker
         self.max_requests = max_requests
         self.meter = meter
         self.rss_limit = RssLimit(max_rss) if max_rss else None
+        self.access_log = access_log
+        self.logs_requests = access_log is not None
+        self.duration = 0.0
         self.on_limit: Callable[[str], None] = lambda why: None
         self.after_request: Callable[[], None] = lambda: None
         self.channel: Optional[Channel] = None
@@ -81,7 +88,7 @@ class WorkerRequests(RequestHooks):
         worker.in_flight = 0
         worker.requests_served += 1
         if self.meter is not None:
-            self.meter.finished()
+            self.duration = self.meter.finished()
         self.after_request()
         if self.max_requests and worker.requests_served == self.max_requests:
             self.on_limit(f"served {worker.requests_served} requests")
@@ -89,6 +96,10 @@ class WorkerRequests(RequestHooks):
             rss = self.rss_limit.check()
             if rss is not None:
                 self.on_limit(f"has an RSS of {rss / MIB:.0f} MiB, over max_rss={self.rss_limit.limit // MIB}")
+
+    def request_logged(self, facts: RequestFacts, duration: Optional[float]) -> None:
+        if self.access_log is not None:
+            self.access_log.write(facts, self.duration if duration is None else duration)
 
     def stopped_accepting(self) -> None:
         """Tell the master: new connections now go to the other process(es) on the socket."""
@@ -228,7 +239,8 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
     _platform.pin_to_cpus(spec.cpus)
     app = _load_app(spec)
     worker = spec.worker_class(spec.slot_id, spec.port, spec.generation, app)
-    requests = WorkerRequests(worker, spec.max_requests, spec.meter, spec.max_rss)
+    access_log = AccessLog(spec.access_log, spec.slot_id).activate() if spec.access_log else None
+    requests = WorkerRequests(worker, spec.max_requests, spec.meter, spec.max_rss, access_log)
     worker.on_start()
     server = DrainableServer(app, spec.sock, requests, dict(spec.waitress_options))
     return worker, server, requests

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
+from .._child.meter import RequestCounts
 from ..options import Settings
 from .commands import Callback, Replies
+from .counters import ClusterCounters
 from .loop import Timer
 
 
@@ -21,6 +23,13 @@ class MasterHandle(Protocol):
     def state(self) -> str: ...
 
     def status(self) -> Dict[str, Any]: ...
+
+    @property
+    def counters(self) -> ClusterCounters: ...
+
+    def request_counts(self) -> Dict[int, RequestCounts]: ...
+
+    def accept_queues(self) -> Dict[int, Optional[Tuple[int, int]]]: ...
 
     def reload(self) -> None: ...
 

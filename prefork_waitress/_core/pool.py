@@ -20,11 +20,14 @@ import socket
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._child import run as _child
+from .._child.meter import RequestCounts
 from .._os import platform as _platform
+from .._os.accept_queue import accept_queue
 from .._os.limits import is_out_of_fds, out_of_fds_message
 from ..options import Settings
 from . import scaling
 from .commands import CommandChannel
+from .counters import ClusterCounters
 from .loop import EventLoop
 from .slots import Slot, WorkerProcess, bind_socket
 
@@ -57,6 +60,7 @@ class WorkerPool:
         self._context = multiprocessing.get_context("fork")
         self.slots: List[Slot] = []
         self.processes: Dict[int, WorkerProcess] = {}
+        self.counters = ClusterCounters()  # restarts by reason, reloads, exited workers' requests
         self.on_spawn: Callable[[WorkerProcess], None] = lambda worker: None
         self.retry_delay: Callable[[int], float] = lambda failures: 1.0  # seconds after the n-th failed fork
         self.on_exit: Callable[[WorkerProcess, Optional[int]], None] = lambda worker, exitcode: None
@@ -107,10 +111,14 @@ class WorkerPool:
     def all_ready(self) -> bool:
         return all(slot.current is not None and slot.current.ready for slot in self.slots)
 
-    def promote(self, worker: WorkerProcess) -> Optional[WorkerProcess]:
-        """``worker`` (a successor that serves) becomes its slot's worker; returns the one it replaces."""
+    def promote(self, worker: WorkerProcess, purpose: str) -> Optional[WorkerProcess]:
+        """``worker`` (a successor that serves) becomes its slot's worker; returns the one it replaces.
+
+        ``purpose`` ("reload", "recycle") is the restart reason counted for the slot."""
         slot = worker.slot
         old, slot.current = slot.current, worker
+        if old is not None:
+            self.counters.replaced(purpose)
         return old
 
     def vacate(self, worker: WorkerProcess) -> bool:
@@ -120,9 +128,11 @@ class WorkerPool:
         worker.slot.current = None
         return True
 
-    def respawn(self, slot: Slot, delay: float = 0.0, wanted: Callable[[], bool] = lambda: True) -> None:
-        """Count a restart and fork a new worker for ``slot``, now or after ``delay`` if still ``wanted()``."""
+    def respawn(self, slot: Slot, reason: str, delay: float = 0.0, wanted: Callable[[], bool] = lambda: True) -> None:
+        """Count a restart (``reason``: see counters.RESTART_REASONS) and fork a new worker for ``slot``,
+        now or after ``delay`` if still ``wanted()``."""
         slot.restarts += 1
+        self.counters.restarted(reason)
         if not delay:
             self.spawn_or_retry(slot, wanted)
             return
@@ -146,6 +156,18 @@ class WorkerPool:
                 self.spawn_or_retry(slot, wanted)
 
         slot.respawn_timer = self.loop.call_later(delay, later)
+
+    def request_counts(self) -> Dict[int, RequestCounts]:
+        """Per slot id: exited workers' counts plus the live ones' shared meters."""
+        live = [(p.slot.id, p.meter.counts()) for p in self.processes.values() if p.meter is not None]
+        return self.counters.requests(live)
+
+    def accept_queues(self) -> Dict[int, Optional[Tuple[int, int]]]:
+        queues = {}
+        for slot in self.slots:
+            length, limit = accept_queue(slot.sock)
+            queues[slot.id] = None if length is None or limit is None else (length, limit)
+        return queues
 
     def cancel_respawn(self, slot: Slot) -> None:
         if slot.respawn_timer is not None:
@@ -197,6 +219,7 @@ class WorkerPool:
             max_rss=self.settings.max_rss,
             master_pid=os.getpid(),
             inherited=self._inherited() + [parent_conn],
+            access_log=self.settings.access_log,
             **options,
         )
         process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
@@ -270,6 +293,7 @@ class WorkerPool:
         worker.conn.close()
         worker.process.close()
         if worker.meter is not None:
+            self.counters.process_exited(worker.slot.id, worker.meter.counts())
             worker.meter.close()
         return exitcode
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 RSS_CHECK_INTERVAL = 1.0  # seconds between two reads of /proc/self/statm
 MIB = 1024 * 1024
@@ -46,10 +46,10 @@ def frozen_count() -> Optional[int]:
     return gc.get_freeze_count() if can_freeze() else None
 
 
-def resident_bytes() -> Optional[int]:
-    """Resident set size of this process in bytes from /proc (None where there is no /proc)."""
+def resident_bytes(pid: Union[int, str] = "self") -> Optional[int]:
+    """Resident set size of this process (or ``pid``) in bytes from /proc (None where there is none, or it is gone)."""
     try:
-        with open("/proc/self/statm", "rb") as statm:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, List
+
+_reopeners: List[Callable[[], None]] = []  # other files of this process to reopen on rotation
 
 
 def flush_stdio() -> None:
@@ -33,3 +35,14 @@ def redirect_stdio(output: Any) -> None:
         os.dup2(fd, 2)
     finally:
         os.close(fd)
+
+
+def on_reopen(callback: Callable[[], None]) -> None:
+    """Have :func:`reopen_files` call ``callback`` (a worker's access log registers itself)."""
+    _reopeners.append(callback)
+
+
+def reopen_files() -> None:
+    """Log rotation: reopen every file registered with :func:`on_reopen` in this process."""
+    for reopen in _reopeners:
+        reopen()

@@ -105,7 +105,7 @@ class SlotReplacer:
             pool.stop_process(worker, graceful=True)
             self._end(job, True)
             return True
-        old = pool.promote(worker)
+        old = pool.promote(worker, job.purpose)
         self.events.emit("worker_started", worker.info())
         if old is None or old.pid not in pool.processes:
             self._end(job, True)

@@ -1,10 +1,8 @@
 """request_timeout: a worker whose request runs too long is replaced.
 
-The clock: each worker process gets a :class:`RequestMeter`, one page of
-anonymous shared memory (``mmap`` with MAP_SHARED, created by the master
-before the fork, no file descriptor) holding ``time.monotonic()`` at the
-start of the request it is running, or 0.0 when it is idle. The worker's
-task thread writes it twice per request; no syscall, no message.
+The clock: each worker process has a :class:`~.._child.meter.RequestMeter`
+(shared memory, written by its task thread) holding ``time.monotonic()`` at
+the start of the request it is running, or 0.0 when it is idle.
 
 The wake-up scheme: one timer for all workers. A sweep reads every meter. A
 request that started at ``s`` is due at ``s + timeout``; the next sweep is at
@@ -25,10 +23,8 @@ not left KILL_AFTER_DUMP seconds later.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import signal
-import struct
 import time
 from typing import Any, Callable, Optional
 
@@ -41,48 +37,6 @@ log = logging.getLogger("prefork_waitress")
 
 DUMP_SIGNAL = signal.SIGUSR2
 KILL_AFTER_DUMP = 0.5
-_START = struct.Struct("d")
-_BEATS = struct.Struct("dd")  # at offset 8: last beat of the I/O loop, of the command thread
-
-
-class RequestMeter:
-    """One worker's shared clock page: when its running request started (0.0 when idle), and its heartbeats.
-
-    CLOCK_MONOTONIC is one clock for every process of the machine, so the
-    master compares the worker's stamps with its own ``time.monotonic()``.
-    """
-
-    def __init__(self) -> None:
-        self._map = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous and shared across fork
-
-    def started(self) -> None:
-        """Worker side: a request begins."""
-        _START.pack_into(self._map, 0, time.monotonic())
-
-    def finished(self) -> None:
-        """Worker side: the request is done."""
-        _START.pack_into(self._map, 0, 0.0)
-
-    def read(self) -> float:
-        """Master side: the start of the running request, or 0.0."""
-        value: float = _START.unpack_from(self._map, 0)[0]
-        return value
-
-    def beat_io(self) -> None:
-        """Worker side, I/O loop thread: alive now."""
-        _START.pack_into(self._map, _START.size, time.monotonic())
-
-    def beat_commands(self) -> None:
-        """Worker side, command thread: alive now."""
-        _START.pack_into(self._map, 2 * _START.size, time.monotonic())
-
-    def beats(self) -> "tuple[float, float]":
-        """Master side: the last beat of the I/O loop and of the command thread (0.0: none yet)."""
-        io, commands = _BEATS.unpack_from(self._map, _START.size)
-        return io, commands
-
-    def close(self) -> None:
-        self._map.close()
 
 
 class RequestTimeouts:
@@ -108,10 +62,6 @@ class RequestTimeouts:
         self.output = output
         self.heartbeats = HeartbeatWatch(self, heartbeat_timeout)
         self._timer: Optional[Timer] = None
-
-    def new_meter(self) -> Optional[RequestMeter]:
-        """A meter for a worker about to be forked, or None when request_timeout and heartbeats are off."""
-        return RequestMeter() if self.timeout or self.heartbeats.timeout else None
 
     def watch(self) -> None:
         """A worker was forked: make sure a sweep is due within one timeout."""
@@ -179,7 +129,7 @@ class RequestTimeouts:
         if not pool.vacate(worker):
             return  # already replaced (a reload or a recycle), or stopping
         if self.serving() and not slot.retiring and not self.successor_coming(slot):
-            pool.respawn(slot)
+            pool.respawn(slot, "timeout")
 
 
 class HeartbeatWatch:

@@ -22,7 +22,7 @@ from ..options import MANAGED_WAITRESS_OPTIONS, OPTIONS, PROGRAM_OPTIONS, Option
 from .serve import EXIT_USAGE, configure_logging, fail, serve
 
 PROG = "prefork-waitress"
-USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command}} ..."
+USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics}} ..."
 
 ALIASES = {"pidfile": ("--pid",)}
 METAVARS = {
@@ -37,6 +37,9 @@ METAVARS = {
     "bind": "HOST:PORT",
     "chdir": "DIR",
     "pythonpath": "DIRS",
+    "metrics_port": "PORT",
+    "metrics_host": "HOST",
+    "access_log": "PATH|-",
 }
 DEFAULT_TEXT = {"cpu_affinity": "auto"}
 WAITRESS_PREFIX = "waitress:"

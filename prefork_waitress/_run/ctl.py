@@ -42,6 +42,7 @@ def build_parser() -> Parser:
     command.add_argument("args", nargs="*", metavar="ARG", help="JSON if it parses as JSON, else a string")
     command.add_argument("--worker", type=int, metavar="ID", help="only the worker of this slot")
     command.add_argument("--command-timeout", type=float, default=5.0, metavar="SECONDS")
+    actions.add_parser("metrics", help="print the Prometheus metrics (text format 0.0.4)")
     return parser
 
 
@@ -142,6 +143,7 @@ PRINTERS: Dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "reload": _print_done(lambda a, r: f"reloaded: {len(r['ports'])} workers on ports {r['ports']}"),
     "scale": _print_done(lambda a, r: f"{r['workers']} workers on ports {r['ports']}"),
     "stop": _print_done(lambda a, r: "stopping" if a.no_wait else "stopped"),
+    "metrics": _print_done(lambda a, r: r["text"].rstrip("\n")),
 }
 
 

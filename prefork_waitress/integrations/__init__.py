@@ -13,6 +13,7 @@ from .._core.handle import MasterHandle
 from .accept_queue import AcceptQueueWatch
 from .control import ControlServer
 from .haproxy import HAProxyServers
+from .metrics import MetricsServer, render_metrics
 from .signals import install_default_signals
 from .systemd import SystemdNotifier
 from .upstream import UpstreamWriter
@@ -24,7 +25,11 @@ def attach(master: MasterHandle) -> None:
     settings = master.settings
     master.add_listener(AcceptQueueWatch(master))
     if settings.control_socket:
-        master.add_listener(ControlServer(master, settings.control_socket))
+        control = ControlServer(master, settings.control_socket)
+        control.add_action("metrics", lambda request: {"text": render_metrics(master)})
+        master.add_listener(control)
+    if settings.metrics_port:
+        master.add_listener(MetricsServer(master, settings.metrics_host or settings.host, settings.metrics_port))
     if settings.upstream_file:
         master.add_listener(
             UpstreamWriter(master, settings.upstream_file, settings.upstream_format, settings.on_ports_changed)

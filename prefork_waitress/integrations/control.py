@@ -1,7 +1,8 @@
 """The control socket: a UNIX stream socket (mode 0600) speaking JSON lines, never pickle.
 
 Each request is one line ``{"action": "status"|"reload"|"scale"|"stop"|"command", ...}``
-and gets one reply line ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
+(plus what :meth:`ControlServer.add_action` adds, e.g. ``"metrics"``) and gets one reply
+line ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
 :class:`ControlServer` serves it inside the master's event loop without ever
 blocking on a client; :func:`request` is the client ``prefork-waitress ctl`` uses.
 """
@@ -84,6 +85,11 @@ class ControlServer:
             "stop": self._do_stop,
             "command": self._do_command,
         }
+
+    def add_action(self, name: str, handler: Callable[[Dict[str, Any]], Any]) -> None:
+        """Serve action ``name``: ``handler(request)`` returns the JSON-able result (or raises
+        ValueError/TypeError/LookupError/RuntimeError for an error reply)."""
+        self.actions[name] = lambda client, message: handler(message)
 
     # listener points ------------------------------------------------------
     def starting(self) -> None:

@@ -63,27 +63,30 @@ def scale_by(master: MasterHandle, delta: int) -> None:
 
 
 def reopen_output(master: MasterHandle, own_stdio: bool) -> None:
-    """Log rotation: reopen the output path in every worker (and this process's stdio if ``own_stdio``)."""
+    """Log rotation: reopen the output path and the access log in every worker (and this process's
+    stdio if ``own_stdio``)."""
     output = master.settings.output
-    if not isinstance(output, str):
-        log.info("SIGUSR1: there is no output file to reopen")
+    path = output if isinstance(output, str) else None
+    access_log = master.settings.access_log not in (None, "-")
+    if path is None and not access_log:
+        log.info("SIGUSR1: there is no output file or access log to reopen")
         return
-    if own_stdio:
+    if own_stdio and path is not None:
         try:
-            redirect_stdio(output)
+            redirect_stdio(path)
         except OSError as exc:
-            log.error("cannot reopen %s: %s", output, exc)
+            log.error("cannot reopen %s: %s", path, exc)
             return
-        log.info("reopened %s", output)
+        log.info("reopened %s", path)
     else:
-        log.info("SIGUSR1: the workers reopen %s", output)
+        log.info("SIGUSR1: the workers reopen their output and access log")
 
     def check(replies: "dict[int, object]") -> None:
         for slot, reply in replies.items():
             if isinstance(reply, CommandError):
-                log.warning("worker %d did not reopen %s: %s", slot, output, reply.message)
+                log.warning("worker %d did not reopen its files: %s", slot, reply.message)
 
-    master.command_async("reopen", output, timeout=REOPEN_TIMEOUT, callback=check)
+    master.command_async("reopen", path, timeout=REOPEN_TIMEOUT, callback=check)
 
 
 def dump_worker_tracebacks(master: MasterHandle) -> None:

@@ -1,0 +1,72 @@
+"""The per-request bookkeeping alone, timed in one process: the meter and the access log line.
+
+Run from the repo root:
+    python bench/meter_cost.py [--number 200000] [--repeat 7]
+
+Best of ``--repeat`` timeit runs, minus an empty call, in microseconds per
+request: what a worker's request thread adds for each request besides
+waitress and the app (bench/cpu_per_request.py measures the whole worker).
+"""
+
+import argparse
+import mmap
+import os
+import struct
+import sys
+import tempfile
+import time
+import timeit
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from prefork_waitress._child._waitress import RequestFacts  # noqa: E402
+from prefork_waitress._child.access_log import AccessLog, _Clock, format_line  # noqa: E402
+from prefork_waitress._child.meter import RequestMeter  # noqa: E402
+
+_START = struct.Struct("d")
+
+
+class OldClock:
+    """request_timeout's clock before the meter: two pack_into per request."""
+
+    def __init__(self):
+        self._map = mmap.mmap(-1, mmap.PAGESIZE)
+
+    def started(self):
+        _START.pack_into(self._map, 0, time.monotonic())
+
+    def finished(self):
+        _START.pack_into(self._map, 0, 0.0)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--number", type=int, default=200_000)
+    p.add_argument("--repeat", type=int, default=7)
+    args = p.parse_args(argv)
+
+    def best(f):
+        return min(timeit.repeat(f, number=args.number, repeat=args.repeat)) / args.number * 1e6
+
+    old, meter = OldClock(), RequestMeter()
+    facts = RequestFacts("127.0.0.1", None, "GET", "/", "HTTP/1.1", "200", 12, None, "wrk/4.1.0")
+    clock = _Clock()
+    directory = tempfile.mkdtemp(prefix="bench-meter-")
+    log = AccessLog(os.path.join(directory, "access.log"), 0)
+    empty = best(lambda: (None, None))
+    rows = [
+        ("old request_timeout clock (2 x pack_into)", best(lambda: (old.started(), old.finished())) - empty),
+        ("meter: clock + duration histogram", best(lambda: (meter.started(), meter.finished())) - empty),
+        ("access log: format_line", best(lambda: format_line(facts, clock.now(), 0.0001, 0)) - empty),
+        ("access log: format + os.write to a file", best(lambda: log.write(facts, 0.0001)) - empty),
+    ]
+    os.close(log.fd)
+    os.unlink(log.path)
+    os.rmdir(directory)
+    meter.close()
+    for name, us in rows:
+        print(f"| {name} | {us:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The access log a worker writes: Apache combined format plus the duration and the slot.
+
+One line per request, written by the request thread with a single
+``os.write`` on an ``O_APPEND`` descriptor: the kernel appends each write
+whole, so the lines of several workers sharing one file never interleave and
+no lock is taken. ``reopen()`` (log rotation: ``reopen``/SIGUSR1) opens the
+path again and ``dup2``s it onto the same descriptor number, so a write in
+progress on the request thread never sees a closed fd.
+
+A line::
+
+    127.0.0.1 - - [02/Dec/2026:14:21:27 +0000] "GET /a?b=1 HTTP/1.1" 200 5 "-" "curl/8.5" 512 0
+
+that is ``%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"`` followed by
+the request duration in microseconds (Apache's ``%D``) and the slot id.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .._os.output import on_reopen
+from ._waitress import RequestFacts
+
+__all__ = ["AccessLog", "format_line"]
+
+STDOUT = "-"
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _escape(text: str) -> str:
+    """Quote-safe and printable, as Apache writes %r and headers: \\" \\\\ and \\xhh."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    out = []
+    for char in text:
+        if char == '"' or char == "\\":
+            out.append("\\" + char)
+        elif char.isprintable() and char.isascii():
+            out.append(char)
+        elif ord(char) < 256:  # waitress decodes headers as latin-1: this is the byte sent
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8", "surrogateescape"))
+    return "".join(out)
+
+
+class _Clock:
+    """``[day/Mon/year:H:M:S +zone]`` for the current second, formatted once per second."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self.second:
+            tm = time.localtime(second)
+            offset = tm.tm_gmtoff or 0
+            sign, offset = ("-", -offset) if offset < 0 else ("+", offset)
+            zone = f"{sign}{offset // 3600:02d}{offset % 3600 // 60:02d}"
+            self.text = (
+                f"[{tm.tm_mday:02d}/{_MONTHS[tm.tm_mon - 1]}/{tm.tm_year}:"
+                f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} {zone}]"
+            )
+            self.second = second
+        return self.text
+
+
+def format_line(facts: RequestFacts, when: str, duration: float, slot: int) -> bytes:
+    """One access log line, newline included."""
+    request = _escape(f"{facts.method} {facts.uri} {facts.protocol}") if facts.method else "-"
+    referer = _escape(facts.referer) if facts.referer else "-"
+    agent = _escape(facts.agent) if facts.agent else "-"
+    user = _escape(facts.user) if facts.user else "-"
+    size = facts.size or "-"
+    line = (
+        f'{facts.remote} - {user} {when} "{request}" {facts.status} {size} "{referer}" "{agent}" '
+        f"{int(duration * 1_000_000)} {slot}\n"
+    )
+    return line.encode("utf-8", "surrogateescape")
+
+
+class AccessLog:
+    """A worker's access log: ``path`` (appended to) or ``-`` (the worker's stdout, i.e. the output)."""
+
+    def __init__(self, path: str, slot: int) -> None:
+        self.path = path
+        self.slot = slot
+        self.clock = _Clock()
+        self.fd = 1 if path == STDOUT else self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def write(self, facts: RequestFacts, duration: float) -> None:
+        """Append the line of one request (a full disk or a closed fd loses the line, not the request)."""
+        try:
+            os.write(self.fd, format_line(facts, self.clock.now(), duration, self.slot))
+        except OSError:
+            pass
+
+    def reopen(self) -> None:
+        """After rotation: the path again, on the same fd number (``-`` follows the output by itself)."""
+        if self.path == STDOUT:
+            return
+        fd = self._open()
+        try:
+            os.dup2(fd, self.fd, inheritable=False)
+        finally:
+            os.close(fd)
+
+    def activate(self) -> "AccessLog":
+        """Be reopened with the output on log rotation (the worker's ``reopen`` command)."""
+        on_reopen(self.reopen)
+        return self
