@@ -15,6 +15,7 @@ from conftest import get, wait_until
 from test_control import Conn
 
 from prefork_waitress.control import request
+from prefork_waitress.integrations.accept_queue import STUCK_AFTER, AcceptQueueWatch
 
 MASTER = """
 RecordingMaster("apps:app", workers=2, base_port=0, worker_class=apps.TestWorker, control_socket="ctl.sock",
@@ -127,7 +128,11 @@ def test_status_shows_each_slots_accept_queue_and_warns_when_it_is_stuck(cluster
 
             workers = wait_until(queued, 5, message="3 connections queued on slot 0")
             assert workers[0]["accept_queue_limit"] >= 3
-            wait_until(lambda: "accept queue" in c.log() and "slot 0" in c.log(), 10, message="a stuck-queue warning")
+            # the warning comes at most IDLE_EVERY (the first look at a filled queue) + STUCK_AFTER later
+            deadline = AcceptQueueWatch.IDLE_EVERY + STUCK_AFTER + 3
+            wait_until(
+                lambda: "accept queue" in c.log() and "slot 0" in c.log(), deadline, message="a stuck-queue warning"
+            )
         finally:
             for sock in waiting:
                 sock.close()

@@ -64,9 +64,15 @@ class StuckQueues:
 
 
 class AcceptQueueWatch:
-    """Master listener: samples every slot's accept queue (from ``status()``) every SAMPLE_EVERY seconds."""
+    """Master listener: samples every slot's accept queue, each second while one is non-empty.
 
-    SAMPLE_EVERY = 1.0
+    While every queue is empty it looks again only every STUCK_AFTER seconds,
+    so an idle master wakes rarely (a queue that fills is warned about at most
+    STUCK_AFTER seconds later than with a one-second look).
+    """
+
+    BUSY_EVERY = 1.0
+    IDLE_EVERY = STUCK_AFTER
 
     def __init__(self, master: MasterHandle) -> None:
         self.master = master
@@ -83,6 +89,9 @@ class AcceptQueueWatch:
             self._timer = None
 
     def _sample(self) -> None:
-        workers = self.master.status()["workers"]
-        self.stuck.sample((w["id"], w["port"], w.get("accept_queue")) for w in workers)
-        self._timer = self.master.call_later(self.SAMPLE_EVERY, self._sample)
+        # accept_queues() and ports are both in slot order
+        queues = list(zip(self.master.accept_queues().items(), self.master.ports))
+        sample = [(slot_id, port, queue[0] if queue else None) for (slot_id, queue), port in queues]
+        self.stuck.sample(sample)
+        busy = any(length for _, _, length in sample)
+        self._timer = self.master.call_later(self.BUSY_EVERY if busy else self.IDLE_EVERY, self._sample)
