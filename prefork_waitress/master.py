@@ -25,6 +25,7 @@ from ._os.memory import freeze_heap, unfreeze_heap
 from ._os.pidfile import PidFile
 from ._policies.backoff import CrashLoops, backoff_delay
 from ._policies.recycling import Recycler
+from ._policies.reforking import Reforker
 from ._policies.replacing import SlotReplacer
 from ._policies.retiring import Retirements
 from ._policies.rolling import RollingReload
@@ -76,6 +77,7 @@ class Master:
             heartbeat_timeout=self.settings.heartbeat_timeout,
         )
         self._recycler = Recycler(self._replacer, self._crashes, self.call_later)
+        self._reforker = Reforker(self.settings.refork_after, self._pool, self._replacer)
         self._retirements = Retirements(self.call_later, self._frontends, self._pool.retire)
         self.add_listener(self._pool.counters)  # counts reloads
         _integrations.attach(self)
@@ -88,6 +90,7 @@ class Master:
         pool.handle("ready", lambda worker, message: self._ready(worker, message[2]), deferred=True)
         pool.handle("draining", lambda worker, message: self._replacer.released(worker), deferred=True)
         pool.handle("recycle", lambda worker, message: self._recycler.request(worker, message[2]), deferred=True)
+        pool.handle("warm", lambda worker, message: self._reforker.warm(worker), deferred=True)
         pool.handle("modules", self._adopt_modules)
         return pool
 
@@ -345,6 +348,7 @@ class Master:
         self._state = State.STOPPING
         self._rolling.abandon("the master is stopping")
         self._recycler.abandon()
+        self._reforker.abandon()
         self._replacer.abandon()
         self.emit("stopping")
         for slot in self._pool.slots:

@@ -15,6 +15,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from waitress.adjustments import Adjustments
 
+from ._os.adoption import why_no_refork
+
 __all__ = ["OPTIONS", "Option", "Settings", "make_settings", "waitress_options"]
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
@@ -241,7 +243,7 @@ OPTIONS: Tuple[Option, ...] = (
     Option("output", None, optional(as_output), "file the workers' stdout and stderr go to"),
     Option("worker_class", None, optional(as_worker_class), "Worker subclass, as module:Class"),
     Option("preload", False, as_bool, "import the app in the master before forking"),
-    Option("gc_freeze", True, as_bool, "with preload: gc.freeze() the app's heap before forking, so it stays shared"),
+    Option("gc_freeze", True, as_bool, "gc.freeze() the heap workers share: the preloaded app's, a refork template's"),
     Option("graceful_timeout", 30.0, positive_seconds, "seconds a stopping worker may take"),
     Option("boot_timeout", 60.0, positive_seconds, "seconds a new worker may take to become ready"),
     Option("reload", False, as_bool, "reload the app when its source files change"),
@@ -255,6 +257,12 @@ OPTIONS: Tuple[Option, ...] = (
     Option("max_requests", 0, int_at_least(0), "recycle a worker after this many requests (0: never)"),
     Option("max_requests_jitter", 0, int_at_least(0), "add a random 0..N to max_requests per worker"),
     Option("max_rss", 0, int_at_least(0), "recycle a worker whose RSS passes this many MiB (0: never)"),
+    Option(
+        "refork_after",
+        0,
+        int_at_least(0),
+        "once a worker has served N requests, fork the other slots' workers from it, warm (Linux; 0: never)",
+    ),
     Option("cpu_affinity", True, as_cpu_affinity, "pin workers to CPUs: auto, off, or a CPU list"),
     Option("control_socket", None, optional(as_path), "UNIX socket for prefork-waitress ctl"),
     Option("upstream_file", None, optional(as_path), "write the live ports to this file"),
@@ -306,6 +314,7 @@ class Settings:
     max_requests: int
     max_requests_jitter: int
     max_rss: int
+    refork_after: int
     cpu_affinity: Union[bool, Tuple[int, ...]]
     control_socket: Optional[str]
     upstream_file: Optional[str]
@@ -383,6 +392,9 @@ def make_settings(**given: Any) -> Settings:
     settings = Settings(waitress=waitress_options(passthrough), **values)
     if settings.base_port and settings.base_port + settings.workers - 1 > 65535:
         raise ValueError(f"option base_port: {settings.base_port} + {settings.workers} workers runs past port 65535")
+    why_not = why_no_refork() if settings.refork_after else None
+    if why_not:
+        raise ValueError(f"option refork_after: cannot refork here: {why_not}; leave refork_after at 0")
     if bool(settings.haproxy_socket) != bool(settings.haproxy_backend):
         named, missing = ("haproxy_socket", "haproxy_backend")[:: 1 if settings.haproxy_socket else -1]
         raise ValueError(f"option {named}: needs {missing} too (which backend, through which Runtime API socket)")

@@ -401,6 +401,13 @@ class DrainableServer:
             channel.handle_close()
         return not self.server.active_channels
 
+    def abandon(self) -> None:
+        """In a process forked from this one: close its copies of the sockets and trigger, touch nothing else.
+
+        Closing a copy ends nothing for the process that forked: its connections go on.
+        """
+        wasyncore.close_all(self._map, ignore_all=True)
+
     def _shutdown(self) -> None:
         self.server.task_dispatcher.shutdown(timeout=1)
         self.server.trigger.close()

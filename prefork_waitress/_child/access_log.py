@@ -111,6 +111,12 @@ class AccessLog:
         finally:
             os.close(fd)
 
+    def close(self) -> None:
+        """Close this process's fd on the file (never stdout)."""
+        if self.fd > 2:
+            os.close(self.fd)
+        self.fd = -1
+
     def activate(self) -> "AccessLog":
         """Be reopened with the output on log rotation (the worker's ``reopen`` command)."""
         on_reopen(self.reopen)

@@ -2,7 +2,8 @@
 
 Each worker process gets a :class:`RequestMeter`: one page of anonymous
 shared memory (``mmap`` with MAP_SHARED, created by the master before the
-fork, no file descriptor). Each field has one writer thread in the worker:
+fork, no file descriptor; for a worker forked by another worker, a
+``memfd`` the master hands over, see :meth:`RequestMeter.in_memfd`). Each field has one writer thread in the worker:
 
 - offset 0: ``time.monotonic()`` at the start of the running request, 0.0
   when idle (request_timeout's clock; "in flight" is this being non-zero);
@@ -25,6 +26,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import mmap
+import os
 import struct
 import time
 from typing import Callable, Tuple
@@ -69,11 +71,32 @@ class RequestCounts:
 class RequestMeter:
     """One worker's request clock and duration histogram, in memory shared with the master."""
 
-    def __init__(self) -> None:
-        self._map = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous and shared across fork
+    def __init__(self, fd: int = -1) -> None:
+        """A new anonymous page (shared across fork), or the page of memory file ``fd``."""
+        self.fd = -1  # the memfd to hand over, while the master holds one
+        self._map = mmap.mmap(fd, mmap.PAGESIZE)
         # Typed views of the page: an item store is cheaper than a pack_into call.
         self._doubles = memoryview(self._map).cast("d")  # [0] start, [_SUM_AT // 8] duration sum
         self._counts = memoryview(self._map)[_COUNTS_AT:].cast("Q")
+
+    @classmethod
+    def in_memfd(cls) -> "RequestMeter":
+        """A page in a memory file, for a worker the master does not fork itself: the worker maps ``fd``."""
+        fd = os.memfd_create("prefork-waitress-meter", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, mmap.PAGESIZE)
+            meter = cls(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        meter.fd = fd
+        return meter
+
+    def close_fd(self) -> None:
+        """The worker has mapped the page: the memory file is not needed any more."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     # worker side (the task thread) ----------------------------------------
     def started(self, _monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -117,6 +140,7 @@ class RequestMeter:
         return RequestCounts(_COUNTS.unpack_from(self._map, _COUNTS_AT), duration_sum, in_flight)
 
     def close(self) -> None:
+        self.close_fd()
         self._doubles.release()
         self._counts.release()
         self._map.close()

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import faulthandler
 import logging
 import os
 import pickle
 import signal
-import socket
 import sys
 import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from .._os import platform as _platform
 from .._os.loading import resolve
@@ -24,6 +22,8 @@ from ..reloading import NewDataFiles, NewModules
 from ..worker import Worker
 from ._waitress import DrainableServer, RequestFacts, RequestHooks
 from .access_log import AccessLog
+from .refork import REFORK, Template
+from .spec import ChildSpec
 
 BEAT_EVERY = 1.0  # the command thread's heartbeat; the I/O loop beats on every turn of its loop
 
@@ -34,33 +34,9 @@ EXIT_BOOT_FAILED = 3
 EXIT_CRASHED = 4
 
 
-@dataclasses.dataclass
-class ChildSpec:
-    """Everything a worker process needs, handed over by fork (never pickled)."""
-
-    slot_id: int
-    port: int
-    generation: int
-    sock: socket.socket
-    conn: Connection
-    app: Any  # the WSGI callable (preload) or a "module:attr" string
-    worker_class: type
-    waitress_options: Dict[str, Any]
-    output: Any
-    cpus: Optional[Tuple[int, ...]]
-    graceful_timeout: float
-    max_requests: int
-    master_pid: int
-    inherited: Sequence[Any]  # the master's objects and fds this worker must close
-    meter: Any = None  # shared page: request clock, duration histogram, heartbeats (RequestMeter), or None
-    access_log: Optional[str] = None  # a path, "-" (stdout), or None
-    report_modules: bool = False  # tell the master what was imported, at boot and after requests (reload=True)
-    max_rss: int = 0  # MiB; 0: no limit
-
-
 class WorkerRequests(RequestHooks):
     """Counts requests, publishes the running request's start, calls on_limit(why) at
-    max_requests or once the RSS passes max_rss."""
+    max_requests or once the RSS passes max_rss, tells the master at refork_after."""
 
     def __init__(
         self, worker: Worker, max_requests: int, meter: Any, max_rss: int = 0, access_log: Optional[AccessLog] = None
@@ -75,6 +51,7 @@ class WorkerRequests(RequestHooks):
         self.on_limit: Callable[[str], None] = lambda why: None
         self.after_request: Callable[[], None] = lambda: None
         self.channel: Optional[Channel] = None
+        self.refork_after = 0
 
     def request_started(self) -> bool:
         worker = self.worker
@@ -92,6 +69,8 @@ class WorkerRequests(RequestHooks):
         self.after_request()
         if self.max_requests and worker.requests_served == self.max_requests:
             self.on_limit(f"served {worker.requests_served} requests")
+        if worker.requests_served == self.refork_after and self.channel is not None:
+            self.channel.send(("warm", worker.requests_served))  # the master may make it a template
         if self.rss_limit is not None:
             rss = self.rss_limit.check()
             if rss is not None:
@@ -185,8 +164,12 @@ def _serve_commands(
     on_eof: Callable[[], None],
     on_retire: Callable[[], None],
     meter: Any = None,
+    internal: Optional[Dict[str, Callable[..., Any]]] = None,
 ) -> None:
-    """Command thread: run each command from the master and send its reply; beat at least every BEAT_EVERY s."""
+    """Command thread: run each command from the master and send its reply; beat at least every BEAT_EVERY s.
+
+    ``internal``: commands of the library's own (refork), not the Worker's."""
+    internal = internal or {}
     while True:
         try:
             if meter is not None:
@@ -206,7 +189,9 @@ def _serve_commands(
             continue
         _, seq, name, args, kwargs = message
         try:
-            reply: Tuple[Any, ...] = ("reply", seq, True, worker.run_command(name, args, kwargs))
+            run = internal.get(name)
+            result = run(*args) if run is not None else worker.run_command(name, args, kwargs)
+            reply: Tuple[Any, ...] = ("reply", seq, True, result)
         except BaseException as exc:
             reply = ("reply", seq, False, _describe_error(exc))
         if not _send_reply(channel, reply):
@@ -253,7 +238,7 @@ def _report_boot_failure(channel: Channel, exc: BaseException) -> None:
         log.error("worker failed to start: %s", message, exc_info=True)
 
 
-def run(spec: ChildSpec) -> None:
+def run(spec: ChildSpec) -> NoReturn:
     """The worker process: never returns, leaves through ``os._exit``."""
     code = EXIT_CRASHED
     try:
@@ -277,11 +262,16 @@ def _run(spec: ChildSpec) -> int:
         _report_boot_failure(channel, exc)
         return EXIT_BOOT_FAILED
     requests.channel = channel
+    requests.refork_after = spec.refork_after
     stop = _install_stop(worker, server, spec)
     requests.on_limit = lambda why: _ask_to_recycle(channel, worker, stop, why)
     retire = lambda: stop(keep_accepting=True)  # noqa: E731
+    template = Template(spec, worker.app, server, lambda: worker.in_flight > 0, lambda: _own_files(requests), run)
     commands = threading.Thread(
-        target=_serve_commands, args=(worker, channel, stop, retire, spec.meter), name="prefork-commands", daemon=True
+        target=_serve_commands,
+        args=(worker, channel, stop, retire, spec.meter, {REFORK: template.fork}),
+        name="prefork-commands",
+        daemon=True,
     )
     commands.start()
     channel.send(("ready", worker.pid, worker.started_at))
@@ -291,6 +281,11 @@ def _run(spec: ChildSpec) -> int:
     server.serve(on_turn=spec.meter.beat_io if spec.meter is not None else None)
     worker.on_stop()
     return EXIT_OK
+
+
+def _own_files(requests: WorkerRequests) -> List[Any]:
+    """What a worker forked from this one must close besides the sockets: the access log."""
+    return [requests.access_log] if requests.access_log is not None else []
 
 
 def _module_reporter(channel: Channel) -> Callable[[], None]:

@@ -13,7 +13,7 @@ import itertools
 import logging
 import time
 from multiprocessing.connection import wait
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import CommandError
 from .loop import EventLoop, Timer
@@ -54,19 +54,27 @@ class CommandChannel:
         self._requests: Dict[int, Request] = {}  # seq -> its request
 
     def send(
-        self, slots: List[Slot], name: str, args: Tuple[Any, ...], timeout: float, callback: Optional[Callback]
+        self,
+        slots: List[Slot],
+        name: str,
+        args: Tuple[Any, ...],
+        timeout: float,
+        callback: Optional[Callback],
+        fds: Sequence[int] = (),
     ) -> Request:
-        """Send ``name`` to each ready worker of ``slots``; ``callback(replies)`` once all are in."""
+        """Send ``name`` to each ready worker of ``slots``; ``callback(replies)`` once all are in.
+
+        ``fds`` follow the command on each worker's Pipe (see :class:`~.outbox.Outbox`)."""
         request = Request(name, [slot.id for slot in slots], timeout, callback)
         for slot in slots:
-            self._send_one(request, slot, args)
+            self._send_one(request, slot, args, fds)
         if request.pending:
             request.timer = self.loop.call_later(timeout, lambda: self.expire(request))
         else:
             self._complete(request)
         return request
 
-    def _send_one(self, request: Request, slot: Slot, args: Tuple[Any, ...]) -> None:
+    def _send_one(self, request: Request, slot: Slot, args: Tuple[Any, ...], fds: Sequence[int]) -> None:
         process, name = slot.current, request.name
         if process is None or not process.ready or process.stopping:
             request.results[slot.id] = _error(
@@ -75,7 +83,7 @@ class CommandChannel:
             return
         seq = next(self._seq)
         try:
-            queued = process.outbox.send(("command", seq, name, args, {}))
+            queued = process.outbox.send(("command", seq, name, args, {}), fds)
         except OutboxFull as exc:
             request.results[slot.id] = _error(
                 f"worker {slot.id} is not reading its commands ({exc}); it may be frozen or stuck "

@@ -14,8 +14,9 @@ from .._child.meter import RequestCounts
 __all__ = ["RESTART_REASONS", "ClusterCounters", "exit_reason"]
 
 # crash: exited on its own; killed: by a signal it did not ask for; timeout: request_timeout;
-# recycled: max_requests (or another recycling policy); reload: a rolling reload.
-RESTART_REASONS: Tuple[str, ...] = ("crash", "killed", "timeout", "recycled", "reload")
+# recycled: max_requests (or another recycling policy); reload: a rolling reload;
+# refork: replaced by a worker forked from a warm template (refork_after).
+RESTART_REASONS: Tuple[str, ...] = ("crash", "killed", "timeout", "recycled", "reload", "refork")
 _PURPOSE_REASON = {"recycle": "recycled", "reload": "reload"}
 
 

@@ -4,21 +4,44 @@
 worker stops reading its commands (frozen, deadlocked command thread). An
 :class:`Outbox` writes the same frames (``multiprocessing``'s 4-byte length
 and pickle) with ``MSG_DONTWAIT``, keeps what the socket did not take, and
-retries on a master timer; past its bound it refuses at once.
+retries on a master timer; past its bound it refuses at once. A message
+may carry file descriptors: they follow its frame as one byte with
+``SCM_RIGHTS`` (the worker reads them right after the message).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections import deque
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Deque, Optional
+from typing import Any, Callable, Deque, List, Optional, Sequence, Union
+
+from .._os.adoption import send_fds
 
 MAX_MESSAGES = 64
 MAX_BYTES = 256 * 1024
 RETRY_FIRST, RETRY_CAP = 0.01, 0.2
 _LENGTH = struct.Struct("!i")
+
+
+class _Fds:
+    """File descriptors waiting to be sent (our own duplicates, closed once sent or dropped)."""
+
+    def __init__(self, fds: Sequence[int]) -> None:
+        self.fds: List[int] = [os.dup(fd) for fd in fds]
+
+    def __len__(self) -> int:
+        return 1  # the carrier byte
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+_Item = Union[memoryview, _Fds]
 
 
 class OutboxFull(Exception):
@@ -39,7 +62,7 @@ class Outbox:
         self.call_later = call_later
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._queue: Deque[memoryview] = deque()
+        self._queue: Deque[_Item] = deque()
         self._queued_bytes = 0
         self._timer: Any = None
         self._retry = RETRY_FIRST
@@ -49,9 +72,10 @@ class Outbox:
         """Messages (whole or the rest of one) not yet taken by the socket."""
         return len(self._queue)
 
-    def send(self, message: Any) -> Optional[memoryview]:
+    def send(self, message: Any, fds: Sequence[int] = ()) -> Optional[memoryview]:
         """Send now what the socket takes, queue the rest; OutboxFull over the bound, OSError if gone.
 
+        ``fds`` go right after the message (duplicated now: the caller may close its own).
         Returns the queued message (for :meth:`discard`) if it had to wait whole, else None.
         """
         data = frame(message)
@@ -60,10 +84,14 @@ class Outbox:
                 raise OutboxFull(f"{len(self._queue)} earlier messages ({self._queued_bytes} bytes) are still unread")
             whole = memoryview(data)
             self._enqueue(whole)
+            if fds:
+                self._enqueue(_Fds(fds))
             return whole
         sent = self._write(memoryview(data))
         if sent < len(data):
             self._enqueue(memoryview(data)[sent:])
+        if fds and (self._queue or not self._write_fds(fds)):
+            self._enqueue(_Fds(fds))
         return None
 
     def discard(self, queued: Optional[memoryview]) -> None:
@@ -74,12 +102,19 @@ class Outbox:
             if item is queued:
                 del self._queue[index]
                 self._queued_bytes -= len(item)
+                if index < len(self._queue) and isinstance(self._queue[index], _Fds):
+                    self._drop(index)  # the descriptors that were to follow it
                 return
 
     def flush(self) -> bool:
         """Write what waits, in order; True once nothing does (OSError: the worker is gone)."""
         while self._queue:
             head = self._queue[0]
+            if isinstance(head, _Fds):
+                if not self._write_fds(head.fds):
+                    return False
+                self._drop(0)
+                continue
             sent = self._write(head)
             self._queued_bytes -= sent
             if sent < len(head):
@@ -94,10 +129,18 @@ class Outbox:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._queue.clear()
+        while self._queue:
+            self._drop(0)
         self._queued_bytes = 0
 
-    def _enqueue(self, data: memoryview) -> None:
+    def _drop(self, index: int) -> None:
+        item = self._queue[index]
+        del self._queue[index]
+        self._queued_bytes -= len(item)
+        if isinstance(item, _Fds):
+            item.close()
+
+    def _enqueue(self, data: _Item) -> None:
         self._queue.append(data)
         self._queued_bytes += len(data)
         self._arm()
@@ -118,15 +161,25 @@ class Outbox:
             self._arm()
 
     def _write(self, data: memoryview) -> int:
-        if self.conn.closed:
-            raise OSError("the worker's pipe is closed")
-        sock = socket.socket(fileno=self.conn.fileno())
+        sock = self._socket()
         try:
             return sock.send(data, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return 0
         finally:
             sock.detach()
+
+    def _write_fds(self, fds: Sequence[int]) -> bool:
+        sock = self._socket()
+        try:
+            return send_fds(sock, list(fds), socket.MSG_DONTWAIT) == 1
+        finally:
+            sock.detach()
+
+    def _socket(self) -> socket.socket:
+        if self.conn.closed:
+            raise OSError("the worker's pipe is closed")
+        return socket.socket(fileno=self.conn.fileno())
 
 
 def frame(message: Any) -> bytes:

@@ -20,9 +20,12 @@ import socket
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._child import run as _child
-from .._child.meter import RequestCounts
+from .._child.meter import RequestCounts, RequestMeter
+from .._child.refork import REFORK
+from .._child.spec import ChildSpec
 from .._os import platform as _platform
 from .._os.accept_queue import accept_queue
+from .._os.adoption import AdoptedProcess, set_child_subreaper
 from .._os.limits import is_out_of_fds, out_of_fds_message
 from ..options import Settings
 from . import scaling
@@ -35,8 +38,11 @@ log = logging.getLogger("prefork_waitress")
 
 BOOTING_STOP_TIMEOUT = 5.0  # seconds a worker not yet serving may take to leave
 
+REFORK_TIMEOUT = 10.0  # seconds a template may take to fork (it waits up to 2 s for an idle moment)
+
 Message = Tuple[Any, ...]
 Handler = Callable[[WorkerProcess, Message], None]
+Adopted = Callable[[Optional[WorkerProcess], str], None]
 
 
 class WorkerPool:
@@ -192,20 +198,62 @@ class WorkerPool:
             raise
         child_conn.close()
         worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later)
-        worker.meter = options.get("meter")
+        return self._add(worker, options.get("meter"))
+
+    def _add(self, worker: WorkerProcess, meter: Optional[RequestMeter]) -> WorkerProcess:
+        """Watch a new process: its Pipe, its sentinel, its boot deadline; fill its slot if empty."""
+        worker.meter = meter
         self.processes[worker.pid] = worker
-        self.loop.add_reader(parent_conn, lambda conn: self.receive(worker))
+        self.loop.add_reader(worker.conn, lambda conn: self.receive(worker))
         self.loop.add_reader(worker.sentinel, lambda fd: self._exited(worker))
         boot_timeout = self.settings.boot_timeout
         worker.timers.append(self.loop.call_later(boot_timeout, lambda: self._boot_timed_out(worker)))
-        if slot.current is None:
-            slot.current = worker
+        if worker.slot.current is None:
+            worker.slot.current = worker
         self.on_spawn(worker)
         return worker
 
+    def fork_from(self, template: WorkerProcess, slot: Slot, done: Adopted) -> None:
+        """Have ``template`` fork a worker for ``slot`` (see _child.refork); ``done(worker, "")`` once the
+        master has adopted it, ``done(None, why)`` if there is none. OSError if the Pipe or meter cannot be made.
+
+        The master is a child subreaper only while the template forks, so that process becomes its
+        child, and the orphans of other workers' own children still go to init."""
+        parent_conn, child_conn = self._context.Pipe(duplex=True)
+        try:
+            meter = RequestMeter.in_memfd()
+        except BaseException:
+            parent_conn.close()
+            child_conn.close()
+            raise
+        generation = slot.next_generation()
+        cpus = _platform.cpus_for(slot.id, self.settings.cpu_affinity)
+        order = (slot.id, slot.port, generation, cpus, self._max_requests())
+
+        def replied(replies: Dict[int, Any]) -> None:
+            set_child_subreaper(False)
+            child_conn.close()
+            meter.close_fd()
+            reply = replies.get(template.slot.id)
+            try:
+                if not isinstance(reply, int):
+                    raise OSError(str(reply))
+                process = AdoptedProcess(reply)
+            except OSError as exc:
+                parent_conn.close()
+                meter.close()
+                done(None, str(exc))
+                return
+            worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later, template.pid)
+            done(self._add(worker, meter), "")
+
+        set_child_subreaper(True)
+        fds = [slot.sock.fileno(), child_conn.fileno(), meter.fd]
+        self.commands.send([template.slot], REFORK, (order,), REFORK_TIMEOUT, replied, fds=fds)
+
     def _fork(self, slot: Slot, parent_conn: Any, child_conn: Any, options: Dict[str, Any]) -> Tuple[int, Any]:
         generation = slot.next_generation()
-        spec = _child.ChildSpec(
+        spec = ChildSpec(
             slot_id=slot.id,
             port=slot.port,
             generation=generation,
@@ -217,6 +265,8 @@ class WorkerPool:
             graceful_timeout=self.settings.graceful_timeout,
             max_requests=self._max_requests(),
             max_rss=self.settings.max_rss,
+            refork_after=self.settings.refork_after,
+            freeze=self.settings.gc_freeze,
             master_pid=os.getpid(),
             inherited=self._inherited() + [parent_conn],
             access_log=self.settings.access_log,

@@ -9,8 +9,9 @@ import socket
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
+from .._os.adoption import AdoptedProcess
 from ..errors import StartError
 from .loop import Timer
 from .outbox import Outbox
@@ -26,6 +27,7 @@ class WorkerInfo:
     generation: int
     started_at: Optional[float]
     restarts: int
+    reforked_from: Optional[int] = None  # the pid of the template it was forked from (refork_after)
 
 
 class WorkerProcess:
@@ -35,10 +37,12 @@ class WorkerProcess:
         self,
         slot: "Slot",
         generation: int,
-        process: BaseProcess,
+        process: Union[BaseProcess, AdoptedProcess],
         conn: Connection,
         call_later: Callable[[float, Callable[[], None]], Any],
+        reforked_from: Optional[int] = None,
     ) -> None:
+        """``reforked_from``: the pid of the worker that forked it (else the master did)."""
         self.slot = slot
         self.generation = generation
         self.process = process
@@ -56,6 +60,7 @@ class WorkerProcess:
         self.boot_traceback: Optional[str] = None
         self.timers: "list[Timer]" = []
         self.meter: Any = None
+        self.reforked_from = reforked_from
 
     def boot_failure(self, exitcode: Optional[int]) -> "tuple[str, str]":
         """Why it never became ready: (one line, the traceback to log after it, or "")."""
@@ -72,6 +77,7 @@ class WorkerProcess:
             generation=self.generation,
             started_at=self.started_at,
             restarts=self.slot.restarts,
+            reforked_from=self.reforked_from,
         )
 
     def cancel_timers(self) -> None:

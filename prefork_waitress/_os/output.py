@@ -42,6 +42,11 @@ def on_reopen(callback: Callable[[], None]) -> None:
     _reopeners.append(callback)
 
 
+def forget_reopeners() -> None:
+    """A process forked from a worker: the files registered there are that worker's, not its own."""
+    _reopeners.clear()
+
+
 def reopen_files() -> None:
     """Log rotation: reopen every file registered with :func:`on_reopen` in this process."""
     for reopen in _reopeners:

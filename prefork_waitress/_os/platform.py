@@ -44,14 +44,19 @@ def _load_libc() -> Optional[ctypes.CDLL]:
 _LIBC = _load_libc()
 
 
-def set_parent_death_signal(signum: int) -> bool:
-    """Ask Linux to send ``signum`` when the parent dies; False where unsupported."""
+def prctl(option: int, value: int) -> bool:
+    """Linux ``prctl(option, value)``; False where unsupported or refused."""
     if _LIBC is None:
         return False
     try:
-        return bool(_LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
+        return bool(_LIBC.prctl(option, value, 0, 0, 0) == 0)
     except AttributeError:
         return False
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send ``signum`` when the parent dies; False where unsupported."""
+    return prctl(PR_SET_PDEATHSIG, signum)
 
 
 def set_process_name(name: str) -> bool:

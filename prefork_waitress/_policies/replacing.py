@@ -10,22 +10,25 @@ being replaced at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Callable, List, Optional
 
 from .._core.events import Events
-from .._core.pool import WorkerPool, spawn_failure
+from .._core.pool import Adopted, WorkerPool, spawn_failure
 from .._core.slots import Slot, WorkerProcess
 
 log = logging.getLogger("prefork_waitress")
 
 # done(ok, the successor that failed to start or None, its exit code)
 Done = Callable[[bool, Optional[WorkerProcess], Optional[int]], None]
+# fork(slot, adopted): start a successor elsewhere; adopted(worker, "") once the pool has it, (None, why) if not
+Fork = Callable[[Slot, Adopted], None]
 
 
 @dataclasses.dataclass(eq=False)
 class Replacement:
-    """One slot to give a new worker, for a purpose ("reload", "recycle")."""
+    """One slot to give a new worker, for a purpose ("reload", "recycle", "refork")."""
 
     slot: Slot
     purpose: str
@@ -33,6 +36,7 @@ class Replacement:
     only_if: Optional[WorkerProcess] = None  # replace only while this is still the slot's worker
     successor: Optional[WorkerProcess] = None  # forked, not serving yet
     old: Optional[WorkerProcess] = None  # swapped out, stopping
+    fork: Optional[Fork] = None  # how the successor comes (default: the pool forks it at once)
 
 
 class SlotReplacer:
@@ -55,8 +59,10 @@ class SlotReplacer:
         job = self.current
         return job is not None and job.slot is slot and job.successor is not None
 
-    def add(self, slot: Slot, purpose: str, done: Done, only_if: Optional[WorkerProcess] = None) -> None:
-        self.queue.append(Replacement(slot, purpose, done, only_if))
+    def add(
+        self, slot: Slot, purpose: str, done: Done, only_if: Optional[WorkerProcess] = None, fork: Optional[Fork] = None
+    ) -> None:
+        self.queue.append(Replacement(slot, purpose, done, only_if, fork=fork))
         self.pump()
 
     def drop(self, purpose: str) -> None:
@@ -77,11 +83,26 @@ class SlotReplacer:
                 continue
             self.current = job
             try:
-                job.successor = self.pool.spawn(job.slot)
+                if job.fork is None:
+                    job.successor = self.pool.spawn(job.slot)
+                else:
+                    job.fork(job.slot, functools.partial(self._adopted, job))
             except OSError as exc:
                 log.error("%s; the old worker keeps serving", spawn_failure(job.slot, exc))
                 self.current = None
                 job.done(False, None, None)
+
+    def _adopted(self, job: Replacement, worker: Optional[WorkerProcess], why: str) -> None:
+        """A successor forked elsewhere is in the pool (or none came, ``why``)."""
+        if self.current is not job:
+            if worker is not None:  # abandoned meanwhile: nobody wants it
+                self.pool.stop_process(worker, graceful=True)
+            return
+        if worker is None:
+            log.error("no new worker for slot %d (%s); the old worker keeps serving", job.slot.id, why)
+            self._end(job, False)
+            return
+        job.successor = worker
 
     def _replaceable(self, job: Replacement) -> bool:
         slot, worker = job.slot, job.slot.current

@@ -1,0 +1,161 @@
+"""A warm worker as a template: it forks a new worker for another slot, which the master adopts.
+
+The master sends the template :data:`REFORK` with the new slot's facts and,
+as SCM_RIGHTS right behind it, three fds: the slot's listening socket, the
+worker's end of a new Pipe and the memory file of its meter. The template
+forks an intermediate process that forks the new worker and exits at once,
+so the new worker is re-parented to the master (a child subreaper for the
+duration); the template replies with the new worker's pid.
+
+The new worker starts from a copy of the template's warm heap: it closes the
+template's sockets, takes the new slot's, and boots as any worker does
+(``Worker`` built anew, ``on_start`` run) but without importing the app.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import select
+import socket
+import time
+import warnings
+from multiprocessing.connection import Connection
+from typing import Any, Callable, List, NoReturn, Optional, Tuple
+
+from .._os.adoption import receive_fds
+from .._os.output import forget_reopeners
+from ._waitress import DrainableServer
+from .meter import RequestMeter
+from .spec import ChildSpec
+
+REFORK = "__refork__"  # the command name; not a valid child_<name>, so no app can shadow it
+FDS = 3  # socket, pipe, meter
+IDLE_WAIT = 2.0  # seconds the template waits for a moment with no request in flight
+REPARENT_WAIT = 5.0  # seconds the new worker waits for its intermediate parent to exit
+
+# (slot id, port, generation, cpus, max_requests)
+Order = Tuple[int, int, int, Optional[Tuple[int, ...]], int]
+
+
+class Template:
+    """The refork command of one worker: what it knows of itself, to fork a stranger from it."""
+
+    def __init__(
+        self,
+        spec: ChildSpec,
+        app: Any,
+        server: DrainableServer,
+        busy: Callable[[], bool],
+        own: Callable[[], List[Any]],
+        boot: Callable[[ChildSpec], NoReturn],
+    ) -> None:
+        """``busy()``: a request is in flight; ``own()``: this worker's other open objects (access log);
+        ``boot(spec)``: run a worker process (never returns)."""
+        self.spec = spec
+        self.app = app
+        self.server = server
+        self.busy = busy
+        self.own = own
+        self.boot = boot
+
+    def fork(self, order: Order) -> int:
+        """Receive the fds, fork the new worker once idle; returns its pid."""
+        fds = receive_fds(self.spec.conn.fileno(), FDS)
+        try:
+            self._wait_until_idle()
+            if self.spec.freeze:
+                gc.collect()  # garbage out of the heap every reforked worker will share
+            return self._double_fork(order, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _wait_until_idle(self) -> None:
+        """The forking thread is the only one the child keeps: fork when no request holds app locks."""
+        deadline = time.monotonic() + IDLE_WAIT
+        while self.busy():
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"the template was never idle within {IDLE_WAIT:g} s; not forking")
+            time.sleep(0.001)
+
+    def _double_fork(self, order: Order, fds: List[int]) -> int:
+        read_end, write_end = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a threaded process
+            intermediate = os.fork()
+            if intermediate == 0:
+                os.close(read_end)
+                try:
+                    pid = os.fork()
+                    if pid == 0:
+                        os.close(write_end)
+                        self._become_worker(order, fds)
+                    os.write(write_end, str(pid).encode())
+                finally:
+                    os._exit(0)
+        os.close(write_end)
+        try:
+            answer = _read_all(read_end)
+        finally:
+            os.close(read_end)
+            os.waitpid(intermediate, 0)
+        if not answer:
+            raise OSError("the intermediate process could not fork the new worker")
+        return int(answer)
+
+    def _become_worker(self, order: Order, fds: List[int]) -> NoReturn:
+        """In the new worker: wait to be the master's child, drop the template's fds, boot."""
+        try:
+            master_pid = self.spec.master_pid
+            _wait_for_reparenting(master_pid)
+            slot_id, port, generation, cpus, max_requests = order
+            sock_fd, conn_fd, meter_fd = fds
+            meter = RequestMeter(meter_fd)
+            os.close(meter_fd)
+            self.server.abandon()
+            forget_reopeners()
+            if self.spec.freeze and hasattr(gc, "freeze"):
+                gc.freeze()  # the template's warm heap: never traversed, so never copied
+            spec = dataclasses.replace(
+                self.spec,
+                slot_id=slot_id,
+                port=port,
+                generation=generation,
+                sock=socket.socket(fileno=sock_fd),
+                conn=Connection(conn_fd),
+                app=self.app,
+                cpus=cpus,
+                max_requests=max_requests,
+                meter=meter,
+                inherited=[self.spec.conn, self.spec.sock, *self.own()],
+                refork_after=0,
+            )
+        except BaseException:
+            os._exit(4)
+        self.boot(spec)
+
+
+def _wait_for_reparenting(master_pid: int) -> None:
+    """Until the intermediate process has exited (its pidfd turns readable after the re-parenting)."""
+    parent = os.getppid()
+    if parent == master_pid:
+        return
+    try:
+        pidfd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([pidfd], [], [], REPARENT_WAIT)
+    finally:
+        os.close(pidfd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: List[bytes] = []
+    while True:
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
