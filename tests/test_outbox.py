@@ -1,13 +1,16 @@
 """The non-blocking outbox, against a real socketpair whose far end stops reading."""
 
+import os
 import socket
 import threading
 import time
 from multiprocessing.connection import Connection
 
 import pytest
+from conftest import InThread
 
 from prefork_waitress._core.outbox import Outbox, OutboxFull
+from prefork_waitress._os.adoption import receive_fds
 
 
 class Timers:
@@ -94,3 +97,41 @@ def test_a_message_nobody_waits_for_is_dropped_unless_part_of_it_was_written(pai
         timers.run()
         reader.join(0.001)
     assert received == [0, 1, 3]
+
+
+def test_fds_follow_their_message_even_when_the_message_had_to_wait(pair, tmp_path):
+    master, worker = pair
+    timers = Timers()
+    outbox = Outbox(master, timers, max_messages=8, max_bytes=1 << 20)
+    big = "x" * 60_000
+    outbox.send(("command", 1, "greet", (big,), {}))  # fills the socket: what follows waits
+    shared = tmp_path / "shared"
+    shared.write_bytes(b"")
+    fd = os.open(shared, os.O_WRONLY | os.O_APPEND)
+    outbox.send(("command", 2, "refork", (), {}), fds=[fd])
+    os.close(fd)  # the outbox holds its own duplicate
+    outbox.send(("command", 3, "ping", (), {}))
+    got = InThread(lambda: [worker.recv()[1], worker.recv()[1], receive_fds(worker.fileno(), 1), worker.recv()[1]])
+    deadline = time.monotonic() + 10
+    while got.thread.is_alive() and time.monotonic() < deadline:
+        timers.run()
+        got.thread.join(0.001)
+    first, second, (passed,), third = got.result()
+    assert (first, second, third) == (1, 2, 3)
+    os.write(passed, b"through the pipe")
+    os.close(passed)
+    assert shared.read_bytes() == b"through the pipe" and outbox.waiting == 0
+
+
+def test_fds_of_a_dropped_message_are_closed_with_it(pair):
+    master, worker = pair
+    outbox = Outbox(master, Timers(), max_messages=8, max_bytes=1 << 20)
+    outbox.send(("command", 1, "greet", ("x" * 60_000,), {}))
+    read_end, write_end = os.pipe()
+    queued = outbox.send(("command", 2, "refork", (), {}), fds=[write_end])
+    os.close(write_end)
+    assert outbox.waiting == 3  # the rest of the first message, the second, its fds
+    outbox.discard(queued)
+    assert outbox.waiting == 1
+    assert os.read(read_end, 1) == b""  # every write end is closed: the outbox's duplicate too
+    os.close(read_end)
