@@ -1,4 +1,4 @@
-"""Memory of N workers over time: prefork_waitress lazy/preload/preload+freeze vs gunicorn sync.
+"""Memory of N workers over time: prefork_waitress lazy/preload/preload+freeze/refork vs gunicorn sync.
 
 Run from the repo root:
     python bench/memory.py [--workers 4] [--checkpoints 0,1000,10000] [--app bench.bigapp:app]
@@ -9,7 +9,9 @@ reads a hot subset and churns a bounded cache, so full GC collections do
 happen in a long-lived worker). Each contender is started once; at each
 checkpoint every worker has served that many requests in total (prefork:
 requests to each worker's own port; gunicorn: N x as many to its one port,
-spread by the kernel), then /proc/PID/smaps_rollup of the master and of
+spread by the kernel; the refork contenders refork after 1,000 requests,
+so from the 1,000 checkpoint on three of their workers are copies of the
+fourth), then /proc/PID/smaps_rollup of the master and of
 every worker is read: private = Private_Clean + Private_Dirty, Pss.
 "total Pss" = master + all workers, MiB. The client: one process per port,
 keep-alive where the server keeps it (gunicorn sync closes every one).
@@ -42,6 +44,8 @@ CONTENDERS = {
         PREFORK,
         ["--preload", "--worker-class", "bench.memworkers:LazyYoungWorker"],
     ),
+    "prefork lazy + refork": (PREFORK, ["--refork-after", "1000"]),
+    "prefork preload+freeze + refork": (PREFORK, ["--preload", "--refork-after", "1000"]),
     "gunicorn lazy": (GUNICORN, []),
     "gunicorn --preload": (GUNICORN, ["--preload"]),
     "gunicorn --preload + freeze hook": (GUNICORN, ["--preload", "-c", "python:bench.gunicorn_freeze"]),

@@ -88,10 +88,11 @@ def test_restart_reasons_and_reloads():
         counters.restarted(exit_reason(exitcode))
     counters.replaced("reload")
     counters.replaced("recycle")
+    counters.replaced("refork")
     counters.restarted("timeout")
     counters.reloaded(True)
     counters.reloaded(False)
     counters.reloaded(True)
-    assert counters.restarts == {"crash": 2, "killed": 1, "timeout": 1, "recycled": 1, "reload": 1}
+    assert counters.restarts == {"crash": 2, "killed": 1, "timeout": 1, "recycled": 1, "reload": 1, "refork": 1}
     assert tuple(counters.restarts) == RESTART_REASONS
     assert counters.reloads == {"ok": 2, "failed": 1}

@@ -117,14 +117,14 @@ def test_a_reforked_worker_finishes_its_request_on_a_graceful_stop(cluster):
     assert c.wait_exit(timeout=20) == 0
 
 
-def test_reforked_workers_freeze_the_heap_they_inherit_unless_gc_freeze_is_off(cluster):
+def test_the_template_freezes_the_heap_it_shares_unless_gc_freeze_is_off(cluster):
     baseline = fresh_interpreter_freeze_count()
     c, ready, infos = refork_from_slot_0(cluster, workers_count=2)
     stats = c.order("command", "stats")["result"]
-    assert stats["0"]["gc_frozen"] == baseline, "the template (lazy, no preload) froze nothing itself"
-    assert stats["1"]["gc_frozen"] > baseline + 1000, stats["1"]
+    assert stats["0"]["gc_frozen"] > baseline + 1000, "the template froze its heap before it forked"
+    assert stats["1"]["gc_frozen"] >= stats["0"]["gc_frozen"] - 100, "and the reforked worker inherited it"
     c2, _, _ = refork_from_slot_0(cluster, workers_count=2, extra=", gc_freeze=False")
-    assert c2.order("command", "stats")["result"]["1"]["gc_frozen"] == baseline
+    assert [reply["gc_frozen"] for reply in c2.order("command", "stats")["result"].values()] == [baseline] * 2
 
 
 def test_max_requests_and_request_timeout_hold_for_reforked_workers(cluster, tmp_path):

@@ -7,15 +7,17 @@ forks an intermediate process that forks the new worker and exits at once,
 so the new worker is re-parented to the master (a child subreaper for the
 duration); the template replies with the new worker's pid.
 
-The new worker starts from a copy of the template's warm heap: it closes the
-template's sockets, takes the new slot's, and boots as any worker does
-(``Worker`` built anew, ``on_start`` run) but without importing the app.
+With ``gc_freeze`` the template collects and freezes its heap before each
+fork, so neither its own collections nor the new workers' ever traverse
+(and so copy) what they share. The new worker starts from a copy of the
+template's warm heap: it closes the template's sockets, takes the new
+slot's, and boots as any worker does (``Worker`` built anew, ``on_start``
+run) but without importing the app.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gc
 import os
 import select
 import socket
@@ -25,6 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, List, NoReturn, Optional, Tuple
 
 from .._os.adoption import receive_fds
+from .._os.memory import freeze_heap
 from .._os.output import forget_reopeners
 from ._waitress import DrainableServer
 from .meter import RequestMeter
@@ -66,7 +69,9 @@ class Template:
         try:
             self._wait_until_idle()
             if self.spec.freeze:
-                gc.collect()  # garbage out of the heap every reforked worker will share
+                # Garbage out, then freeze what the reforked workers will share: the template's own
+                # collections (before the next fork, too) then traverse, so copy, none of it.
+                freeze_heap()
             return self._double_fork(order, fds)
         finally:
             for fd in fds:
@@ -116,8 +121,6 @@ class Template:
             os.close(meter_fd)
             self.server.abandon()
             forget_reopeners()
-            if self.spec.freeze and hasattr(gc, "freeze"):
-                gc.freeze()  # the template's warm heap: never traversed, so never copied
             spec = dataclasses.replace(
                 self.spec,
                 slot_id=slot_id,

@@ -398,6 +398,8 @@ class WorkerPool:
 
     def close(self) -> None:
         """The master is leaving: kill and reap what is left, close every socket."""
+        if self.settings.refork_after:
+            set_child_subreaper(False)  # a refork cut short by the stop leaves the process as it found it
         for process in list(self.processes.values()):
             self.kill(process)
             self.reap(process)
