@@ -65,7 +65,8 @@ class Worker:
         """What the worker is and has done: pid, port, uptime, requests, memory.
 
         ``gc_frozen`` is gc.get_freeze_count(): the objects inherited frozen
-        from a preloading master (0 without preload or with gc_freeze off).
+        from a preloading master or frozen by a refork template (the
+        interpreter's own count without either, or with gc_freeze off).
         """
         max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if sys.platform != "darwin":
