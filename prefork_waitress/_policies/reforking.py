@@ -12,6 +12,7 @@ again, and the first of them to reach ``refork_after`` starts the next round.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import List, Optional
 
@@ -31,6 +32,7 @@ class Reforker:
         self.replacer = replacer
         self.template: Optional[WorkerProcess] = None
         self.waiting = 0  # replacements of this round not yet done
+        self.reforked = 0  # of this round, the slots that got a worker forked from the template
 
     def warm(self, worker: WorkerProcess) -> None:
         """``worker`` has served ``refork_after`` requests: make it the template if it is a cold one."""
@@ -48,9 +50,9 @@ class Reforker:
             self.after,
             ", ".join(str(slot.id) for slot in cold),
         )
-        self.template, self.waiting = worker, len(cold)
+        self.template, self.waiting, self.reforked = worker, len(cold), 0
         for slot in cold:
-            self.replacer.add(slot, "refork", lambda ok, failed, code: self._done(), slot.current, self._fork)
+            self.replacer.add(slot, "refork", functools.partial(self._done, slot), slot.current, self._fork)
 
     def _cold_slots(self, template: WorkerProcess) -> List[Slot]:
         return [
@@ -66,13 +68,17 @@ class Reforker:
             return
         self.pool.fork_from(template, slot, adopted)
 
-    def _done(self) -> None:
+    def _done(self, slot: Slot, ok: bool, failed: Optional[WorkerProcess], exitcode: Optional[int]) -> None:
         self.waiting -= 1
-        if self.waiting <= 0 and self.template is not None:
-            log.info("refork from pid %d done", self.template.pid)
+        if self.template is None:
+            return
+        worker = slot.current
+        self.reforked += worker is not None and worker.reforked_from == self.template.pid
+        if self.waiting <= 0:
+            log.info("refork from pid %d done: %d slot(s) reforked", self.template.pid, self.reforked)
             self.template = None
 
     def abandon(self) -> None:
-        """A reload or a stop: the round ends (its queued replacements are dropped)."""
+        """The master stops: the round ends (its queued replacements are dropped)."""
         self.replacer.drop("refork")
         self.template, self.waiting = None, 0
