@@ -66,6 +66,7 @@ class WorkerPool:
         self._context = multiprocessing.get_context("fork")
         self.slots: List[Slot] = []
         self.processes: Dict[int, WorkerProcess] = {}
+        self._reforking: List[Any] = []  # a refork's Pipe ends and memfd until the template answers
         self.counters = ClusterCounters()  # restarts by reason, reloads, exited workers' requests
         self.on_spawn: Callable[[WorkerProcess], None] = lambda worker: None
         self.retry_delay: Callable[[int], float] = lambda failures: 1.0  # seconds after the n-th failed fork
@@ -230,8 +231,11 @@ class WorkerPool:
         cpus = _platform.cpus_for(slot.id, self.settings.cpu_affinity)
         order = (slot.id, slot.port, generation, cpus, self._max_requests())
 
+        handed = [parent_conn, child_conn, meter.fd]
+
         def replied(replies: Dict[int, Any]) -> None:
             set_child_subreaper(False)
+            self._reforking = [obj for obj in self._reforking if obj not in handed]
             child_conn.close()
             meter.close_fd()
             reply = replies.get(template.slot.id)
@@ -247,6 +251,7 @@ class WorkerPool:
             worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later, template.pid)
             done(self._add(worker, meter), "")
 
+        self._reforking += handed  # a worker the master forks meanwhile must not keep them
         set_child_subreaper(True)
         fds = [slot.sock.fileno(), child_conn.fileno(), meter.fd]
         self.commands.send([template.slot], REFORK, (order,), REFORK_TIMEOUT, replied, fds=fds)
@@ -284,7 +289,7 @@ class WorkerPool:
         objects: List[Any] = [slot.sock for slot in self.slots]
         for process in self.processes.values():
             objects += [process.conn, process.sentinel]
-        return objects + self.loop.signal_sockets() + self._master_objects()
+        return objects + self._reforking + self.loop.signal_sockets() + self._master_objects()
 
     def _max_requests(self) -> int:
         limit = self.settings.max_requests
