@@ -3,7 +3,8 @@
 Each worker process gets a :class:`RequestMeter`: one page of anonymous
 shared memory (``mmap`` with MAP_SHARED, created by the master before the
 fork, no file descriptor; for a worker forked by another worker, a
-``memfd`` the master hands over, see :meth:`RequestMeter.in_memfd`). Each field has one writer thread in the worker:
+``memfd`` the master hands over, see :meth:`RequestMeter.in_memfd`).
+Each field has one writer thread in the worker:
 
 - offset 0: ``time.monotonic()`` at the start of the running request, 0.0
   when idle (request_timeout's clock; "in flight" is this being non-zero);

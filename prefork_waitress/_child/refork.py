@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, List, NoReturn, Optional, Tuple
 
 from .._os.adoption import receive_fds
+from .._os.loading import read_until_eof
 from .._os.memory import freeze_heap
 from .._os.output import forget_reopeners
 from ._waitress import DrainableServer
@@ -102,7 +103,7 @@ class Template:
                     os._exit(0)
         os.close(write_end)
         try:
-            answer = _read_all(read_end)
+            answer = read_until_eof(read_end, time.monotonic() + REPARENT_WAIT)
         finally:
             os.close(read_end)
             os.waitpid(intermediate, 0)
@@ -153,12 +154,3 @@ def _wait_for_reparenting(master_pid: int) -> None:
         select.select([pidfd], [], [], REPARENT_WAIT)
     finally:
         os.close(pidfd)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks: List[bytes] = []
-    while True:
-        chunk = os.read(fd, 64)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)

@@ -39,7 +39,13 @@ class WorkerRequests(RequestHooks):
     max_requests or once the RSS passes max_rss, tells the master at refork_after."""
 
     def __init__(
-        self, worker: Worker, max_requests: int, meter: Any, max_rss: int = 0, access_log: Optional[AccessLog] = None
+        self,
+        worker: Worker,
+        max_requests: int,
+        meter: Any,
+        max_rss: int = 0,
+        access_log: Optional[AccessLog] = None,
+        refork_after: int = 0,
     ) -> None:
         self.worker = worker
         self.max_requests = max_requests
@@ -51,7 +57,7 @@ class WorkerRequests(RequestHooks):
         self.on_limit: Callable[[str], None] = lambda why: None
         self.after_request: Callable[[], None] = lambda: None
         self.channel: Optional[Channel] = None
-        self.refork_after = 0
+        self.refork_after = refork_after
 
     def request_started(self) -> bool:
         worker = self.worker
@@ -225,7 +231,7 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
     app = _load_app(spec)
     worker = spec.worker_class(spec.slot_id, spec.port, spec.generation, app)
     access_log = AccessLog(spec.access_log, spec.slot_id).activate() if spec.access_log else None
-    requests = WorkerRequests(worker, spec.max_requests, spec.meter, spec.max_rss, access_log)
+    requests = WorkerRequests(worker, spec.max_requests, spec.meter, spec.max_rss, access_log, spec.refork_after)
     worker.on_start()
     server = DrainableServer(app, spec.sock, requests, dict(spec.waitress_options))
     return worker, server, requests
@@ -262,7 +268,6 @@ def _run(spec: ChildSpec) -> int:
         _report_boot_failure(channel, exc)
         return EXIT_BOOT_FAILED
     requests.channel = channel
-    requests.refork_after = spec.refork_after
     stop = _install_stop(worker, server, spec)
     requests.on_limit = lambda why: _ask_to_recycle(channel, worker, stop, why)
     retire = lambda: stop(keep_accepting=True)  # noqa: E731

@@ -111,7 +111,7 @@ def probe(spec: str, timeout: float = PROBE_TIMEOUT) -> Optional[str]:
             os._exit(code)
     os.close(write_end)
     try:
-        message = _read_until_eof(read_end, time.monotonic() + timeout)
+        message = read_until_eof(read_end, time.monotonic() + timeout)
     finally:
         os.close(read_end)
     if message is None:
@@ -126,7 +126,7 @@ def probe(spec: str, timeout: float = PROBE_TIMEOUT) -> Optional[str]:
     return None
 
 
-def _read_until_eof(fd: int, deadline: float) -> Optional[str]:
+def read_until_eof(fd: int, deadline: float) -> Optional[str]:
     """Everything written to ``fd`` until EOF; None if the deadline passes first."""
     chunks: List[bytes] = []
     while True:
