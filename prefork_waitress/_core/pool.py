@@ -292,7 +292,7 @@ class WorkerPool:
         return objects + self._reforking + self.loop.signal_sockets() + self._master_objects()
 
     def _max_requests(self) -> int:
-        limit = self.settings.max_requests
+        limit: int = self.settings.max_requests
         if limit and self.settings.max_requests_jitter:
             limit += random.randint(0, self.settings.max_requests_jitter)
         return limit
