@@ -59,8 +59,9 @@ class RollingReload:
         self.events.emit("reloading")
         try:
             self.reload_code()
-        except Exception:
+        except Exception as exc:
             log.exception("reload abandoned: the new code cannot be loaded; the old workers keep serving")
+            self.pool.counters.reload_failed(f"the new code cannot be loaded: {type(exc).__name__}: {exc}")
             self._finish(False)
             return
         self.active = True
@@ -78,6 +79,7 @@ class RollingReload:
             self.replacer.drop("reload")
             if failed is not None:
                 reason, details = failed.boot_failure(exitcode)
+                self.pool.counters.reload_failed(f"the new worker {failed.slot.id} could not start ({reason})")
                 log.error(
                     "reload abandoned: the new worker %d could not start (%s); the old workers keep serving%s",
                     failed.slot.id,
@@ -102,6 +104,7 @@ class RollingReload:
         if ok and empty:
             ok = False  # a crash-looping slot was skipped: it serves neither the new code nor the old
             log.error("rolling reload incomplete: slots %s have no serving worker (see their errors above)", empty)
+            self.pool.counters.reload_failed(f"rolling reload incomplete: slots {empty} have no serving worker")
         if ok:
             log.info("rolling reload done: %d workers on the new code", len(self.pool.slots))
         self.events.emit("reloaded", ok)

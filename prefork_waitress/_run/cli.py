@@ -174,15 +174,16 @@ def master_options(resolved: Resolved, runner: Dict[str, Any]) -> Tuple[Dict[str
     }
     converted = {name: _config.convert(name, merged[name]) for name in given}
     if runner["bind"] is not None:
-        named = [f"{name} ({merged[name].source})" for name in ("host", "base_port") if name in given]
-        if named:
-            raise ConfigError(
-                f"--bind ({merged['bind'].source}) sets the host and the base port: give either --bind or "
-                f"--host/--base-port, not also {' and '.join(named)}"
-            )
-        given["host"], given["base_port"] = converted["host"], converted["base_port"] = runner["bind"]
-        source = f"{merged['bind'].source}, as bind"
-        merged["host"], merged["base_port"] = Given(given["host"], source), Given(given["base_port"], source)
+        bind = merged["bind"]
+        for name, value in zip(("host", "base_port"), runner["bind"]):
+            if name in given and _config.rank(merged[name]) == _config.rank(bind):
+                raise ConfigError(
+                    f"--bind sets the host and the base port: give either --bind or --host/--base-port "
+                    f"(both from {bind.source})"
+                )
+            if name not in given or _config.rank(merged[name]) > _config.rank(bind):
+                given[name] = converted[name] = value
+                merged[name] = Given(value, f"{bind.source}, as bind")
     return given, converted
 
 

@@ -161,6 +161,20 @@ def merge(layers: Sequence[Mapping[str, Given]], environ: Mapping[str, str]) -> 
     return merged
 
 
+def rank(given: Given) -> int:
+    """The precedence of ``given``'s source: 0 (the command line) wins over 1, 2, ..."""
+    source = given.source
+    if source == "cli":
+        return 0
+    if source == f"env {ENV_ARGS}":
+        return 2
+    if source.startswith(f"env {ENV_PREFIX}"):
+        return 1
+    if source.startswith("file "):
+        return 3
+    return 4 if source != DEFAULT else 5
+
+
 def convert(name: str, given: Given) -> Any:
     """``given`` converted by its option's table entry; the error names the option and the source."""
     try:
