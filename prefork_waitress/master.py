@@ -66,7 +66,9 @@ class Master:
         self._pool = self._make_pool()
         self._crashes = CrashLoops()
         self._replacer = SlotReplacer(self._pool, self._events, lambda: self._state is State.RUNNING)
-        self._rolling = RollingReload(self._pool, self._replacer, self._events, lambda: self._state, self.reload_code)
+        self._rolling = RollingReload(
+            self._pool, self._replacer, self._events, lambda: self._state, self.reload_code, self._crashes.last_error
+        )
         self._timeouts = RequestTimeouts(
             self.settings.request_timeout,
             self._loop,

@@ -124,9 +124,7 @@ class ControlServer:
                 self._answer(waiter.client, {"ok": True, "result": {"reloaded": True, "ports": self.master.ports}})
             else:
                 why = self.master.counters.last_reload_error or "see the master's log"
-                self._answer(
-                    waiter.client, {"ok": False, "error": f"the reload failed: {why}; the old workers keep serving"}
-                )
+                self._answer(waiter.client, {"ok": False, "error": f"the reload failed: {why}"})
 
     def stopping(self) -> None:
         waiters, self.reload_waiters = self.reload_waiters, []
