@@ -337,6 +337,7 @@ OPTIONS: Tuple[Option, ...] = (
         as_server_prefix,
         "name prefix of this master's HAProxy servers (PREFIX-HOST-PORT); masters sharing a backend and a host "
         "each need their own",
+        metavar="PREFIX",
     ),
     Option(
         "metrics_port",

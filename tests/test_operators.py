@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sys
 
 import pytest
 from clitools import ctl
@@ -137,3 +138,51 @@ def test_two_masters_on_one_host_share_a_backend_by_prefix(tmp_path, haproxy):
 def test_a_bad_haproxy_prefix_says_what_is_accepted():
     with pytest.raises(ValueError, match="option haproxy_prefix: expected a name prefix of letters, digits"):
         Master("apps:app", haproxy_prefix="blue green")
+
+
+PAGE_APP = """
+import os
+
+
+def make(global_conf):
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.txt")) as f:
+        text = f.read().strip()
+
+    def app(environ, start_response):
+        body = text.encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+"""
+
+PASTE_RUN = (
+    "import sys; from paste.deploy import loadapp, loadserver; u = 'config:' + sys.argv[1]; loadserver(u)(loadapp(u))"
+)
+
+PAGE_INI = """
+[app:main]
+use = call:pageapp:make
+
+[server:main]
+use = call:prefork_waitress.paste:server_factory
+workers = 2
+base_port = 0
+control_socket = %(here)s/ctl.sock
+graceful_timeout = 5
+reload = true
+reload_extra_file = %(here)s/page.txt
+"""
+
+
+def test_the_paste_runner_reloads_on_a_reload_extra_file(server, tmp_path):
+    pytest.importorskip("paste.deploy")
+    (tmp_path / "pageapp.py").write_text(PAGE_APP)
+    (tmp_path / "page.txt").write_text("first\n")
+    ini = tmp_path / "site.ini"
+    ini.write_text(PAGE_INI)
+    s = server(ini, program=(sys.executable, "-c", PASTE_RUN))
+    ports = [w["port"] for w in s.status(tmp_path / "ctl.sock")["workers"]]
+    assert [get(port)[1] for port in ports] == ["first", "first"]
+    (tmp_path / "page.txt").write_text("second\n")
+    wait_until(lambda: all(get(port)[1] == "second" for port in ports), 20, message="every port on the new page")
