@@ -62,11 +62,13 @@ class Master:
         self._pidfile = PidFile(self.settings.pidfile) if self.settings.pidfile else None
         self._code: Optional[CodeReloader] = None
         if isinstance(app, str) and (self.settings.preload or self.settings.reload):
-            self._code = CodeReloader(self, app, watch=self.settings.reload)
+            self._code = CodeReloader(self, app, self.settings.reload, self.settings.reload_extra_file)
         self._pool = self._make_pool()
         self._crashes = CrashLoops()
         self._replacer = SlotReplacer(self._pool, self._events, lambda: self._state is State.RUNNING)
-        self._rolling = RollingReload(self._pool, self._replacer, self._events, lambda: self._state, self.reload_code)
+        self._rolling = RollingReload(
+            self._pool, self._replacer, self._events, lambda: self._state, self.reload_code, self._crashes.last_error
+        )
         self._timeouts = RequestTimeouts(
             self.settings.request_timeout,
             self._loop,

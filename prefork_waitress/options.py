@@ -17,7 +17,7 @@ from waitress.adjustments import Adjustments
 
 from ._os.adoption import why_no_refork
 
-__all__ = ["OPTIONS", "Option", "Settings", "make_settings", "waitress_options"]
+__all__ = ["OPTIONS", "PROGRAM_OPTIONS", "Option", "Settings", "make_settings", "waitress_defaults", "waitress_options"]
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f", ""})
@@ -220,33 +220,73 @@ def as_worker_class(value: Any) -> Any:
     return value
 
 
+def as_paths(value: Any) -> Tuple[str, ...]:
+    """File paths, made absolute: a list, or one string with paths separated by os.pathsep (``:``)."""
+    parts = value.split(os.pathsep) if isinstance(value, str) else value
+    if isinstance(parts, (str, bytes)) or not hasattr(parts, "__iter__"):
+        raise ValueError(f"expected a file path or a list of them, got {value!r}")
+    return tuple(as_path(part) for part in parts if not (isinstance(part, str) and not part.strip()))
+
+
+def as_server_prefix(value: Any) -> str:
+    """The first part of HAProxy server names: letters, digits, '_', '.' and '-' (not at its end)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]*[A-Za-z0-9_.]", value.strip()):
+        raise ValueError(f"expected a name prefix of letters, digits, _ . - (e.g. pw or blue), got {value!r}")
+    return value.strip()
+
+
+def as_config_file(value: Any) -> str:
+    """An existing file, made absolute."""
+    path = as_path(value)
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One master option: its name, default, converter and one line of help."""
+    """One option: its name, default, converter, one line of help, and how the command line shows it."""
 
     name: str
     default: Any
     convert: Callable[[Any], Any]
     help: str
     cli: bool = True
+    metavar: Optional[str] = None  # the value's name in --help (default: NAME)
+    aliases: Tuple[str, ...] = ()  # more flags than --name-with-dashes
+    default_text: Optional[str] = None  # the default as --help shows it (when repr() would mislead)
+    repeatable: bool = False  # the flag may be given several times; the values form a list
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def is_flag(self) -> bool:
+        """A yes/no option: ``--name`` (and ``--no-name`` when it defaults to true) takes no value."""
+        return self.convert is as_bool
 
 
 OPTIONS: Tuple[Option, ...] = (
     Option("workers", 3, int_at_least(1, 512), "number of worker slots (processes)"),
     Option("host", "127.0.0.1", as_host, "address every worker listens on"),
     Option("base_port", 8080, int_at_least(0, 65535), "slot i listens on BASE_PORT+i (0: OS-chosen ports)"),
-    Option("pidfile", None, optional(as_path), "path of the master's pid file"),
-    Option("output", None, optional(as_output), "file the workers' stdout and stderr go to"),
-    Option("worker_class", None, optional(as_worker_class), "Worker subclass, as module:Class"),
+    Option("pidfile", None, optional(as_path), "path of the master's pid file", metavar="PATH", aliases=("--pid",)),
+    Option("output", None, optional(as_output), "file the workers' stdout and stderr go to", metavar="PATH"),
+    Option("worker_class", None, optional(as_worker_class), "Worker subclass, as module:Class", metavar="MODULE:CLASS"),
     Option("preload", False, as_bool, "import the app in the master before forking"),
     Option("gc_freeze", True, as_bool, "gc.freeze() the heap workers share: the preloaded app's, a refork template's"),
     Option("graceful_timeout", 30.0, positive_seconds, "seconds a stopping worker may take"),
     Option("boot_timeout", 60.0, positive_seconds, "seconds a new worker may take to become ready"),
     Option("reload", False, as_bool, "reload the app when its source files change"),
+    Option(
+        "reload_extra_file",
+        (),
+        as_paths,
+        "with reload: one more file whose change reloads (templates, config); repeatable",
+        metavar="PATH",
+        repeatable=True,
+    ),
     Option("request_timeout", None, optional(positive_seconds), "replace a worker whose request runs longer"),
     Option(
         "heartbeat_timeout",
@@ -263,11 +303,24 @@ OPTIONS: Tuple[Option, ...] = (
         int_at_least(0),
         "once a worker has served N requests, fork the other slots' workers from it, warm (Linux; 0: never)",
     ),
-    Option("cpu_affinity", True, as_cpu_affinity, "pin workers to CPUs: auto, off, or a CPU list"),
-    Option("control_socket", None, optional(as_path), "UNIX socket for prefork-waitress ctl"),
-    Option("upstream_file", None, optional(as_path), "write the live ports to this file"),
-    Option("upstream_format", "nginx", as_upstream_format, "upstream file dialect: nginx or haproxy"),
-    Option("on_ports_changed", None, optional(str), "shell command run after the upstream file changes"),
+    Option(
+        "cpu_affinity",
+        True,
+        as_cpu_affinity,
+        "pin workers to CPUs: auto, off, or a CPU list",
+        metavar="auto|off|CPUS",
+        default_text="auto",
+    ),
+    Option("control_socket", None, optional(as_path), "UNIX socket for prefork-waitress ctl", metavar="PATH"),
+    Option("upstream_file", None, optional(as_path), "write the live ports to this file", metavar="PATH"),
+    Option(
+        "upstream_format",
+        "nginx",
+        as_upstream_format,
+        "upstream file dialect: nginx or haproxy",
+        metavar="{nginx,haproxy}",
+    ),
+    Option("on_ports_changed", None, optional(str), "shell command run after the upstream file changes", metavar="CMD"),
     Option(
         "handle_signals",
         True,
@@ -278,9 +331,29 @@ OPTIONS: Tuple[Option, ...] = (
     ),
     Option("haproxy_socket", None, optional(as_runtime_address), "HAProxy Runtime API: stats socket path or host:port"),
     Option("haproxy_backend", None, optional(as_backend_name), "HAProxy backend that gets one server per worker"),
-    Option("metrics_port", None, optional(int_at_least(1, 65535)), "serve Prometheus metrics on GET /metrics here"),
-    Option("metrics_host", None, optional(as_host), "address of the metrics port (default: host)"),
-    Option("access_log", None, optional(as_log_path), "access log (combined format): a path, or - for the output"),
+    Option(
+        "haproxy_prefix",
+        "pw",
+        as_server_prefix,
+        "name prefix of this master's HAProxy servers (PREFIX-HOST-PORT); masters sharing a backend and a host "
+        "each need their own",
+        metavar="PREFIX",
+    ),
+    Option(
+        "metrics_port",
+        None,
+        optional(int_at_least(1, 65535)),
+        "serve Prometheus metrics on GET /metrics here",
+        metavar="PORT",
+    ),
+    Option("metrics_host", None, optional(as_host), "address of the metrics port (default: host)", metavar="HOST"),
+    Option(
+        "access_log",
+        None,
+        optional(as_log_path),
+        "access log (combined format): a path, or - for the output",
+        metavar="PATH|-",
+    ),
 )
 OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
 
@@ -288,45 +361,80 @@ OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
 PROGRAM_OPTIONS: Tuple[Option, ...] = (
     Option("call", False, as_bool, "MODULE:APP is a factory: call it (in each worker) to get the WSGI app"),
     Option("log_level", "info", as_log_level, "log level: debug, info, warning, error or critical"),
-    Option("bind", None, optional(as_bind), "HOST:PORT of the first slot (the others follow); sets host and base_port"),
-    Option("chdir", None, optional(as_directory), "change to this directory first (relative paths start there)"),
-    Option("pythonpath", None, optional(as_search_path), "directories (comma-separated) put first on sys.path"),
+    Option(
+        "bind",
+        None,
+        optional(as_bind),
+        "HOST:PORT of the first slot (the others follow); sets host and base_port",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "chdir",
+        None,
+        optional(as_directory),
+        "change to this directory first (relative paths start there)",
+        metavar="DIR",
+    ),
+    Option(
+        "pythonpath",
+        None,
+        optional(as_search_path),
+        "directories (comma-separated) put first on sys.path",
+        metavar="DIRS",
+    ),
+    Option(
+        "config",
+        None,
+        optional(as_config_file),
+        "a Python file whose module-level names are options (and hooks); see README",
+        metavar="FILE",
+    ),
+    Option("print_config", False, as_bool, "print each option, its value and where it came from, then exit"),
 )
+PROGRAM_OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in PROGRAM_OPTIONS}
 
 
-@dataclasses.dataclass(frozen=True)
 class Settings:
-    """The validated options of one master (defaults come from OPTIONS, through make_settings)."""
+    """The validated options of one master: one attribute per entry of OPTIONS, plus ``waitress``.
 
-    workers: int
-    host: str
-    base_port: int
-    pidfile: Optional[str]
-    output: Any
-    worker_class: Any
-    preload: bool
-    gc_freeze: bool
-    graceful_timeout: float
-    boot_timeout: float
-    reload: bool
-    request_timeout: Optional[float]
-    heartbeat_timeout: Optional[float]
-    max_requests: int
-    max_requests_jitter: int
-    max_rss: int
-    refork_after: int
-    cpu_affinity: Union[bool, Tuple[int, ...]]
-    control_socket: Optional[str]
-    upstream_file: Optional[str]
-    upstream_format: str
-    on_ports_changed: Optional[str]
-    handle_signals: bool
-    haproxy_socket: Optional[str]
-    haproxy_backend: Optional[str]
-    metrics_port: Optional[int]
-    metrics_host: Optional[str]
-    access_log: Optional[str]
-    waitress: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    Read-only. The attributes come from the table itself (not typed again
+    here), so adding an Option adds its setting.
+    """
+
+    __slots__ = ("_values", "waitress")
+    _values: Dict[str, Any]
+    waitress: Mapping[str, Any]
+
+    def __init__(self, values: Mapping[str, Any], waitress: Mapping[str, Any]) -> None:
+        unknown = set(values) - set(OPTION_BY_NAME)
+        if unknown:
+            raise TypeError(f"Settings: not options: {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "_values", {o.name: values.get(o.name, o.default) for o in OPTIONS})
+        object.__setattr__(self, "waitress", dict(waitress))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return object.__getattribute__(self, "_values")[name]
+        except KeyError:
+            raise AttributeError(f"Settings has no option {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Settings are read-only: make new ones with make_settings()")
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Every option's value, by name (waitress's options not included)."""
+        return dict(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self._values == other._values and self.waitress == other.waitress
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        given = ", ".join(f"{name}={value!r}" for name, value in self._values.items())
+        return f"Settings({given}, waitress={dict(self.waitress)!r})"
 
 
 def convert_option(name: str, value: Any) -> Any:
@@ -336,6 +444,22 @@ def convert_option(name: str, value: Any) -> Any:
         return option.convert(value)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"option {name}: {exc}") from None
+
+
+def waitress_defaults() -> Dict[str, Any]:
+    """waitress's own options and their defaults, minus those the master sets itself.
+
+    They are the documented arguments of ``waitress.adjustments.Adjustments``,
+    which keeps each default as a public class attribute (socket_options, a
+    list of tuples, is no argument).
+    """
+    return {
+        name: value
+        for name, value in vars(Adjustments).items()
+        if not name.startswith("_")
+        and isinstance(value, (bool, int, float, str, frozenset, set, type(None)))
+        and name not in MANAGED_WAITRESS_OPTIONS
+    }
 
 
 def waitress_options(given: Mapping[str, Any]) -> Dict[str, Any]:
@@ -389,7 +513,7 @@ def make_settings(**given: Any) -> Settings:
             values[name] = convert_option(name, value)
         else:
             passthrough[name] = value
-    settings = Settings(waitress=waitress_options(passthrough), **values)
+    settings = Settings(values, waitress_options(passthrough))
     if settings.base_port and settings.base_port + settings.workers - 1 > 65535:
         raise ValueError(f"option base_port: {settings.base_port} + {settings.workers} workers runs past port 65535")
     why_not = why_no_refork() if settings.refork_after else None
@@ -398,4 +522,6 @@ def make_settings(**given: Any) -> Settings:
     if bool(settings.haproxy_socket) != bool(settings.haproxy_backend):
         named, missing = ("haproxy_socket", "haproxy_backend")[:: 1 if settings.haproxy_socket else -1]
         raise ValueError(f"option {named}: needs {missing} too (which backend, through which Runtime API socket)")
+    if settings.reload_extra_file and not settings.reload:
+        raise ValueError("option reload_extra_file: its files are watched only with reload on (add --reload)")
     return settings

@@ -25,7 +25,7 @@ from ._os.output import flush_stdio
 from ._run.paste_reload import IniApp, IniReloader
 from ._run.serve import configure_logging, serve
 from .master import Master
-from .options import as_bool, as_log_level, make_settings
+from .options import as_bool, as_log_level, as_paths, make_settings
 
 __all__ = ["serve_paste", "server_factory"]
 
@@ -90,15 +90,18 @@ def serve_paste(wsgi_app: Any, global_conf: Mapping[str, Any], **kw: Any) -> Non
         # pserve calls logging.basicConfig() (WARNING) when the ini has no [loggers]: show our INFO anyway
         logging.getLogger("prefork_waitress").setLevel(level)
     reload = as_bool(kw.pop("reload", False))
+    extra_files = as_paths(kw.pop("reload_extra_file", ()))  # watched by the ini's reloader, not the master's
     ini_path = global_conf.get("__file__")
     reloader = None
     try:
         if reload and not ini_path:
             raise ValueError("option reload: needs the app loaded from an ini file (PasteDeploy's __file__)")
+        if extra_files and not reload:
+            raise ValueError("option reload_extra_file: its files are watched only with reload = true")
         app = IniApp(wsgi_app) if reload else wsgi_app
         master = Master(app, **kw)
         if reload:
-            reloader = IniReloader(master, app, str(ini_path), global_conf)
+            reloader = IniReloader(master, app, str(ini_path), global_conf, extra_files)
     except (ValueError, TypeError, ImportError) as exc:
         _fail(str(exc))
     if reloader is not None:

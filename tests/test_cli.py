@@ -27,7 +27,10 @@ def test_parse_keeps_strings_for_the_option_table_and_names_waitress_options():
     )
     assert app == "m:f()"
     assert options == {"workers": "4", "pidfile": "x.pid", "preload": "true", "channel_timeout": "30"}
-    assert runner == {"call": True, "log_level": "DEBUG", "bind": None, "chdir": None, "pythonpath": None}
+    assert runner == {
+        "call": True, "log_level": "DEBUG", "bind": None, "chdir": None, "pythonpath": None,
+        "config": None, "print_config": False,
+    }  # fmt: skip
 
 
 def test_a_bool_option_that_defaults_to_true_has_a_no_flag():
@@ -94,8 +97,14 @@ def test_usr1_reopens_the_output_file_in_master_and_workers(server, tmp_path):
     [
         (["--workers=x", "apps:app"], 2, "option workers: expected a number, got 'x'"),
         (["--workers=0", "apps:app"], 2, "option workers: must be at least 1"),
-        (["--bogus=1", "apps:app"], 2, "unknown option 'bogus'"),
-        (["--bogus", "apps:app"], 2, "unrecognized arguments"),
+        (["--bogus=1", "apps:app"], 2, "unknown option --bogus: not a prefork-waitress or waitress option"),
+        (["--bogus", "apps:app"], 2, "unknown option --bogus"),
+        (["--frobnicate", "3", "apps:app"], 2, "unknown option --frobnicate"),
+        (
+            ["--worker", "3", "apps:app"],
+            2,
+            "unknown option --worker: not a prefork-waitress or waitress option (did you mean --workers?)",
+        ),
         (["--threads=4", "apps:app"], 2, "option threads: must be 1"),
         (["--channel-timeout=soon", "apps:app"], 2, "option channel_timeout"),
         (["--log-level=loud", "apps:app"], 2, "option log_level"),

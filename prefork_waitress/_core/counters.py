@@ -30,20 +30,33 @@ class ClusterCounters:
 
     def __init__(self) -> None:
         self.restarts: Dict[str, int] = dict.fromkeys(RESTART_REASONS, 0)
+        self.slot_restarts: Dict[int, Dict[str, int]] = {}  # by slot id, then by reason
         self.reloads: Dict[str, int] = {"ok": 0, "failed": 0}
         self.exited: Dict[int, RequestCounts] = {}  # by slot id
+        self.last_reload_error: Optional[str] = None  # why the last rolling reload failed
 
-    def restarted(self, reason: str) -> None:
-        """A slot got a new worker process because of ``reason``."""
+    def restarted(self, reason: str, slot_id: Optional[int] = None) -> None:
+        """A slot (``slot_id``) got a new worker process because of ``reason``."""
         self.restarts[reason] = self.restarts.get(reason, 0) + 1
+        if slot_id is not None:
+            by_reason = self.slot_restarts.setdefault(slot_id, {})
+            by_reason[reason] = by_reason.get(reason, 0) + 1
 
-    def replaced(self, purpose: str) -> None:
+    def replaced(self, purpose: str, slot_id: Optional[int] = None) -> None:
         """A replacement (SlotReplacer purpose "reload", "recycle", ...) swapped a slot's worker."""
-        self.restarted(_PURPOSE_REASON.get(purpose, purpose))
+        self.restarted(_PURPOSE_REASON.get(purpose, purpose), slot_id)
+
+    def reloading(self) -> None:
+        """Listener hook: a rolling reload begins (its failure, if any, is yet to be told)."""
+        self.last_reload_error = None
 
     def reloaded(self, ok: bool) -> None:
         """Listener hook: a rolling reload finished or was abandoned."""
         self.reloads["ok" if ok else "failed"] += 1
+
+    def reload_failed(self, why: str) -> None:
+        """Why the reload that is about to be reported failed (``ctl reload`` shows it)."""
+        self.last_reload_error = why
 
     def process_exited(self, slot_id: int, counts: RequestCounts) -> None:
         """Keep what an exited worker served (its meter is about to be unmapped)."""

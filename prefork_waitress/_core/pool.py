@@ -125,7 +125,7 @@ class WorkerPool:
         slot = worker.slot
         old, slot.current = slot.current, worker
         if old is not None:
-            self.counters.replaced(purpose)
+            self.counters.replaced(purpose, slot.id)
         return old
 
     def vacate(self, worker: WorkerProcess) -> bool:
@@ -139,7 +139,7 @@ class WorkerPool:
         """Count a restart (``reason``: see counters.RESTART_REASONS) and fork a new worker for ``slot``,
         now or after ``delay`` if still ``wanted()``."""
         slot.restarts += 1
-        self.counters.restarted(reason)
+        self.counters.restarted(reason, slot.id)
         if not delay:
             self.spawn_or_retry(slot, wanted)
             return
@@ -292,7 +292,7 @@ class WorkerPool:
         return objects + self._reforking + self.loop.signal_sockets() + self._master_objects()
 
     def _max_requests(self) -> int:
-        limit = self.settings.max_requests
+        limit: int = self.settings.max_requests
         if limit and self.settings.max_requests_jitter:
             limit += random.randint(0, self.settings.max_requests_jitter)
         return limit

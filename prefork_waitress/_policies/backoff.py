@@ -37,6 +37,10 @@ class CrashLoops:
     def __init__(self) -> None:
         self._last_error: Dict[int, str] = {}
 
+    def last_error(self, slot_id: int) -> Optional[str]:
+        """The error the slot's last worker that could not start gave (None once one started)."""
+        return self._last_error.get(slot_id)
+
     def failed(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int], then: str = "") -> float:
         """Record that ``worker`` died before it was ready; log it; return the delay before a retry.
 

@@ -9,6 +9,7 @@ from .._core.events import Events
 from .._core.lifecycle import State
 from .._core.pool import WorkerPool
 from .._core.slots import WorkerProcess
+from ..reloading import ReloadError
 from .replacing import SlotReplacer
 
 log = logging.getLogger("prefork_waitress")
@@ -24,13 +25,17 @@ class RollingReload:
         events: Events,
         state: Callable[[], State],
         reload_code: Callable[[], None],
+        last_error: Callable[[int], Optional[str]] = lambda slot_id: None,
     ) -> None:
-        """``reload_code()`` imports the new code first (preload); raising abandons the reload."""
+        """``reload_code()`` imports the new code first (preload); raising abandons the reload.
+
+        ``last_error(slot id)``: why a slot's worker could not start, to say why a reload is incomplete."""
         self.pool = pool
         self.replacer = replacer
         self.events = events
         self.state = state
         self.reload_code = reload_code
+        self.last_error = last_error
         self.active = False
         self.queued = False
         self.pending = 0
@@ -59,8 +64,10 @@ class RollingReload:
         self.events.emit("reloading")
         try:
             self.reload_code()
-        except Exception:
+        except Exception as exc:
             log.exception("reload abandoned: the new code cannot be loaded; the old workers keep serving")
+            why = str(exc) if isinstance(exc, ReloadError) else f"{type(exc).__name__}: {exc}"
+            self.pool.counters.reload_failed(f"the new code cannot be loaded: {why}; the old workers keep serving")
             self._finish(False)
             return
         self.active = True
@@ -78,6 +85,9 @@ class RollingReload:
             self.replacer.drop("reload")
             if failed is not None:
                 reason, details = failed.boot_failure(exitcode)
+                self.pool.counters.reload_failed(
+                    f"the new worker {failed.slot.id} could not start ({reason}); the old workers keep serving"
+                )
                 log.error(
                     "reload abandoned: the new worker %d could not start (%s); the old workers keep serving%s",
                     failed.slot.id,
@@ -102,6 +112,11 @@ class RollingReload:
         if ok and empty:
             ok = False  # a crash-looping slot was skipped: it serves neither the new code nor the old
             log.error("rolling reload incomplete: slots %s have no serving worker (see their errors above)", empty)
+            errors = "".join(f"; slot {i}: {self.last_error(i)}" for i in empty if self.last_error(i))
+            self.pool.counters.reload_failed(
+                f"rolling reload incomplete: slots {empty} have no serving worker{errors}; "
+                "the others serve the new code"
+            )
         if ok:
             log.info("rolling reload done: %d workers on the new code", len(self.pool.slots))
         self.events.emit("reloaded", ok)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .._core.handle import MasterHandle
 from ..integrations.autoreload import CodeReloader
@@ -56,13 +56,20 @@ class _ReloadsThroughIni:
 class IniReloader(CodeReloader):
     """A CodeReloader whose app is loaded by PasteDeploy from the ini instead of a ``module:attr``."""
 
-    def __init__(self, master: MasterHandle, app: IniApp, ini_path: str, global_conf: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        master: MasterHandle,
+        app: IniApp,
+        ini_path: str,
+        global_conf: Mapping[str, Any],
+        extra_files: Sequence[str] = (),
+    ) -> None:
         self.ini_path = ini_path
         self.global_conf = {k: v for k, v in global_conf.items() if k not in ("__file__", "here")}
         module = factory_module(ini_path, DEFAULT_APP_NAME, self.global_conf)
         if not module:
             raise ValueError(f"option reload: cannot tell which module [app:{DEFAULT_APP_NAME}] of {ini_path} is from")
-        super().__init__(_ReloadsThroughIni(master, self), f"{module}:app", watch=True)
+        super().__init__(_ReloadsThroughIni(master, self), f"{module}:app", True, extra_files)
         self.real_master = master
         # the ini is a file of the project too: a change re-runs the factory (its module reloaded first)
         self.project = Project.from_app(f"{module}:app", depends={ini_path: [module]})

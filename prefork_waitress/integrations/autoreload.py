@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from .._core.handle import MasterHandle
 from .._core.loop import Timer
@@ -32,10 +32,12 @@ MAX_GATHER = 0.5
 class CodeReloader:
     """Keeps the app's Project; in watch mode, turns saved files into rolling reloads."""
 
-    def __init__(self, master: MasterHandle, app_spec: str, watch: bool) -> None:
+    def __init__(self, master: MasterHandle, app_spec: str, watch: bool, extra_files: Sequence[str] = ()) -> None:
+        """``extra_files`` (``reload_extra_file``): files outside the app's modules whose change reloads too."""
         self.master = master
         self.app_spec = app_spec
         self.watch = watch
+        self.extra_files = tuple(extra_files)
         self.project = Project.from_app(app_spec)
         self.watcher: Optional[FileWatcher] = None
         self._poll_timer: Optional[Timer] = None
@@ -55,6 +57,7 @@ class CodeReloader:
         """Watch every file of the project from the master loop (no thread)."""
         if not self.watch:
             return
+        self.project.add_data_files(self.extra_files)
         self.watcher = self.project.watch_changes(debounce=0)
         self.master.own(self.watcher)
         self.master.add_io_handler(self.watcher, self._changed)

@@ -123,7 +123,8 @@ class ControlServer:
             if ok:
                 self._answer(waiter.client, {"ok": True, "result": {"reloaded": True, "ports": self.master.ports}})
             else:
-                self._answer(waiter.client, {"ok": False, "error": "the reload failed; the old workers keep serving"})
+                why = self.master.counters.last_reload_error or "see the master's log"
+                self._answer(waiter.client, {"ok": False, "error": f"the reload failed: {why}"})
 
     def stopping(self) -> None:
         waiters, self.reload_waiters = self.reload_waiters, []

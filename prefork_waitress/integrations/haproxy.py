@@ -7,8 +7,9 @@ server ... addr ... port ...``); before a slot retires its server goes to
 ``drain``, the master waits (from timers, never blocking its loop) until
 HAProxy reports no session or queued request on it, then puts it in
 ``maint`` and deletes it. A master owns the servers named
-``pw-<host>-<port>`` (its host), so masters on several hosts share one
-backend, each managing its own; of the others it touches none.
+``<haproxy_prefix>-<host>-<port>`` (``pw-`` by default), so masters on
+several hosts, or with their own prefixes on one host, share one backend,
+each managing its own; of the others it touches none.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ RETRY_START, RETRY_CAP = 0.5, 15.0
 Command = Callable[[Optional[str]], None]  # called with the error, or None
 
 
-def server_prefix(host: str) -> str:
-    """The name prefix of a master's servers: ``pw-127.0.0.2-`` (IPv6 colons become dots)."""
-    return "pw-" + re.sub(r"[^A-Za-z0-9._-]", ".", frontend_host(host).strip("[]")) + "-"
+def server_prefix(host: str, prefix: str = "pw") -> str:
+    """The name prefix of a master's servers: ``pw-127.0.0.2-`` (``haproxy_prefix``; IPv6 colons become dots)."""
+    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9._-]", ".", frontend_host(host).strip("[]")) + "-"
 
 
 class _Drain:
@@ -49,7 +50,7 @@ class HAProxyServers:
         self.master = master
         self.backend = backend
         self.host = frontend_host(master.settings.host)
-        self.prefix = server_prefix(master.settings.host)
+        self.prefix = server_prefix(master.settings.host, master.settings.haproxy_prefix)
         self.client = RuntimeClient(master, address)
         self.drain_timeout = drain_timeout
         self.drains: List[_Drain] = []
@@ -111,7 +112,11 @@ class HAProxyServers:
         if error or reply is None:
             self._sync_failed(f"cannot read backend {self.backend!r}: {error}")
             return
-        existing = {name: row for name, row in servers_state(reply).items() if name.startswith(self.prefix)}
+        existing = {
+            name: row
+            for name, row in servers_state(reply).items()
+            if name.startswith(self.prefix) and name[len(self.prefix) :].isdigit()
+        }
         draining = {port for drain in self.drains for port in drain.ports}
         wanted = {self.name(port): port for port in self.master.ports if port not in draining}
         commands = []

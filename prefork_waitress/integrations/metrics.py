@@ -106,6 +106,15 @@ def collect(master: MasterHandle) -> List[exposition.Family]:
             [({"reason": reason}, counters.restarts.get(reason, 0)) for reason in RESTART_REASONS],
         ),
         counter(
+            P + "slot_restarts_total",
+            "New worker processes of the slot, by reason (as worker_restarts_total).",
+            [
+                ({"slot": str(slot_id), "reason": reason}, counters.slot_restarts.get(slot_id, {}).get(reason, 0))
+                for slot_id in sorted({w["id"] for w in status["workers"]} | set(counters.slot_restarts))
+                for reason in RESTART_REASONS
+            ],
+        ),
+        counter(
             P + "reloads_total",
             "Rolling reloads, by result: ok or failed.",
             [({"result": result}, n) for result, n in counters.reloads.items()],
