@@ -141,11 +141,21 @@ def as_cpu_affinity(value: Any) -> Union[bool, Tuple[int, ...]]:
     raise ValueError(f"expected 'auto', true, false or a list of CPU numbers, got {value!r}")
 
 
+UPSTREAM_FORMATS = ("nginx", "nginx-block", "haproxy", "haproxy-block")
+
+
 def as_upstream_format(value: Any) -> str:
-    """The frontend dialect of the upstream file."""
-    if value not in ("nginx", "haproxy"):
-        raise ValueError(f"expected 'nginx' or 'haproxy', got {value!r}")
+    """The frontend dialect of the upstream file: server lines, or a whole block (``-block``)."""
+    if value not in UPSTREAM_FORMATS:
+        raise ValueError(f"expected one of {', '.join(UPSTREAM_FORMATS)}, got {value!r}")
     return str(value)
+
+
+def as_block_name(value: Any) -> str:
+    """The name of an nginx ``upstream`` or HAProxy ``backend`` (letters, digits, '-', '_', '.')."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", value.strip()):
+        raise ValueError(f"expected a name of letters, digits, - _ . (e.g. prefork_app), got {value!r}")
+    return value.strip()
 
 
 def as_runtime_address(value: Any) -> str:
@@ -266,7 +276,14 @@ OPTIONS: Tuple[Option, ...] = (
     Option("cpu_affinity", True, as_cpu_affinity, "pin workers to CPUs: auto, off, or a CPU list"),
     Option("control_socket", None, optional(as_path), "UNIX socket for prefork-waitress ctl"),
     Option("upstream_file", None, optional(as_path), "write the live ports to this file"),
-    Option("upstream_format", "nginx", as_upstream_format, "upstream file dialect: nginx or haproxy"),
+    Option(
+        "upstream_format",
+        "nginx",
+        as_upstream_format,
+        "upstream file dialect: nginx or haproxy (server lines), nginx-block or haproxy-block (a whole "
+        "least-busy upstream/backend block)",
+    ),
+    Option("upstream_name", "prefork_app", as_block_name, "name of the upstream/backend the -block formats write"),
     Option("on_ports_changed", None, optional(str), "shell command run after the upstream file changes"),
     Option(
         "handle_signals",
@@ -278,6 +295,13 @@ OPTIONS: Tuple[Option, ...] = (
     ),
     Option("haproxy_socket", None, optional(as_runtime_address), "HAProxy Runtime API: stats socket path or host:port"),
     Option("haproxy_backend", None, optional(as_backend_name), "HAProxy backend that gets one server per worker"),
+    Option(
+        "haproxy_maxconn",
+        1,
+        int_at_least(0),
+        "maxconn of each HAProxy server (Runtime API, haproxy upstream files): requests a worker is handed "
+        "at once; more wait in HAProxy's queue for a free worker (0: no limit)",
+    ),
     Option("metrics_port", None, optional(int_at_least(1, 65535)), "serve Prometheus metrics on GET /metrics here"),
     Option("metrics_host", None, optional(as_host), "address of the metrics port (default: host)"),
     Option("access_log", None, optional(as_log_path), "access log (combined format): a path, or - for the output"),
@@ -319,10 +343,12 @@ class Settings:
     control_socket: Optional[str]
     upstream_file: Optional[str]
     upstream_format: str
+    upstream_name: str
     on_ports_changed: Optional[str]
     handle_signals: bool
     haproxy_socket: Optional[str]
     haproxy_backend: Optional[str]
+    haproxy_maxconn: int
     metrics_port: Optional[int]
     metrics_host: Optional[str]
     access_log: Optional[str]

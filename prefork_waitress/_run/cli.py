@@ -30,7 +30,7 @@ METAVARS = {
     "output": "PATH",
     "control_socket": "PATH",
     "upstream_file": "PATH",
-    "upstream_format": "{nginx,haproxy}",
+    "upstream_format": "{nginx,nginx-block,haproxy,haproxy-block}",
     "on_ports_changed": "CMD",
     "worker_class": "MODULE:CLASS",
     "cpu_affinity": "auto|off|CPUS",
