@@ -60,13 +60,14 @@ TEST_HTTP = """
 """
 
 
-def example_nginx_http(port, upstream, block=False):
+def example_nginx_http(port, upstream, block=False, listen=""):
     """``examples/nginx.conf`` listening on 127.0.0.1:``port``, including the upstream file ``upstream``.
 
     ``block``: the file is a whole ``upstream`` block (``--upstream-format
     nginx-block``), so the example's own ``upstream`` block gives way to it.
+    ``listen``: parameters added to its ``listen`` (`` reuseport``).
     """
-    text = substitute(example("nginx.conf"), r"listen 80;", f"listen 127.0.0.1:{port};")
+    text = substitute(example("nginx.conf"), r"listen 80;", f"listen 127.0.0.1:{port}{listen};")
     if block:
         return substitute(text, r"(?ms)^upstream prefork_app \{.*?^\}\n", f"include {upstream};\n")
     return substitute(text, r"include /etc/nginx/prefork-upstream.conf;", f"include {upstream};")
