@@ -30,6 +30,41 @@ def test_render_nginx_and_haproxy():
         render([8080], format="apache")
 
 
+def test_the_block_formats_balance_to_the_least_busy_worker():
+    """nginx-block / haproxy-block: the whole upstream/backend, so the balancing comes from us."""
+    nginx = render([8080, 8081], format="nginx-block", name="myapp")
+    directives = [line.strip() for line in nginx.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert directives == [
+        "upstream myapp {",
+        "least_conn;",
+        "zone myapp 64k;",
+        "server 127.0.0.1:8080;",
+        "server 127.0.0.1:8081;",
+        "keepalive 16;",
+        "}",
+    ]
+    assert "keepalive 40;" in render(range(9000, 9040), format="nginx-block")  # at least one per worker
+    haproxy = render([8080], "10.0.0.5", format="haproxy-block", name="app", maxconn=2)
+    directives = [line.strip() for line in haproxy.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert directives == [
+        "backend app",
+        "mode http",
+        "balance leastconn",
+        "timeout queue 30s",
+        "server w0 10.0.0.5:8080 check maxconn 2",
+    ]
+
+
+def test_upstream_format_and_name_are_checked():
+    from prefork_waitress.options import make_settings
+
+    with pytest.raises(ValueError, match="option upstream_format: expected one of nginx, nginx-block, haproxy, hap"):
+        make_settings(upstream_format="apache")
+    with pytest.raises(ValueError, match="option upstream_name: expected a name of letters, digits"):
+        make_settings(upstream_name="my app")
+    assert make_settings().upstream_name == "prefork_app"
+
+
 def test_file_written_on_start_and_on_every_change_then_the_command_runs(cluster, tmp_path):
     command = "cat upstream.conf >> runs.log && echo --- >> runs.log"
     c = cluster(MASTER.format(format="haproxy", command=command))
