@@ -193,3 +193,29 @@ def test_the_shipped_backend_balances_least_busy_without_a_warning(cluster, hapr
     c.order("scale", 3)  # one more sync: the check ran before the first one
     wait_until(lambda: len(haproxy.live()) == 3, message="a third server")
     assert "balances with" not in c.log()
+
+
+def test_a_new_master_gives_the_servers_it_finds_its_own_maxconn(clusters, haproxy):
+    """Servers left by a killed master (same host and ports) are taken over with this master's haproxy_maxconn."""
+    from conftest import free_ports, port_is_free
+
+    base = free_ports(2)
+    body = MASTER.replace("base_port=0", f"base_port={base}").replace(
+        "graceful_timeout=10", "haproxy_maxconn={maxconn}"
+    )
+    first = clusters("first", body.format(workers=2, host="127.0.0.1", api=str(haproxy.sock), maxconn=1))
+    ports = first.ready()["ports"]
+    wait_until(lambda: haproxy.live() == ports, message="two servers in haproxy")
+    first.signal(signal.SIGKILL)
+    first.wait_exit()
+    wait_until(lambda: all(port_is_free(port) for port in ports), message="the first master's ports free")
+    assert sorted(haproxy.servers()) == [f"pw-127.0.0.1-{port}" for port in ports]  # left behind
+    second = clusters("second", body.format(workers=2, host="127.0.0.1", api=str(haproxy.sock), maxconn=3))
+    assert second.ready()["ports"] == ports
+
+    def limits():
+        stat = haproxy.stat()
+        return {stat[f"pw-127.0.0.1-{port}"]["slim"] for port in ports}
+
+    wait_until(lambda: limits() == {"3"}, message="maxconn 3 on the servers found")
+    assert get(haproxy.port)[0] == 200
