@@ -274,7 +274,7 @@ def wrk_path():
 
 
 class WrkResult(dict):
-    """Keys: rps, p50_ms, p99_ms, requests, errors (dict), non2xx, text."""
+    """Keys: rps, p50_ms, p99_ms, max_ms (from our Lua script), requests, errors (dict), non2xx, text."""
 
     @property
     def error_count(self):
@@ -343,6 +343,7 @@ def parse_wrk_text(text):
             res["rps"] = j["requests"] / (j["duration_us"] / 1e6)
             res["p50_ms"] = j["p50_us"] / 1000.0
             res["p99_ms"] = j["p99_us"] / 1000.0
+            res["max_ms"] = j["max_us"] / 1000.0
             res["non2xx"] = j["status"]
             for k in ("connect", "read", "write", "timeout"):
                 res["errors"][k] = j[k]

@@ -141,11 +141,21 @@ def as_cpu_affinity(value: Any) -> Union[bool, Tuple[int, ...]]:
     raise ValueError(f"expected 'auto', true, false or a list of CPU numbers, got {value!r}")
 
 
+UPSTREAM_FORMATS = ("nginx", "nginx-block", "haproxy", "haproxy-block")
+
+
 def as_upstream_format(value: Any) -> str:
-    """The frontend dialect of the upstream file."""
-    if value not in ("nginx", "haproxy"):
-        raise ValueError(f"expected 'nginx' or 'haproxy', got {value!r}")
+    """The frontend dialect of the upstream file: server lines, or a whole block (``-block``)."""
+    if value not in UPSTREAM_FORMATS:
+        raise ValueError(f"expected one of {', '.join(UPSTREAM_FORMATS)}, got {value!r}")
     return str(value)
+
+
+def as_block_name(value: Any) -> str:
+    """The name of an nginx ``upstream`` or HAProxy ``backend`` (letters, digits, '-', '_', '.')."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", value.strip()):
+        raise ValueError(f"expected a name of letters, digits, - _ . (e.g. prefork_app), got {value!r}")
+    return value.strip()
 
 
 def as_runtime_address(value: Any) -> str:
@@ -317,8 +327,16 @@ OPTIONS: Tuple[Option, ...] = (
         "upstream_format",
         "nginx",
         as_upstream_format,
-        "upstream file dialect: nginx or haproxy",
-        metavar="{nginx,haproxy}",
+        "upstream file dialect: nginx or haproxy (server lines), nginx-block or haproxy-block (a whole "
+        "least-busy upstream/backend block)",
+        metavar="{nginx,nginx-block,haproxy,haproxy-block}",
+    ),
+    Option(
+        "upstream_name",
+        "prefork_app",
+        as_block_name,
+        "name of the upstream/backend the -block formats write",
+        metavar="NAME",
     ),
     Option("on_ports_changed", None, optional(str), "shell command run after the upstream file changes", metavar="CMD"),
     Option(
@@ -338,6 +356,14 @@ OPTIONS: Tuple[Option, ...] = (
         "name prefix of this master's HAProxy servers (PREFIX-HOST-PORT); masters sharing a backend and a host "
         "each need their own",
         metavar="PREFIX",
+    ),
+    Option(
+        "haproxy_maxconn",
+        1,
+        int_at_least(0),
+        "maxconn of each HAProxy server (Runtime API, haproxy upstream files): requests a worker is handed "
+        "at once; more wait in HAProxy's queue for a free worker (0: no limit)",
+        metavar="N",
     ),
     Option(
         "metrics_port",

@@ -1,98 +1,27 @@
-"""HAProxy as a live frontend through its Runtime API: a real HAProxy, real load, no failed request."""
+"""HAProxy as a live frontend through its Runtime API: a real HAProxy (examples/haproxy.cfg), real load, no failure."""
 
 import os
-import shutil
 import signal
 import socket
-import subprocess
 
 import pytest
-from conftest import Cluster, free_port, get, stop_process_group, wait_until
+from conftest import Cluster, get, wait_until
+from frontends import HAPROXY, HAProxy
 from frontload import FrontendLoad
 
 from prefork_waitress.integrations.haproxy import server_prefix
-from prefork_waitress.integrations.haproxy_runtime import parse_address, reply_error, server_sessions, servers_state
-
-HAPROXY = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if os.access(p, os.X_OK)), None)
-
-CONFIG = """
-global
-    stats socket {sock} mode 600 level admin
-    stats socket ipv4@127.0.0.1:{api_port} level admin
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-frontend web
-    bind 127.0.0.1:{port}
-    default_backend app
-backend app
-    balance roundrobin
-"""
+from prefork_waitress.integrations.haproxy_runtime import (
+    backend_algorithm,
+    parse_address,
+    reply_error,
+    server_sessions,
+)
 
 MASTER = """
 RecordingMaster("apps:app", workers={workers}, host={host!r}, base_port=0, graceful_timeout=10,
                 haproxy_socket={api!r}, haproxy_backend="app").start()
 emit("exited")
 """
-
-
-class HAProxy:
-    """haproxy -db (foreground) with its own config and stats sockets under tmp_path."""
-
-    def __init__(self, prefix):
-        prefix.mkdir()
-        self.sock, self.port, self.api_port = prefix / "admin.sock", free_port(), free_port()
-        self.conf = prefix / "haproxy.cfg"
-        self.conf.write_text(CONFIG.format(sock=self.sock, port=self.port, api_port=self.api_port))
-        self.log = prefix / "haproxy.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [HAPROXY, "-f", str(self.conf), "-db"], stdout=log, stderr=log, start_new_session=True
-            )
-        wait_until(lambda: self._up(), message="haproxy's stats socket")
-
-    def _up(self):
-        assert self.proc.poll() is None, self.log.read_text()
-        return self.sock.exists()
-
-    def ask(self, command):
-        """One Runtime API command, blocking (the test's own client)."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(self.sock))
-            s.sendall(command.encode() + b"\n")
-            chunks = []
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    return b"".join(chunks).decode()
-                chunks.append(data)
-
-    def servers(self):
-        """{name: (address, port, admin state, operational state)} of backend app."""
-        rows = servers_state(self.ask("show servers state app"))
-        return {
-            name: (row["srv_addr"], int(row["srv_port"]), row["srv_admin_state"], row["srv_op_state"])
-            for name, row in rows.items()
-        }
-
-    def live(self, prefix=""):
-        """Ports of the servers that take new requests (ready and up)."""
-        return sorted(
-            p for n, (_, p, admin, op) in self.servers().items() if n.startswith(prefix) and admin + op == "02"
-        )
-
-    def backend_errors(self):
-        """Connection errors, response errors, retries and redispatches HAProxy counted for the backend."""
-        lines = self.ask("show stat app 2 -1").splitlines()
-        header = lines[0][2:].split(",")
-        row = dict(zip(header, lines[1].split(",")))
-        return {key: row[key] for key in ("econ", "eresp", "wretr", "wredis", "hrsp_5xx")}
-
-    def stop(self):
-        stop_process_group(self.proc, signal.SIGTERM, grace=5)
 
 
 @pytest.fixture
@@ -194,6 +123,8 @@ def test_runtime_replies_are_parsed_and_errors_found():
     assert server_prefix("0.0.0.0") == "pw-127.0.0.1-" and server_prefix("::") == "pw-..1-"
     stat = "# pxname,svname,qcur,qmax,scur\napp,BACKEND,0,0,3\napp,pw-a-1,1,0,2\napp,pw-a-2,0,0,0\n"
     assert server_sessions(stat) == {"pw-a-1": 3, "pw-a-2": 0}
+    assert backend_algorithm("# pxname,svname,mode,algo\napp,BACKEND,http,leastconn\n") == "leastconn"
+    assert backend_algorithm(stat) is None and backend_algorithm("") is None
 
 
 def test_haproxy_options_are_checked_together(tmp_path):
@@ -203,6 +134,9 @@ def test_haproxy_options_are_checked_together(tmp_path):
         make_settings(haproxy_socket="127.0.0.1:9999")
     with pytest.raises(ValueError, match="expected an HAProxy backend name"):
         make_settings(haproxy_socket="x.sock", haproxy_backend="my backend")
+    with pytest.raises(ValueError, match="option haproxy_maxconn: must be at least 0, got -1"):
+        make_settings(haproxy_maxconn="-1")
+    assert make_settings().haproxy_maxconn == 1 and make_settings(haproxy_maxconn="4").haproxy_maxconn == 4
     assert make_settings(haproxy_socket="x.sock", haproxy_backend="app").haproxy_socket == os.path.abspath("x.sock")
 
 
@@ -222,3 +156,66 @@ def test_haproxy_down_at_start_is_one_warning_and_the_backend_fills_once_it_is_u
         assert len(_pids_through(late.port, 2)) == 2
     finally:
         late.stop()
+
+
+def test_servers_get_maxconn_and_a_round_robin_backend_is_pointed_out_once(cluster, tmp_path):
+    """examples/haproxy.cfg as a user may still have it (round-robin): the master says once how to fix it."""
+    if HAPROXY is None:
+        pytest.skip("no haproxy binary (CI installs Debian's haproxy)")
+    haproxy = HAProxy(tmp_path / "haproxy", edit=lambda text: text.replace("balance leastconn", "balance roundrobin"))
+    try:
+        c = cluster(
+            MASTER.replace("graceful_timeout=10", "haproxy_maxconn=2").format(
+                workers=2, host="127.0.0.1", api=str(haproxy.sock)
+            )
+        )
+        ports = c.ready()["ports"]
+        wait_until(lambda: haproxy.live() == sorted(ports), message="two servers in haproxy")
+        stat = haproxy.stat()
+        assert stat["BACKEND"]["algo"] == "roundrobin"
+        assert {stat[f"pw-127.0.0.1-{port}"]["slim"] for port in ports} == {"2"}  # maxconn 2 on each
+        wait_until(lambda: "balances with roundrobin" in c.log(), message="the warning")
+        c.order("scale", 3)
+        wait_until(lambda: len(haproxy.live()) == 3, message="a third server")
+        assert c.log().count("balances with roundrobin") == 1
+        assert "put 'balance leastconn' and 'timeout queue 30s' in backend app" in c.log()
+    finally:
+        haproxy.stop()
+
+
+def test_the_shipped_backend_balances_least_busy_without_a_warning(cluster, haproxy):
+    c = cluster(MASTER.format(workers=2, host="127.0.0.1", api=str(haproxy.sock)))
+    ports = c.ready()["ports"]
+    wait_until(lambda: haproxy.live() == sorted(ports), message="two servers in haproxy")
+    stat = haproxy.stat()
+    assert stat["BACKEND"]["algo"] == "leastconn"
+    assert {stat[f"pw-127.0.0.1-{port}"]["slim"] for port in ports} == {"1"}  # haproxy_maxconn's default
+    c.order("scale", 3)  # one more sync: the check ran before the first one
+    wait_until(lambda: len(haproxy.live()) == 3, message="a third server")
+    assert "balances with" not in c.log()
+
+
+def test_a_new_master_gives_the_servers_it_finds_its_own_maxconn(clusters, haproxy):
+    """Servers left by a killed master (same host and ports) are taken over with this master's haproxy_maxconn."""
+    from conftest import free_ports, port_is_free
+
+    base = free_ports(2)
+    body = MASTER.replace("base_port=0", f"base_port={base}").replace(
+        "graceful_timeout=10", "haproxy_maxconn={maxconn}"
+    )
+    first = clusters("first", body.format(workers=2, host="127.0.0.1", api=str(haproxy.sock), maxconn=1))
+    ports = first.ready()["ports"]
+    wait_until(lambda: haproxy.live() == ports, message="two servers in haproxy")
+    first.signal(signal.SIGKILL)
+    first.wait_exit()
+    wait_until(lambda: all(port_is_free(port) for port in ports), message="the first master's ports free")
+    assert sorted(haproxy.servers()) == [f"pw-127.0.0.1-{port}" for port in ports]  # left behind
+    second = clusters("second", body.format(workers=2, host="127.0.0.1", api=str(haproxy.sock), maxconn=3))
+    assert second.ready()["ports"] == ports
+
+    def limits():
+        stat = haproxy.stat()
+        return {stat[f"pw-127.0.0.1-{port}"]["slim"] for port in ports}
+
+    wait_until(lambda: limits() == {"3"}, message="maxconn 3 on the servers found")
+    assert get(haproxy.port)[0] == 200

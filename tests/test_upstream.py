@@ -2,16 +2,12 @@
 
 import os
 import re
-import shlex
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 
 import pytest
-from conftest import HERE, free_port, get, stop_process_group, wait_until
+from conftest import HERE, get, wait_until
+from frontends import NGINX, Nginx
 
 from prefork_waitress.upstream import render
 
@@ -27,10 +23,46 @@ def test_render_nginx_and_haproxy():
     assert render([9000], "0.0.0.0") == "server 127.0.0.1:9000;\n"
     assert render([9000], "::") == "server [::1]:9000;\n"
     assert render([8080, 8081], "10.0.0.5", "haproxy") == (
-        "server w0 10.0.0.5:8080 check\nserver w1 10.0.0.5:8081 check\n"
+        "server w0 10.0.0.5:8080 check maxconn 1\nserver w1 10.0.0.5:8081 check maxconn 1\n"
     )
+    assert render([9000], format="haproxy", maxconn=0) == "server w0 127.0.0.1:9000 check\n"
     with pytest.raises(ValueError, match="unknown upstream format"):
         render([8080], format="apache")
+
+
+def test_the_block_formats_balance_to_the_least_busy_worker():
+    """nginx-block / haproxy-block: the whole upstream/backend, so the balancing comes from us."""
+    nginx = render([8080, 8081], format="nginx-block", name="myapp")
+    directives = [line.strip() for line in nginx.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert directives == [
+        "upstream myapp {",
+        "least_conn;",
+        "zone myapp 64k;",
+        "server 127.0.0.1:8080;",
+        "server 127.0.0.1:8081;",
+        "keepalive 16;",
+        "}",
+    ]
+    assert "keepalive 40;" in render(range(9000, 9040), format="nginx-block")  # at least one per worker
+    haproxy = render([8080], "10.0.0.5", format="haproxy-block", name="app", maxconn=2)
+    directives = [line.strip() for line in haproxy.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert directives == [
+        "backend app",
+        "mode http",
+        "balance leastconn",
+        "timeout queue 30s",
+        "server w0 10.0.0.5:8080 check maxconn 2",
+    ]
+
+
+def test_upstream_format_and_name_are_checked():
+    from prefork_waitress.options import make_settings
+
+    with pytest.raises(ValueError, match="option upstream_format: expected one of nginx, nginx-block, haproxy, hap"):
+        make_settings(upstream_format="apache")
+    with pytest.raises(ValueError, match="option upstream_name: expected a name of letters, digits"):
+        make_settings(upstream_name="my app")
+    assert make_settings().upstream_name == "prefork_app"
 
 
 def test_file_written_on_start_and_on_every_change_then_the_command_runs(cluster, tmp_path):
@@ -70,79 +102,6 @@ def test_command_failing_before_any_success_says_the_frontend_may_not_be_up(clus
 
 
 # --- a real nginx in front -------------------------------------------------------------
-
-NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
-
-NGINX_CONF = """
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-{user}
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    {temp_paths}
-    upstream app {{ include {upstream}; {keepalive} }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ proxy_pass http://app; {proxy} }}
-    }}
-}}
-"""
-
-
-def _nginx_features():
-    info = subprocess.run([NGINX, "-V"], capture_output=True, text=True).stderr
-    version = tuple(int(n) for n in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", info).groups())
-    return version, info
-
-
-class Nginx:
-    """nginx with its own config, pid, logs and temp files under tmp_path, in the foreground."""
-
-    def __init__(self, prefix, upstream, keepalive=False):
-        version, info = _nginx_features()
-        self.prefix, self.port = prefix, free_port()
-        (prefix / "tmp").mkdir(parents=True)
-        temps = [f"client_body_temp_path {prefix}/tmp/body;"] + [
-            f"{module}_temp_path {prefix}/tmp/{module};"
-            for module in ("proxy", "fastcgi", "uwsgi", "scgi")
-            if f"--without-http_{module}_module" not in info
-        ]
-        self.conf = prefix / "nginx.conf"
-        self.conf.write_text(
-            NGINX_CONF.format(
-                prefix=prefix,
-                port=self.port,
-                upstream=upstream,
-                user="user root;" if os.geteuid() == 0 else "",
-                temp_paths="\n    ".join(temps),
-                keepalive="keepalive 16;" if keepalive else "",
-                proxy='proxy_http_version 1.1; proxy_set_header Connection "";' if keepalive else "",
-            )
-        )
-        self.base = [NGINX, "-c", str(self.conf), "-p", str(prefix)]
-        if version >= (1, 19, 5):
-            self.base += ["-e", str(prefix / "error.log")]
-        self.proc = None
-
-    def reload_command(self):
-        return " ".join(shlex.quote(arg) for arg in self.base + ["-s", "reload"])
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            self.base + ["-g", "daemon off;"], stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        wait_until(self._accepting, message="nginx listening")
-
-    def _accepting(self):
-        assert self.proc.poll() is None, (self.prefix / "error.log").read_text()
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self):
-        if self.proc is not None:
-            stop_process_group(self.proc, signal.SIGQUIT, grace=5)
 
 
 @pytest.fixture

@@ -10,21 +10,27 @@ HAProxy reports no session or queued request on it, then puts it in
 ``<haproxy_prefix>-<host>-<port>`` (``pw-`` by default), so masters on
 several hosts, or with their own prefixes on one host, share one backend,
 each managing its own; of the others it touches none.
+
+Servers are added with ``maxconn`` (``haproxy_maxconn``, default 1): a
+single-threaded worker runs one request at a time, so HAProxy keeps the rest
+in its queue and hands each to the next free worker. A backend found
+balancing another way than ``leastconn`` is logged once, with the fix.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Set
 
 from .._core.handle import MasterHandle
 from .._os.platform import frontend_host
-from .haproxy_runtime import RuntimeClient, reply_error, server_sessions, servers_state
+from .haproxy_runtime import RuntimeClient, backend_algorithm, reply_error, server_sessions, servers_state
 
 log = logging.getLogger("prefork_waitress")
 
-SERVER_SETTINGS = "check inter 2s"
+SERVER_SETTINGS = "check inter 2s"  # plus "maxconn N" (haproxy_maxconn)
+LEAST_BUSY = ("leastconn", "first")  # the algorithms that never pick a busy worker while another idles
 DRAIN_POLL = 0.05
 RETRY_START, RETRY_CAP = 0.5, 15.0
 Command = Callable[[Optional[str]], None]  # called with the error, or None
@@ -60,6 +66,9 @@ class HAProxyServers:
         self.retry_delay = RETRY_START
         self.failing = False
         self.closing = False
+        self.maxconn = master.settings.haproxy_maxconn
+        self.algorithm_checked = False
+        self.limited: Set[str] = set()  # servers this master gave its maxconn
 
     def name(self, port: int) -> str:
         return f"{self.prefix}{port}"
@@ -105,7 +114,25 @@ class HAProxyServers:
             self.again = True
             return
         self.syncing = True
+        if not self.algorithm_checked:
+            self.client.run(f"show stat {self.backend} 2 -1", self._check_algorithm)
         self.client.run(f"show servers state {self.backend}", self._synced_state)
+
+    def _check_algorithm(self, reply: Optional[str], error: Optional[str]) -> None:
+        """Once: say so if the backend balances round-robin (or by hash), with the fix."""
+        if error or reply is None or reply_error(reply):
+            return  # the sync that follows reports an unreachable HAProxy
+        self.algorithm_checked = True
+        algorithm = backend_algorithm(reply)
+        if algorithm is not None and algorithm not in LEAST_BUSY:
+            log.warning(
+                "HAProxy backend %s balances with %s: it hands a request to a worker busy with a slow one while "
+                "another worker idles; put 'balance leastconn' and 'timeout queue 30s' in backend %s "
+                "(see examples/haproxy.cfg)",
+                self.backend,
+                algorithm,
+                self.backend,
+            )
 
     def _synced_state(self, reply: Optional[str], error: Optional[str]) -> None:
         error = error or (reply_error(reply) if reply is not None else None)
@@ -125,15 +152,19 @@ class HAProxyServers:
             server = f"{self.backend}/{name}"
             if row is None:
                 commands += [
-                    f"add server {server} {self.host}:{port} {SERVER_SETTINGS}",
+                    f"add server {server} {self.host}:{port} {SERVER_SETTINGS} maxconn {self.maxconn}",
                     f"enable health {server}",
                     f"set server {server} state ready",
                 ]
+                self.limited.add(name)
                 continue
             if row.get("srv_addr") != self.host.strip("[]") or row.get("srv_port") != str(port):
                 commands.append(f"set server {server} addr {self.host.strip('[]')} port {port}")
             if row.get("srv_admin_state") != "0":
                 commands.append(f"set server {server} state ready")
+            if name not in self.limited:  # an earlier run's server: its maxconn may differ
+                commands.append(f"set maxconn server {server} {self.maxconn}")
+                self.limited.add(name)
         for name, row in existing.items():
             port_text = name[len(self.prefix) :]
             if name in wanted or (port_text.isdigit() and int(port_text) in draining):

@@ -15,7 +15,7 @@ import select
 import socket
 from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple
 
-__all__ = ["RuntimeClient", "parse_address", "reply_error", "servers_state", "server_sessions"]
+__all__ = ["RuntimeClient", "parse_address", "reply_error", "servers_state", "server_sessions", "backend_algorithm"]
 
 Reply = Callable[[Optional[str], Optional[str]], None]  # (reply, error): one of them is None
 CONNECT_POLL = 0.005
@@ -77,6 +77,19 @@ def server_sessions(reply: str) -> Dict[str, int]:
             continue
         sessions[row["svname"]] = int(row.get("scur") or 0) + int(row.get("qcur") or 0)
     return sessions
+
+
+def backend_algorithm(reply: str) -> Optional[str]:
+    """The balance algorithm (``algo`` column) of the BACKEND row of ``show stat BACKEND 2 -1``, if given."""
+    lines = [line for line in reply.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("# "):
+        return None
+    header = lines[0][2:].split(",")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(",")))
+        if row.get("svname") == "BACKEND":
+            return row.get("algo") or None
+    return None
 
 
 class _Call:

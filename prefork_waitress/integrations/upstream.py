@@ -21,21 +21,65 @@ __all__ = ["render", "write_atomically", "UpstreamWriter", "frontend_host"]
 
 log = logging.getLogger("prefork_waitress")
 
-FORMATS = ("nginx", "haproxy")
+FORMATS = ("nginx", "nginx-block", "haproxy", "haproxy-block")
 POLL_START, POLL_CAP = 0.02, 0.5
 COMMAND_TIMEOUT = 60.0
+QUEUE_TIMEOUT = "30s"  # how long HAProxy holds a request for a free worker before a 503
+
+NGINX_BLOCK = """\
+# Written by prefork_waitress; include it in nginx's http {{}} block.
+upstream {name} {{
+    # the worker with the fewest requests in flight: never a busy one while another idles
+    least_conn;
+    # one count shared by every nginx worker process (without it each counts only its own)
+    zone {name} 64k;
+{servers}    # idle connections kept per nginx process; an idle one does not count as busy
+    keepalive {keepalive};
+}}
+"""
+
+HAPROXY_BLOCK = """\
+# Written by prefork_waitress; load it after the main config: haproxy -f haproxy.cfg -f THIS_FILE
+backend {name}
+    mode http
+    # the worker with the fewest requests in flight; maxconn: a worker is handed one request at a time
+    balance leastconn
+    # with every worker busy a request waits in HAProxy's queue this long for a free one, then 503
+    timeout queue {queue}
+{servers}"""
 
 
-def render(ports: Iterable[int], host: str = "127.0.0.1", format: str = "nginx") -> str:
-    """The body of an nginx ``upstream`` block, or HAProxy ``server`` lines, for ``ports``."""
+def render(
+    ports: Iterable[int],
+    host: str = "127.0.0.1",
+    format: str = "nginx",
+    *,
+    name: str = "prefork_app",
+    maxconn: int = 1,
+) -> str:
+    """The live ports for a frontend, in ``format``.
+
+    ``nginx``: the body of an ``upstream`` block (``server`` lines); ``haproxy``:
+    ``server`` lines with ``maxconn`` for a ``backend``; ``nginx-block`` and
+    ``haproxy-block``: a whole ``upstream``/``backend`` called ``name`` that
+    balances to the least busy worker, so that comes from here, not from lines
+    a user has to remember.
+    """
     address = frontend_host(host)
-    if format == "nginx":
+    ports = list(ports)
+    if format in ("nginx", "nginx-block"):
         lines = [f"server {address}:{port};" for port in ports]
-    elif format == "haproxy":
-        lines = [f"server w{index} {address}:{port} check" for index, port in enumerate(ports)]
+    elif format in ("haproxy", "haproxy-block"):
+        limit = f" maxconn {maxconn}" if maxconn else ""
+        lines = [f"server w{index} {address}:{port} check{limit}" for index, port in enumerate(ports)]
     else:
         raise ValueError(f"unknown upstream format {format!r}; expected one of {', '.join(FORMATS)}")
-    return "".join(line + "\n" for line in lines)
+    if not format.endswith("-block"):
+        return "".join(line + "\n" for line in lines)
+    servers = "".join(f"    {line}\n" for line in lines)
+    if format == "nginx-block":
+        return NGINX_BLOCK.format(name=name, servers=servers, keepalive=max(16, len(ports)))
+    return HAPROXY_BLOCK.format(name=name, servers=servers, queue=QUEUE_TIMEOUT)
 
 
 def _pidfd(pid: int) -> Optional[int]:
@@ -94,7 +138,11 @@ class UpstreamWriter:
     def update(self, ports: List[int]) -> None:
         """Rewrite the file for ``ports``; run the command if it was written."""
         try:
-            write_atomically(self.path, render(ports, self.master.settings.host, self.format))
+            settings = self.master.settings
+            text = render(
+                ports, settings.host, self.format, name=settings.upstream_name, maxconn=settings.haproxy_maxconn
+            )
+            write_atomically(self.path, text)
         except OSError as exc:
             log.error("cannot write the upstream file %s: %s", self.path, exc)
             return
