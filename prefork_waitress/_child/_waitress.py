@@ -46,6 +46,10 @@ COALESCE_MAX = 64 * 1024
 
 log = logging.getLogger("prefork_waitress.worker")
 
+# How often the loop looks for connections whose output has not moved for
+# channel_timeout (a client that stopped reading).
+STALL_SWEEP = 0.5
+
 # A retiring worker (no successor on its socket) keeps accepting until its
 # port has had no connection for this long: the frontend has moved on.
 QUIET_PORT = 1.0
@@ -158,6 +162,9 @@ class _DrainAwareChannel(HTTPChannel):  # type: ignore[misc]
     pw_held: Optional[bytes] = None
 
     def write_soon(self, data: Any) -> Any:
+        # Output handed over is activity: the stall sweep (DrainableServer._drop_stalled)
+        # must not take a response that was slow to start for one that stopped moving.
+        self.last_activity = time.time()
         if self.pw_hold_header:  # the response header: keep it for the first body chunk
             self.pw_hold_header = False
             self.pw_held = data
@@ -243,13 +250,27 @@ class _InlineChannel(_DrainAwareChannel):
         high = self.adj.outbuf_high_watermark
         if self.total_outbufs_len <= high:
             return
+        # On this thread closing is safe: a reset or a broken pipe (which
+        # waitress's send() turns into 0 bytes sent) closes the channel at once;
+        # a socket poll() reports as failed does too, or the loop would spin.
         poller = select.poll()
         poller.register(self.socket.fileno(), select.POLLOUT)
         while self.connected and self.total_outbufs_len > high:
-            flushed, failed = self._flush_exception(self._flush_some, do_close=False)
-            if failed or (not flushed and not poller.poll(self.adj.channel_timeout * 1000)):
+            flushed, failed = self._flush_exception(self._flush_some, do_close=True)
+            if not self.connected:  # reset: send() closed it
+                return
+            if failed or not flushed and not _writable_again(poller, self.adj.channel_timeout):
                 self.handle_close()  # the task's next write raises ClientDisconnected
                 return
+
+
+def _writable_again(poller: "select.poll", timeout: float) -> bool:
+    """The socket takes more within ``timeout`` seconds (False: it timed out, or failed)."""
+    events = poller.poll(timeout * 1000)
+    return bool(events) and not any(flags & _POLL_FAILED for _, flags in events)
+
+
+_POLL_FAILED = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
 class _InlineDispatcher:
@@ -314,6 +335,7 @@ class DrainableServer:
         self._drain_started: Optional[float] = None
         self._accept_until = 0.0
         self._last_busy = 0.0
+        self._next_sweep = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -358,6 +380,8 @@ class DrainableServer:
             wasyncore.loop(timeout=timeout, map=self._map, use_poll=adj.asyncore_use_poll, count=1)
             if self._inline is not None and self._inline.queue:
                 self._inline.run_pending()
+            if time.monotonic() >= self._next_sweep:
+                self._drop_stalled()
             if not self._stop_requested:
                 continue
             if self._drain_started is None:
@@ -367,6 +391,21 @@ class DrainableServer:
             if self._drain_step():
                 break
         self._shutdown()
+
+    def _drop_stalled(self) -> None:
+        """Close every connection whose pending output has not moved for channel_timeout.
+
+        waitress's own sweep skips a connection with a request running, and the
+        task thread waits for a stalled client's buffer to drain without a
+        deadline: one client that reads nothing would hold the worker for ever.
+        Closing it here (on the loop thread, which owns the sockets) wakes that
+        wait, and the task's next write raises ClientDisconnected.
+        """
+        self._next_sweep = time.monotonic() + STALL_SWEEP
+        cutoff = time.time() - self.server.adj.channel_timeout
+        for channel in list(self.server.active_channels.values()):
+            if channel.total_outbufs_len and channel.last_activity < cutoff and channel.connected:
+                channel.handle_close()
 
     def _still_accepting(self) -> bool:
         """While retiring: True until the port is quiet (nothing queued, no connection active) or time is up."""
