@@ -124,9 +124,13 @@ class _DrainAwareTask(WSGITask):  # type: ignore[misc]
                 hooks.request_logged(_facts(self, failed), None)
 
     def build_response_header(self) -> Any:
-        if self.channel.server.pw_closing:
-            self.set_close_on_finish()
-        return super().build_response_header()
+        if not self.channel.server.pw_closing:
+            return super().build_response_header()
+        self.set_close_on_finish()
+        # waitress adds Keep-Alive for an HTTP/1.0 keep-alive request whatever
+        # close_on_finish says: the connection closes, so only close is true.
+        header: bytes = super().build_response_header()
+        return header.replace(b"\r\nConnection: Keep-Alive\r\n", b"\r\n", 1)
 
     def write(self, data: bytes) -> None:
         # The header and the first chunk of the body leave in one send, not two.
