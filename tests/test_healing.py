@@ -103,7 +103,7 @@ def test_fd_exhaustion_at_start_up_is_one_line_and_leaves_nothing_running(tmp_pa
     limit = 40
     code = (
         "import resource, sys\n"
-        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))\n"  # hard too: the master raises soft
         "from prefork_waitress._run.cli import main\n"
         "sys.exit(main())\n"
     )
