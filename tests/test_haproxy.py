@@ -7,7 +7,7 @@ import socket
 import subprocess
 
 import pytest
-from conftest import Cluster, free_port, get, stop_process_group, wait_until
+from conftest import Cluster, free_port, get, missing, stop_process_group, wait_until
 from frontload import FrontendLoad
 
 from prefork_waitress.integrations.haproxy import server_prefix
@@ -98,7 +98,7 @@ class HAProxy:
 @pytest.fixture
 def haproxy(tmp_path):
     if HAPROXY is None:
-        pytest.skip("no haproxy binary (CI installs Debian's haproxy)")
+        missing("no haproxy binary (CI installs Debian's haproxy)")
     server = HAProxy(tmp_path / "haproxy")
     yield server
     server.stop()
@@ -208,7 +208,7 @@ def test_haproxy_options_are_checked_together(tmp_path):
 
 def test_haproxy_down_at_start_is_one_warning_and_the_backend_fills_once_it_is_up(cluster, tmp_path):
     if HAPROXY is None:
-        pytest.skip("no haproxy binary (CI installs Debian's haproxy)")
+        missing("no haproxy binary (CI installs Debian's haproxy)")
     prefix = tmp_path / "haproxy"
     c = cluster(MASTER.format(workers=2, host="127.0.0.1", api=str(prefix / "admin.sock")))
     ports = c.ready()["ports"]

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import HERE, free_port, get, stop_process_group, wait_until
+from conftest import HERE, free_port, get, missing, stop_process_group, wait_until
 
 from prefork_waitress.upstream import render
 
@@ -148,7 +148,7 @@ class Nginx:
 @pytest.fixture
 def nginx(tmp_path, request):
     if NGINX is None:
-        pytest.skip("no nginx binary (CI installs nginx-light)")
+        missing("no nginx binary (CI installs nginx-light)")
     server = Nginx(tmp_path / "nginx", tmp_path / "upstream.conf", getattr(request, "param", False))
     yield server
     server.stop()
