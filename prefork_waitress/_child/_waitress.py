@@ -46,9 +46,10 @@ COALESCE_MAX = 64 * 1024
 
 log = logging.getLogger("prefork_waitress.worker")
 
-# How often the loop looks for connections whose output has not moved for
+# How often (at most) the loop looks for connections whose output has not moved for
 # channel_timeout (a client that stopped reading).
-STALL_SWEEP = 0.5
+STALL_SWEEP = 1.0
+MIN_SWEEP = 0.01
 
 # A retiring worker (no successor on its socket) keeps accepting until its
 # port has had no connection for this long: the frontend has moved on.
@@ -380,12 +381,14 @@ class DrainableServer:
         while True:
             if on_turn is not None:
                 on_turn()
+            now = time.monotonic()
+            if now >= self._next_sweep:
+                self._drop_stalled(now)
             timeout = DRAIN_TICK if self._stop_requested else adj.asyncore_loop_timeout
+            timeout = min(timeout, self._next_sweep - now)  # wake up when a stall is due
             wasyncore.loop(timeout=timeout, map=self._map, use_poll=adj.asyncore_use_poll, count=1)
             if self._inline is not None and self._inline.queue:
                 self._inline.run_pending()
-            if time.monotonic() >= self._next_sweep:
-                self._drop_stalled()
             if not self._stop_requested:
                 continue
             if self._drain_started is None:
@@ -396,20 +399,27 @@ class DrainableServer:
                 break
         self._shutdown()
 
-    def _drop_stalled(self) -> None:
+    def _drop_stalled(self, now: float) -> None:
         """Close every connection whose pending output has not moved for channel_timeout.
 
         waitress's own sweep skips a connection with a request running, and the
         task thread waits for a stalled client's buffer to drain without a
         deadline: one client that reads nothing would hold the worker for ever.
         Closing it here (on the loop thread, which owns the sockets) wakes that
-        wait, and the task's next write raises ClientDisconnected.
+        wait, and the task's next write raises ClientDisconnected. The next
+        sweep is when the oldest pending output would be due, STALL_SWEEP at most.
         """
-        self._next_sweep = time.monotonic() + STALL_SWEEP
-        cutoff = time.time() - self.server.adj.channel_timeout
+        limit = self.server.adj.channel_timeout
+        wall = time.time()
+        due = wall + STALL_SWEEP
         for channel in list(self.server.active_channels.values()):
-            if channel.total_outbufs_len and channel.last_activity < cutoff and channel.connected:
+            if not (channel.total_outbufs_len and channel.connected):
+                continue
+            if channel.last_activity + limit <= wall:
                 channel.handle_close()
+            else:
+                due = min(due, channel.last_activity + limit)
+        self._next_sweep = now + max(due - wall, MIN_SWEEP)
 
     def _still_accepting(self) -> bool:
         """While retiring: True until the port is quiet (nothing queued, no connection active) or time is up."""
