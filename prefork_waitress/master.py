@@ -19,7 +19,15 @@ from ._core.pool import Message, WorkerPool
 from ._core.scaling import check_count
 from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit
 from ._os.activation import activated_sockets
-from ._os.limits import StopRequested, TimeLimitExceeded, is_out_of_fds, out_of_fds_message, stop_on_sigterm, time_limit
+from ._os.limits import (
+    StopRequested,
+    TimeLimitExceeded,
+    is_out_of_fds,
+    out_of_fds_message,
+    raise_fd_limit,
+    stop_on_sigterm,
+    time_limit,
+)
 from ._os.loading import AppImportError, resolve
 from ._os.memory import freeze_heap, unfreeze_heap
 from ._os.pidfile import PidFile
@@ -245,6 +253,7 @@ class Master:
         if self._state is not State.NEW:
             raise RuntimeError("a Master can be started once")
         self._state = State.BOOTING
+        raise_fd_limit()  # workers get the original soft limit back (restore_fd_limit)
         try:
             try:
                 self._prepare()

@@ -33,6 +33,14 @@ def wait_until(condition, timeout=10.0, interval=0.01, message="condition"):
         time.sleep(interval)
 
 
+def missing(what):
+    """A program or package a test needs is absent: a skip on a developer's box, a failure under
+    ``CI=true`` (CI must not pass by skipping what it was meant to test)."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{what}, and CI=true: a test CI must run cannot be skipped")
+    pytest.skip(what, allow_module_level=True)
+
+
 class InThread:
     """Run ``function()`` in a thread; :meth:`result` returns its value or raises its exception here."""
 
@@ -315,7 +323,12 @@ class KeepAliveConnection(http.client.HTTPConnection):
 
 
 class LoadLoop:
-    """Bounded client load on 127.0.0.1: keep-alive and fresh connections, counting failures."""
+    """Bounded client load on 127.0.0.1: keep-alive and fresh connections, counting failures.
+
+    ``max_seconds`` only keeps a broken test from loading for ever: load that ends
+    there, before the ``with`` block stops it, fails the test (what followed ran
+    without load), as does waiting for requests after it.
+    """
 
     def __init__(self, ports, threads=4, max_seconds=30.0, path="/"):
         self.ports = list(ports)
@@ -325,6 +338,8 @@ class LoadLoop:
         self._stop = threading.Event()
         self._deadline = time.monotonic() + max_seconds
         self._lock = threading.Lock()
+        self._max_seconds = max_seconds
+        self.ended_at_bound = False
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
     def __enter__(self):
@@ -332,12 +347,23 @@ class LoadLoop:
             thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self._stop.set()
         for thread in self._threads:
             thread.join(15)
+        if exc_type is None:
+            self._check_bound()
+
+    def _check_bound(self):
+        if self.ended_at_bound:
+            raise AssertionError(f"the load ended at its bound ({self._max_seconds} s) before the test stopped it")
 
     def _run(self, index):
+        self._loop(index)
+        if not self._stop.is_set():
+            self.ended_at_bound = True
+
+    def _loop(self, index):
         keep_alive = index % 2 == 0
         conns = {}
         n = index
@@ -366,4 +392,9 @@ class LoadLoop:
 
     def wait_for_requests(self, count, timeout=10.0):
         start = self.ok
-        wait_until(lambda: self.ok >= start + count, timeout, message=f"{count} more requests")
+
+        def done():
+            self._check_bound()
+            return self.ok >= start + count
+
+        wait_until(done, timeout, message=f"{count} more requests")

@@ -8,9 +8,14 @@ from conftest import KeepAliveConnection, wait_until
 
 
 class FrontendLoad:
-    """Threads alternating GET and POST (with a body) on keep-alive and fresh connections."""
+    """Threads alternating GET and POST (with a body) on keep-alive and fresh connections.
 
-    def __init__(self, port, threads=4, max_seconds=30.0, max_requests=20000):
+    ``max_seconds`` (and ``max_requests``, None: no count bound) only keep a broken
+    test from loading for ever: load that ends at either before the ``with`` block
+    stops it fails the test, as does waiting for requests after it.
+    """
+
+    def __init__(self, port, threads=4, max_seconds=30.0, max_requests=None):
         self.port = port
         self.ok = 0
         self.posts = 0
@@ -18,7 +23,9 @@ class FrontendLoad:
         self.failures = []
         self._stop = threading.Event()
         self._deadline = time.monotonic() + max_seconds
-        self._budget = max_requests
+        self._budget = float("inf") if max_requests is None else max_requests
+        self._bounds = f"{max_seconds} s" + ("" if max_requests is None else f" or {max_requests} requests")
+        self.ended_at_bound = False
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
@@ -27,10 +34,16 @@ class FrontendLoad:
             thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self._stop.set()
         for thread in self._threads:
             thread.join(15)
+        if exc_type is None:
+            self._check_bound()
+
+    def _check_bound(self):
+        if self.ended_at_bound:
+            raise AssertionError(f"the load ended at its bound ({self._bounds}) before the test stopped it")
 
     def _one(self, conn, n):
         if n % 2:
@@ -62,6 +75,11 @@ class FrontendLoad:
         return conn, self._one(conn, n)
 
     def _run(self, index):
+        self._loop(index)
+        if not self._stop.is_set():
+            self.ended_at_bound = True
+
+    def _loop(self, index):
         keep_alive = index % 2 == 0
         conn = None
         n = index
@@ -88,4 +106,9 @@ class FrontendLoad:
 
     def wait_for_requests(self, count, timeout=15.0):
         start = self.ok
-        wait_until(lambda: self.ok >= start + count or self.failures, timeout, message=f"{count} more requests")
+
+        def done():
+            self._check_bound()
+            return self.ok >= start + count or self.failures
+
+        wait_until(done, timeout, message=f"{count} more requests")

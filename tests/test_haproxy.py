@@ -5,7 +5,7 @@ import signal
 import socket
 
 import pytest
-from conftest import Cluster, get, wait_until
+from conftest import Cluster, get, missing, wait_until
 from frontends import HAPROXY, HAProxy
 from frontload import FrontendLoad
 
@@ -27,7 +27,7 @@ emit("exited")
 @pytest.fixture
 def haproxy(tmp_path):
     if HAPROXY is None:
-        pytest.skip("no haproxy binary (CI installs Debian's haproxy)")
+        missing("no haproxy binary (CI installs Debian's haproxy)")
     server = HAProxy(tmp_path / "haproxy")
     yield server
     server.stop()
@@ -142,7 +142,7 @@ def test_haproxy_options_are_checked_together(tmp_path):
 
 def test_haproxy_down_at_start_is_one_warning_and_the_backend_fills_once_it_is_up(cluster, tmp_path):
     if HAPROXY is None:
-        pytest.skip("no haproxy binary (CI installs Debian's haproxy)")
+        missing("no haproxy binary (CI installs Debian's haproxy)")
     prefix = tmp_path / "haproxy"
     c = cluster(MASTER.format(workers=2, host="127.0.0.1", api=str(prefix / "admin.sock")))
     ports = c.ready()["ports"]
@@ -161,7 +161,7 @@ def test_haproxy_down_at_start_is_one_warning_and_the_backend_fills_once_it_is_u
 def test_servers_get_maxconn_and_a_round_robin_backend_is_pointed_out_once(cluster, tmp_path):
     """examples/haproxy.cfg as a user may still have it (round-robin): the master says once how to fix it."""
     if HAPROXY is None:
-        pytest.skip("no haproxy binary (CI installs Debian's haproxy)")
+        missing("no haproxy binary (CI installs Debian's haproxy)")
     haproxy = HAProxy(tmp_path / "haproxy", edit=lambda text: text.replace("balance leastconn", "balance roundrobin"))
     try:
         c = cluster(

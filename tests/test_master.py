@@ -55,32 +55,44 @@ def test_killed_worker_is_replaced_on_the_same_port_without_refusing(cluster):
     c, ready = basic(cluster, workers=2)
     victim = ready["workers"][0]
     port = victim["port"]
-    errors = []
+    outcomes = []  # (monotonic start, "ok" | "refused" | "lost") of every request the hammer sent
     stop = threading.Event()
 
     def hammer():
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 get(port, timeout=5)
-            except ConnectionRefusedError as exc:
-                errors.append(exc)
+                outcome = "ok"
+            except ConnectionRefusedError:
+                outcome = "refused"
             except (ConnectionResetError, http_client_errors()):
-                pass  # the request in flight on the killed process may fail
+                outcome = "lost"  # only the request in flight on the killed process may be
+            outcomes.append((started, outcome))
+
+    def after(moment):
+        return [outcome for started, outcome in list(outcomes) if started >= moment]
 
     thread = threading.Thread(target=hammer)
     thread.start()
     try:
+        wait_until(lambda: after(0).count("ok") >= 3, message="the hammer's first requests answered")
         os.kill(victim["pid"], signal.SIGKILL)
         exited = c.wait_event("worker_exited")
+        reaped = time.monotonic()  # from here on the old process is gone: nothing may fail
         assert exited["info"]["pid"] == victim["pid"] and exited["exitcode"] == -signal.SIGKILL
         started = c.wait_event("worker_started", where=lambda e: e["info"]["id"] == 0 and e["info"]["generation"] == 2)
         assert started["info"]["port"] == port and started["info"]["pid"] != victim["pid"]
         assert started["info"]["restarts"] == 1 and started["info"]["generation"] == 2
         wait_until(lambda: get(port)[1].startswith(str(started["info"]["pid"])), message="new worker answers")
+        wait_until(lambda: after(reaped).count("ok") >= 3, message="the hammer answered after the respawn")
     finally:
         stop.set()
         thread.join(10)
-    assert errors == []
+    seen = [outcome for _, outcome in outcomes]
+    assert seen.count("refused") == 0, seen
+    assert seen.count("lost") <= 1, f"more than the one request in flight on the killed worker was lost: {seen}"
+    assert set(after(reaped)) == {"ok"}, f"a request sent after the old worker was reaped failed: {after(reaped)}"
 
 
 def http_client_errors():

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import missing, wait_until
 from frontends import HAPROXY, NGINX, HAProxy, Nginx, example_nginx_http
 
 SLOW = "/slow?s=0.5"
@@ -106,9 +106,9 @@ def frontend(tmp_path, cluster):
 
     def start(kind):
         if kind.startswith("nginx") and NGINX is None:
-            pytest.skip("no nginx binary (CI installs nginx-light)")
+            missing("no nginx binary (CI installs nginx-light)")
         if kind.startswith("haproxy") and HAPROXY is None:
-            pytest.skip("no haproxy binary (CI installs Debian's haproxy)")
+            missing("no haproxy binary (CI installs Debian's haproxy)")
         upstream = tmp_path / "upstream.conf"
         if kind in ("nginx-example", "nginx-block"):
             fmt = "nginx" if kind == "nginx-example" else "nginx-block"
@@ -152,7 +152,7 @@ def test_fast_requests_never_wait_behind_slow_ones(frontend, kind):
 def test_with_every_worker_busy_haproxy_queues_and_nothing_fails(tmp_path, cluster):
     """8 slow requests at once for 4 workers: HAProxy hands each worker one, queues the rest, all succeed."""
     if HAPROXY is None:
-        pytest.skip("no haproxy binary (CI installs Debian's haproxy)")
+        missing("no haproxy binary (CI installs Debian's haproxy)")
     haproxy = HAProxy(tmp_path / "haproxy")
     try:
         c = cluster(MASTER.format(format="nginx", name="prefork_app", api=str(haproxy.sock), backend="app"))

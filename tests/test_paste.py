@@ -7,9 +7,12 @@ import sys
 from importlib import metadata
 
 import pytest
-from conftest import get, wait_until
+from conftest import get, missing, wait_until
 
-pytest.importorskip("paste.deploy")
+try:
+    import paste.deploy  # noqa: F401
+except ImportError:
+    missing("PasteDeploy is not installed (the testing extra has it)")
 
 INI = """
 [app:main]
@@ -56,7 +59,7 @@ def run_ini(server, tmp_path, use, workers="2"):
 @pytest.mark.parametrize("use", ["egg:prefork_waitress", "call:prefork_waitress.paste:server_factory"])
 def test_ini_file_serves_the_paste_app_with_string_options(server, tmp_path, use):
     if use.startswith("egg:") and not _installed_entry_point():
-        pytest.skip("prefork_waitress is not installed, so its egg: entry point cannot resolve")
+        missing("prefork_waitress is not installed, so its egg: entry point cannot resolve")
     s = run_ini(server, tmp_path, use)
     status = s.status(tmp_path / "ctl.sock")
     assert len(status["workers"]) == 2
@@ -70,7 +73,7 @@ def test_ini_file_serves_the_paste_app_with_string_options(server, tmp_path, use
 @pytest.mark.parametrize("use", ["egg:prefork_waitress", "call:prefork_waitress.paste:server_factory"])
 def test_bad_ini_value_is_a_one_line_error(server, tmp_path, use):
     if use.startswith("egg:") and not _installed_entry_point():
-        pytest.skip("prefork_waitress is not installed, so its egg: entry point cannot resolve")
+        missing("prefork_waitress is not installed, so its egg: entry point cannot resolve")
     s = run_ini(server, tmp_path, use, workers="many")
     assert s.wait() == 1
     assert s.log().strip() == "prefork-waitress: error: option workers: expected a number, got 'many'"
@@ -80,7 +83,10 @@ PSERVE = (sys.executable, "-c", "import sys; from pyramid.scripts.pserve import 
 
 
 def run_pserve(server, tmp_path, *pserve_args, **server_options):
-    pytest.importorskip("pyramid")
+    try:
+        import pyramid  # noqa: F401
+    except ImportError:
+        missing("pyramid is not installed (the testing extra has it)")
     ini = tmp_path / "site.ini"
     text = INI.format(use="call:prefork_waitress.paste:server_factory", workers="2")
     for name, value in server_options.items():

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from conftest import HERE, get, wait_until
+from conftest import HERE, get, missing, wait_until
 from frontends import NGINX, Nginx
 
 from prefork_waitress.upstream import render
@@ -107,7 +107,7 @@ def test_command_failing_before_any_success_says_the_frontend_may_not_be_up(clus
 @pytest.fixture
 def nginx(tmp_path, request):
     if NGINX is None:
-        pytest.skip("no nginx binary (CI installs nginx-light)")
+        missing("no nginx binary (CI installs nginx-light)")
     server = Nginx(tmp_path / "nginx", tmp_path / "upstream.conf", getattr(request, "param", False))
     yield server
     server.stop()

@@ -52,6 +52,9 @@ def test_the_internal_names_we_use_still_exist():
     # channel closes after a task whose close_on_finish is set.
     assert "self.build_response_header()" in inspect.getsource(Task)
     assert "task.close_on_finish" in inspect.getsource(HTTPChannel.service)
+    # The Keep-Alive header a closing HTTP/1.0 response has taken out again, as waitress writes it.
+    header = inspect.getsource(Task.build_response_header)
+    assert '("Connection", "Keep-Alive")' in header and '"%s: %s" % hv' in header
 
 
 def test_what_inline_tasks_and_the_coalesced_header_rely_on():

@@ -46,6 +46,11 @@ COALESCE_MAX = 64 * 1024
 
 log = logging.getLogger("prefork_waitress.worker")
 
+# How often (at most) the loop looks for connections whose output has not moved for
+# channel_timeout (a client that stopped reading).
+STALL_SWEEP = 1.0
+MIN_SWEEP = 0.01
+
 # A retiring worker (no successor on its socket) keeps accepting until its
 # port has had no connection for this long: the frontend has moved on.
 QUIET_PORT = 1.0
@@ -120,9 +125,13 @@ class _DrainAwareTask(WSGITask):  # type: ignore[misc]
                 hooks.request_logged(_facts(self, failed), None)
 
     def build_response_header(self) -> Any:
-        if self.channel.server.pw_closing:
-            self.set_close_on_finish()
-        return super().build_response_header()
+        if not self.channel.server.pw_closing:
+            return super().build_response_header()
+        self.set_close_on_finish()
+        # waitress adds Keep-Alive for an HTTP/1.0 keep-alive request whatever
+        # close_on_finish says: the connection closes, so only close is true.
+        header: bytes = super().build_response_header()
+        return header.replace(b"\r\nConnection: Keep-Alive\r\n", b"\r\n", 1)
 
     def write(self, data: bytes) -> None:
         # The header and the first chunk of the body leave in one send, not two.
@@ -158,6 +167,9 @@ class _DrainAwareChannel(HTTPChannel):  # type: ignore[misc]
     pw_held: Optional[bytes] = None
 
     def write_soon(self, data: Any) -> Any:
+        # Output handed over is activity: the stall sweep (DrainableServer._drop_stalled)
+        # must not take a response that was slow to start for one that stopped moving.
+        self.last_activity = time.time()
         if self.pw_hold_header:  # the response header: keep it for the first body chunk
             self.pw_hold_header = False
             self.pw_held = data
@@ -243,13 +255,27 @@ class _InlineChannel(_DrainAwareChannel):
         high = self.adj.outbuf_high_watermark
         if self.total_outbufs_len <= high:
             return
+        # On this thread closing is safe: a reset or a broken pipe (which
+        # waitress's send() turns into 0 bytes sent) closes the channel at once;
+        # a socket poll() reports as failed does too, or the loop would spin.
         poller = select.poll()
         poller.register(self.socket.fileno(), select.POLLOUT)
         while self.connected and self.total_outbufs_len > high:
-            flushed, failed = self._flush_exception(self._flush_some, do_close=False)
-            if failed or (not flushed and not poller.poll(self.adj.channel_timeout * 1000)):
+            flushed, failed = self._flush_exception(self._flush_some, do_close=True)
+            if not self.connected:  # reset: send() closed it
+                return
+            if failed or not flushed and not _writable_again(poller, self.adj.channel_timeout):
                 self.handle_close()  # the task's next write raises ClientDisconnected
                 return
+
+
+def _writable_again(poller: "select.poll", timeout: float) -> bool:
+    """The socket takes more within ``timeout`` seconds (False: it timed out, or failed)."""
+    events = poller.poll(timeout * 1000)
+    return bool(events) and not any(flags & _POLL_FAILED for _, flags in events)
+
+
+_POLL_FAILED = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
 class _InlineDispatcher:
@@ -314,6 +340,7 @@ class DrainableServer:
         self._drain_started: Optional[float] = None
         self._accept_until = 0.0
         self._last_busy = 0.0
+        self._next_sweep = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -354,7 +381,11 @@ class DrainableServer:
         while True:
             if on_turn is not None:
                 on_turn()
+            now = time.monotonic()
+            if now >= self._next_sweep:
+                self._drop_stalled(now)
             timeout = DRAIN_TICK if self._stop_requested else adj.asyncore_loop_timeout
+            timeout = min(timeout, self._next_sweep - now)  # wake up when a stall is due
             wasyncore.loop(timeout=timeout, map=self._map, use_poll=adj.asyncore_use_poll, count=1)
             if self._inline is not None and self._inline.queue:
                 self._inline.run_pending()
@@ -367,6 +398,28 @@ class DrainableServer:
             if self._drain_step():
                 break
         self._shutdown()
+
+    def _drop_stalled(self, now: float) -> None:
+        """Close every connection whose pending output has not moved for channel_timeout.
+
+        waitress's own sweep skips a connection with a request running, and the
+        task thread waits for a stalled client's buffer to drain without a
+        deadline: one client that reads nothing would hold the worker for ever.
+        Closing it here (on the loop thread, which owns the sockets) wakes that
+        wait, and the task's next write raises ClientDisconnected. The next
+        sweep is when the oldest pending output would be due, STALL_SWEEP at most.
+        """
+        limit = self.server.adj.channel_timeout
+        wall = time.time()
+        due = wall + STALL_SWEEP
+        for channel in list(self.server.active_channels.values()):
+            if not (channel.total_outbufs_len and channel.connected):
+                continue
+            if channel.last_activity + limit <= wall:
+                channel.handle_close()
+            else:
+                due = min(due, channel.last_activity + limit)
+        self._next_sweep = now + max(due - wall, MIN_SWEEP)
 
     def _still_accepting(self) -> bool:
         """While retiring: True until the port is quiet (nothing queued, no connection active) or time is up."""

@@ -15,6 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from .._os import platform as _platform
+from .._os.limits import restore_fd_limit
 from .._os.loading import resolve
 from .._os.memory import MIB, RssLimit
 from .._os.output import flush_stdio, redirect_stdio
@@ -129,6 +130,7 @@ def _reset_inherited_state(spec: ChildSpec) -> None:
     for obj in spec.inherited:
         _platform.close_quietly(obj, keep=own)
     spec.sock = _platform.move_to_lowest_fd(spec.sock)
+    restore_fd_limit()  # the master raised its own; the app runs under the limit it was given
     _platform.set_process_name(f"pw-slot-{spec.slot_id}")
     _platform.set_command_line(f"prefork-waitress worker: slot {spec.slot_id}, port {spec.port}")
     _platform.set_parent_death_signal(signal.SIGTERM)

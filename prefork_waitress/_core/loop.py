@@ -8,6 +8,7 @@ in the loop, never inside the signal handler.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import logging
@@ -18,9 +19,17 @@ from multiprocessing.connection import wait
 from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .._os.limits import fd_limit_text
+
 log = logging.getLogger("prefork_waitress")
 
 Callback = Callable[[], None]
+
+# What poll() fails with when the fds it watches exceed RLIMIT_NOFILE (EINVAL), or
+# the kernel is short of memory or fds: the loop waits and retries instead of dying.
+WAIT_FAILURES = (errno.EINVAL, errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
 
 
 def _ignore_signal(signum: int, frame: Optional[FrameType]) -> None:
@@ -54,6 +63,8 @@ class EventLoop:
         self._wakeup_w: Optional[socket.socket] = None
         self._previous_wakeup_fd = -1
         self._soon: List[Callback] = []
+        self._failing_since: Optional[float] = None  # when wait() began to fail (None: it works)
+        self._retry_in = RETRY_FIRST
 
     # readable objects -------------------------------------------------
     def add_reader(self, obj: Any, callback: Callable[[Any], None]) -> None:
@@ -149,7 +160,17 @@ class EventLoop:
     def run_once(self) -> None:
         """Wait for the next event(s) and dispatch them."""
         timeout = self._next_timeout()
-        ready = wait(list(self._readers), timeout) if self._readers else []
+        try:
+            ready = wait(list(self._readers), timeout) if self._readers else []
+        except OSError as exc:
+            if exc.errno not in WAIT_FAILURES:
+                raise
+            ready = self._wait_failed(exc, timeout)
+        else:
+            if self._failing_since is not None:
+                log.info("the loop waits again (after %.1f s)", time.monotonic() - self._failing_since)
+                self._failing_since = None
+                self._retry_in = RETRY_FIRST
         if not self._readers and timeout is not None:
             time.sleep(timeout)
         # Signals first: a stop request must win over a respawn of the same turn.
@@ -165,6 +186,26 @@ class EventLoop:
         for deferred in soon:
             self.guarded(deferred)
         self._run_due_timers()
+
+    def _wait_failed(self, exc: OSError, timeout: Optional[float]) -> List[Any]:
+        """poll() refused (an fd limit lowered below the fds watched, memory): log once, back off, retry.
+
+        Timers still run meanwhile and signals are read straight from their
+        socket; workers keep serving, and their exits are seen once it works again.
+        """
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.error(
+                "the loop cannot wait on its %d fds (%s; fd limit %s): retrying with backoff, "
+                "the workers keep serving; restore the limit (`prlimit --nofile`) if it was lowered",
+                len(self._readers),
+                exc.strerror or exc,
+                fd_limit_text(),
+            )
+        delay = self._retry_in if timeout is None else min(self._retry_in, timeout)
+        self._retry_in = min(self._retry_in * 2, RETRY_MAX)
+        time.sleep(delay)
+        return [self._wakeup_r] if self._wakeup_r is not None else []
 
     @staticmethod
     def guarded(callback: Callable[..., None], *args: Any) -> None:

@@ -1,4 +1,5 @@
-"""Limits the master runs into: the fd limit (a clear error), a preload that never ends (a deadline).
+"""Limits the master runs into: the fd limit (raised to the hard limit at start, a clear error when
+hit), a preload that never ends (a deadline).
 
 The master is single-threaded, so an import in it can only be bounded by a
 signal: :func:`time_limit` arms ``SIGALRM`` for the import's duration and
@@ -29,6 +30,57 @@ class StopRequested(BaseException):
     A BaseException, so the import machinery and the app's own ``except
     Exception`` clauses do not swallow it.
     """
+
+
+# The soft RLIMIT_NOFILE the process had before raise_fd_limit() (None: not raised).
+_original_soft_fd_limit: Optional[int] = None
+
+
+def raise_fd_limit() -> Optional[int]:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit (as Go's runtime does); return the new soft limit.
+
+    The master holds a socket and a Pipe per worker plus its clients' connections:
+    a low default soft limit (1024) should not be what stops it when the hard
+    limit allows more. None if nothing changed (already at the hard limit, or refused).
+    """
+    global _original_soft_fd_limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else _kernel_fd_ceiling()
+    if target is None or (soft != resource.RLIM_INFINITY and soft >= target):
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return None
+    if _original_soft_fd_limit is None:
+        _original_soft_fd_limit = soft
+    return target
+
+
+def restore_fd_limit() -> None:
+    """In a worker: put back the soft limit the master started with (the app runs under the user's limit)."""
+    if _original_soft_fd_limit is None:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_original_soft_fd_limit, hard))
+    except (ValueError, OSError):
+        pass  # the hard limit was lowered below it meanwhile: keep what there is
+
+
+def _kernel_fd_ceiling() -> Optional[int]:
+    """An unlimited hard limit still stops at fs.nr_open (Linux); None where it cannot be read."""
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def fd_limit_text() -> str:
+    """The current ``RLIMIT_NOFILE`` as ``soft/hard``, for a log line."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return "/".join("unlimited" if n == resource.RLIM_INFINITY else str(n) for n in (soft, hard))
 
 
 def is_out_of_fds(exc: BaseException) -> bool:

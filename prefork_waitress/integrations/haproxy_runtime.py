@@ -60,12 +60,16 @@ def servers_state(reply: str) -> Dict[str, Dict[str, str]]:
         if line.startswith("#") or len(fields) < len(header) or not header:
             continue
         row = dict(zip(header, fields))
-        found[row["srv_name"]] = row
+        if "srv_name" in row:  # else not the table asked for: nothing to take from it
+            found[row["srv_name"]] = row
     return found
 
 
 def server_sessions(reply: str) -> Dict[str, int]:
-    """``show stat BACKEND 4 -1`` (CSV) as {server name: current sessions + queued requests}."""
+    """``show stat BACKEND 4 -1`` (CSV) as {server name: current sessions + queued requests}.
+
+    A row whose counts are not numbers is left out (a reply of another shape, or cut short).
+    """
     lines = [line for line in reply.splitlines() if line.strip()]
     if not lines or not lines[0].startswith("# "):
         return {}
@@ -75,7 +79,9 @@ def server_sessions(reply: str) -> Dict[str, int]:
         row = dict(zip(header, line.split(",")))
         if row.get("svname") in (None, "FRONTEND", "BACKEND"):
             continue
-        sessions[row["svname"]] = int(row.get("scur") or 0) + int(row.get("qcur") or 0)
+        counts = (row.get("scur") or "0", row.get("qcur") or "0")
+        if all(count.isascii() and count.isdigit() for count in counts):
+            sessions[row["svname"]] = int(counts[0]) + int(counts[1])
     return sessions
 
 
