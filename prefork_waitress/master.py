@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import integrations as _integrations
 from ._child.meter import RequestCounts, RequestMeter
+from ._core.activity import slot_activity
 from ._core.commands import Callback, CommandChannel, Replies, targets
 from ._core.counters import ClusterCounters, exit_reason
 from ._core.events import Events
@@ -154,6 +155,10 @@ class Master:
     def accept_queues(self) -> Dict[int, Optional[Tuple[int, int]]]:
         """Per slot id: (connections waiting in the accept queue, its limit), or None where unknown."""
         return self._pool.accept_queues()
+
+    def activity(self) -> Dict[int, Dict[str, Any]]:
+        """Per slot id: its state and the request its worker is running (from the shared meters)."""
+        return slot_activity(self._pool.slots)
 
     # hooks (override in a subclass; all run in the master loop) -----------
     def when_ready(self) -> None:

@@ -70,8 +70,9 @@ class RequestHooks:
 
     logs_requests = False  # True: request_logged() gets the facts of every request
 
-    def request_started(self) -> bool:
-        """Called before the app runs; return True to close the connection after it."""
+    def request_started(self, method: str, uri: str) -> bool:
+        """Called before the app runs (the request line's method and target); return True to close
+        the connection after it."""
         return False
 
     def request_finished(self) -> None:
@@ -108,7 +109,8 @@ class _DrainAwareTask(WSGITask):  # type: ignore[misc]
     def service(self) -> None:
         server = self.channel.server
         hooks = server.pw_hooks
-        if hooks.request_started():
+        request = self.request
+        if hooks.request_started(request.command, request.request_uri):
             server.pw_closing = True
         failed = True
         try:

@@ -59,11 +59,11 @@ class WorkerRequests(RequestHooks):
         self.channel: Optional[Channel] = None
         self.refork_after = refork_after
 
-    def request_started(self) -> bool:
+    def request_started(self, method: str, uri: str) -> bool:
         worker = self.worker
         worker.in_flight = 1
         if self.meter is not None:
-            self.meter.started()
+            self.meter.started(method, uri)
         return False  # at max_requests the master stops this worker once a successor serves
 
     def request_finished(self) -> None:

@@ -22,7 +22,9 @@ from ..options import MANAGED_WAITRESS_OPTIONS, OPTIONS, PROGRAM_OPTIONS, Option
 from .serve import EXIT_USAGE, configure_logging, fail, serve
 
 PROG = "prefork-waitress"
-USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics}} ..."
+USAGE = (
+    f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics,top}} ..."
+)
 
 ALIASES = {"pidfile": ("--pid",)}
 METAVARS = {
