@@ -18,7 +18,7 @@ from ._core.lifecycle import State
 from ._core.loop import EventLoop, Timer
 from ._core.pool import Message, WorkerPool
 from ._core.scaling import check_count
-from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit
+from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit, exit_fields, log_fields
 from ._os.activation import activated_sockets
 from ._os.limits import StopRequested, TimeLimitExceeded, is_out_of_fds, out_of_fds_message, stop_on_sigterm, time_limit
 from ._os.loading import AppImportError, resolve
@@ -349,7 +349,7 @@ class Master:
             if not graceful:
                 self._pool.stop_all(graceful=False)
             return
-        log.info("stopping %s", "gracefully" if graceful else "at once")
+        log.info("stopping %s", "gracefully" if graceful else "at once", extra={"event": "stop", "graceful": graceful})
         self._state = State.STOPPING
         self._rolling.abandon("the master is stopping")
         self._recycler.abandon()
@@ -386,6 +386,8 @@ class Master:
         n = check_count(n)
         if not self._state.serving:
             raise RuntimeError(f"scale: the master is {self._state.value}")
+        before = len(self._pool.slots)
+        log.info("scaling from %d to %d workers", before, n, extra={"event": "scale", "workers": n, "before": before})
         self._pool.plan(n)  # refuses a port past 65535 before anything changes
         while len(self._pool.slots) < n and self._reinstate():
             self._pending_ports = True
@@ -431,6 +433,7 @@ class Master:
             worker.generation,
             worker.slot.port,
             (time.monotonic() - worker.forked_at) * 1000,
+            extra=log_fields(worker, "worker_ready", boot_ms=round((time.monotonic() - worker.forked_at) * 1000, 1)),
         )
         if self._replacer.successor_ready(worker):
             return
@@ -441,7 +444,12 @@ class Master:
         if self._state is State.BOOTING and self._pool.all_ready():
             self._state = State.RUNNING
             self._pending_ports = False
-            log.info("all %d workers serving on ports %s", len(self._pool.slots), self.ports)
+            log.info(
+                "all %d workers serving on ports %s",
+                len(self._pool.slots),
+                self.ports,
+                extra={"event": "running", "workers": len(self._pool.slots), "ports": self.ports},
+            )
             self.emit("when_ready")
             self._rolling.start_queued()
             self._replacer.pump()
@@ -462,7 +470,16 @@ class Master:
             return
         if not was_current or self._state is State.STOPPING:
             why = describe_exit(exitcode)
-            log.info("worker %d (pid %d, generation %d) exited with %s", slot.id, worker.pid, worker.generation, why)
+            reason = "stopped" if self._state is State.STOPPING else "replaced"
+            fields = log_fields(worker, "worker_exit", reason=reason, **exit_fields(exitcode))
+            log.info(
+                "worker %d (pid %d, generation %d) exited with %s",
+                slot.id,
+                worker.pid,
+                worker.generation,
+                why,
+                extra=fields,
+            )
             return
         if slot.retiring:
             slot.sock.close()
@@ -473,6 +490,7 @@ class Master:
                 slot.id,
                 worker.pid,
                 describe_exit(exitcode),
+                extra=log_fields(worker, "worker_exit", reason="died_while_replaced", **exit_fields(exitcode)),
             )
             return
         self._refill(slot, worker, exitcode)
@@ -484,7 +502,8 @@ class Master:
             return
         if self._state is State.BOOTING:
             self._boot_error, details = worker.boot_failure(exitcode)
-            log.error("worker %d could not start (%s); stopping%s", slot.id, self._boot_error, details)
+            fields = log_fields(worker, "boot_failed", error=self._boot_error, **exit_fields(exitcode))
+            log.error("worker %d could not start (%s); stopping%s", slot.id, self._boot_error, details, extra=fields)
             self.stop()
             return
         delay = self._crashes.failed(slot, worker, exitcode)

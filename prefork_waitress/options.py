@@ -180,6 +180,18 @@ def as_log_level(value: Any) -> str:
     return value.upper()
 
 
+def one_of(*words: str) -> Callable[[Any], str]:
+    """Converter to one of ``words`` (case-insensitive)."""
+
+    def convert(value: Any) -> str:
+        word = value.strip().lower() if isinstance(value, str) else value
+        if word not in words:
+            raise ValueError(f"expected {' or '.join(repr(w) for w in words)}, got {value!r}")
+        return str(word)
+
+    return convert
+
+
 def as_bind(value: Any) -> Tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6): the host, and the first slot's port."""
     if not isinstance(value, str) or ":" not in value:
@@ -280,7 +292,13 @@ OPTIONS: Tuple[Option, ...] = (
     Option("haproxy_backend", None, optional(as_backend_name), "HAProxy backend that gets one server per worker"),
     Option("metrics_port", None, optional(int_at_least(1, 65535)), "serve Prometheus metrics on GET /metrics here"),
     Option("metrics_host", None, optional(as_host), "address of the metrics port (default: host)"),
-    Option("access_log", None, optional(as_log_path), "access log (combined format): a path, or - for the output"),
+    Option("access_log", None, optional(as_log_path), "access log: a path, or - for the output"),
+    Option(
+        "access_log_format",
+        "combined",
+        one_of("combined", "json"),
+        "access log lines: combined (Apache's, plus duration and slot) or json (one object per line)",
+    ),
 )
 OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
 
@@ -288,6 +306,7 @@ OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
 PROGRAM_OPTIONS: Tuple[Option, ...] = (
     Option("call", False, as_bool, "MODULE:APP is a factory: call it (in each worker) to get the WSGI app"),
     Option("log_level", "info", as_log_level, "log level: debug, info, warning, error or critical"),
+    Option("log_format", "text", one_of("text", "json"), "log records as text lines or as JSON objects, one per line"),
     Option("bind", None, optional(as_bind), "HOST:PORT of the first slot (the others follow); sets host and base_port"),
     Option("chdir", None, optional(as_directory), "change to this directory first (relative paths start there)"),
     Option("pythonpath", None, optional(as_search_path), "directories (comma-separated) put first on sys.path"),
@@ -326,6 +345,7 @@ class Settings:
     metrics_port: Optional[int]
     metrics_host: Optional[str]
     access_log: Optional[str]
+    access_log_format: str
     waitress: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 

@@ -63,6 +63,7 @@ class RequestFacts(NamedTuple):
     size: int  # body bytes sent
     referer: Optional[str]
     agent: Optional[str]
+    request_id: Optional[str] = None  # the X-Request-ID header (client or frontend)
 
 
 class RequestHooks:
@@ -100,6 +101,7 @@ def _facts(task: Any, failed: bool) -> RequestFacts:
         task.content_bytes_written,
         headers.get("REFERER"),
         headers.get("USER_AGENT"),
+        headers.get("X_REQUEST_ID"),
     )
 
 

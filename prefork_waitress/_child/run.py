@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from .._os import platform as _platform
 from .._os.loading import resolve
+from .._os.logformat import set_process_slot
 from .._os.memory import MIB, RssLimit
 from .._os.output import flush_stdio, redirect_stdio
 from ..reloading import NewDataFiles, NewModules
@@ -129,6 +130,7 @@ def _reset_inherited_state(spec: ChildSpec) -> None:
     for obj in spec.inherited:
         _platform.close_quietly(obj, keep=own)
     spec.sock = _platform.move_to_lowest_fd(spec.sock)
+    set_process_slot(spec.slot_id)  # its log records say which slot (--log-format json)
     _platform.set_process_name(f"pw-slot-{spec.slot_id}")
     _platform.set_command_line(f"prefork-waitress worker: slot {spec.slot_id}, port {spec.port}")
     _platform.set_parent_death_signal(signal.SIGTERM)
@@ -230,7 +232,9 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
     _platform.pin_to_cpus(spec.cpus)
     app = _load_app(spec)
     worker = spec.worker_class(spec.slot_id, spec.port, spec.generation, app)
-    access_log = AccessLog(spec.access_log, spec.slot_id).activate() if spec.access_log else None
+    access_log = (
+        AccessLog(spec.access_log, spec.slot_id, spec.access_log_format).activate() if spec.access_log else None
+    )
     requests = WorkerRequests(worker, spec.max_requests, spec.meter, spec.max_rss, access_log, spec.refork_after)
     worker.on_start()
     server = DrainableServer(app, spec.sock, requests, dict(spec.waitress_options))

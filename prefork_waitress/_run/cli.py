@@ -42,6 +42,8 @@ METAVARS = {
     "metrics_port": "PORT",
     "metrics_host": "HOST",
     "access_log": "PATH|-",
+    "access_log_format": "{combined,json}",
+    "log_format": "{text,json}",
 }
 DEFAULT_TEXT = {"cpu_affinity": "auto"}
 WAITRESS_PREFIX = "waitress:"
@@ -157,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     app, options, runner = parse(parser, sys.argv[1:] if argv is None else argv)
     enter_directories(runner)
-    configure_logging(runner["log_level"])
+    configure_logging(runner["log_level"], log_format=runner["log_format"])
     try:
         master = Master(app, **options)
     except (ValueError, TypeError, ImportError) as exc:
