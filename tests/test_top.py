@@ -3,6 +3,7 @@
 import fcntl
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -112,11 +113,28 @@ def test_top_once_prints_one_plain_screen_with_the_request_escaped(server, tmp_p
     lines = text.splitlines()
     assert re.match(r"prefork-waitress master \d+: running, 2 workers on 127\.0\.0\.1, RSS [\d.]+M", lines[0])
     assert re.match(r"requests 1 total, 0\.0/s, busy 1/2, p50 -, p99 - \(last 1\.\d s\)$", lines[1]), text
-    assert lines[2].startswith("restarts: crash 0 killed 0 timeout 0 recycled 0 reload 0 refork 0; reloads: ok 0")
+    assert lines[2].startswith(
+        "restarts: crash(c) 0 killed(k) 0 timeout(t) 0 recycled(rc) 0 reload(rl) 0 refork(rf) 0;"
+    )
     row = next(line for line in lines if line.startswith("0 "))
     assert re.search(r"\bbusy\b.*  [12]\.\ds  GET /slow\?s=4&x=\\x1b\[2J\\x7f$", row), text
     idle = next(line for line in lines if line.startswith("1 "))
     assert re.match(r"1 +{} +\d+ +serving +1 +idle +0\.0 +- +- +[\d.]+M +0 +\d+/\d+$".format(ports[1]), idle), text
+
+
+def test_top_once_counts_each_slots_restarts_by_reason(server, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    master = server("--control-socket", sock, *ARGS)
+    killed = master.status(sock)["workers"][1]["pid"]
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: master.status(sock)["workers"][1]["pid"] not in (None, killed), 15, message="slot 1 respawned")
+    assert ctl(sock, "reload").returncode == 0
+    result = ctl(sock, "top", "--once", "--interval", "0.2")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if re.match(r"\d+ ", line)}
+    assert re.search(r" 1 \(rl1\) ", rows["0"]), result.stdout
+    assert re.search(r" 2 \(k1 rl1\) ", rows["1"]), result.stdout
+    assert "killed(k) 1 timeout(t) 0 recycled(rc) 0 reload(rl) 2 " in result.stdout
 
 
 def test_top_without_a_master_says_so_and_fails(tmp_path):

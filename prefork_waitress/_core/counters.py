@@ -30,16 +30,20 @@ class ClusterCounters:
 
     def __init__(self) -> None:
         self.restarts: Dict[str, int] = dict.fromkeys(RESTART_REASONS, 0)
+        self.slot_restarts: Dict[int, Dict[str, int]] = {}  # by slot id, then reason (only those seen)
         self.reloads: Dict[str, int] = {"ok": 0, "failed": 0}
         self.exited: Dict[int, RequestCounts] = {}  # by slot id
 
-    def restarted(self, reason: str) -> None:
+    def restarted(self, reason: str, slot_id: Optional[int] = None) -> None:
         """A slot got a new worker process because of ``reason``."""
         self.restarts[reason] = self.restarts.get(reason, 0) + 1
+        if slot_id is not None:
+            by_reason = self.slot_restarts.setdefault(slot_id, {})
+            by_reason[reason] = by_reason.get(reason, 0) + 1
 
-    def replaced(self, purpose: str) -> None:
+    def replaced(self, purpose: str, slot_id: Optional[int] = None) -> None:
         """A replacement (SlotReplacer purpose "reload", "recycle", ...) swapped a slot's worker."""
-        self.restarted(_PURPOSE_REASON.get(purpose, purpose))
+        self.restarted(_PURPOSE_REASON.get(purpose, purpose), slot_id)
 
     def reloaded(self, ok: bool) -> None:
         """Listener hook: a rolling reload finished or was abandoned."""

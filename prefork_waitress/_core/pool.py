@@ -130,7 +130,7 @@ class WorkerPool:
         slot = worker.slot
         old, slot.current = slot.current, worker
         if old is not None:
-            self.counters.replaced(purpose)
+            self.counters.replaced(purpose, slot.id)
         return old
 
     def vacate(self, worker: WorkerProcess) -> bool:
@@ -144,7 +144,7 @@ class WorkerPool:
         """Count a restart (``reason``: see counters.RESTART_REASONS) and fork a new worker for ``slot``,
         now or after ``delay`` if still ``wanted()``."""
         slot.restarts += 1
-        self.counters.restarted(reason)
+        self.counters.restarted(reason, slot.id)
         if not delay:
             self.spawn_or_retry(slot, wanted)
             return

@@ -18,6 +18,8 @@ __all__ = ["format_screen", "main", "quantile"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
 COLUMNS = ("SLOT", "PORT", "PID", "STATE", "GEN", "BUSY", "REQ/S", "P50", "P99", "RSS", "RESTARTS", "QUEUE")
+# restarts by reason, shortest first letters: crash, killed, timeout, recycled, reload, refork
+SHORT_REASONS = {"crash": "c", "killed": "k", "timeout": "t", "recycled": "rc", "reload": "rl", "refork": "rf"}
 QUIT_KEYS = (ord("q"), ord("Q"))
 
 Snapshot = Dict[str, Any]
@@ -77,6 +79,15 @@ def _delta(now: Sequence[int], before: Optional[Sequence[int]]) -> List[int]:
     return [max(0, a - b) for a, b in zip(now, before)]
 
 
+def _restarts(worker: Dict[str, Any]) -> str:
+    """``3 (k1 rl2)``: the slot's new processes since the start, and how many for each reason (SHORT_REASONS)."""
+    reasons = worker.get("restarts_by_reason")
+    if reasons is None:
+        return str(worker["restarts"])
+    detail = " ".join(f"{SHORT_REASONS.get(reason, reason)}{n}" for reason, n in reasons.items() if n)
+    return f"{sum(reasons.values())} ({detail})" if detail else "0"
+
+
 def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:.1f}" if seconds > 0 else "-"
 
@@ -108,7 +119,7 @@ def format_screen(prev: Optional[Snapshot], cur: Snapshot) -> List[str]:
                 _seconds(quantile(bounds, window, 0.5)),
                 _seconds(quantile(bounds, window, 0.99)),
                 _mib(worker.get("rss")),
-                str(worker["restarts"]),
+                _restarts(worker),
                 "-" if queue is None else f"{queue}/{worker.get('accept_queue_limit')}",
             )
         )
@@ -123,7 +134,7 @@ def format_screen(prev: Optional[Snapshot], cur: Snapshot) -> List[str]:
     table[0] += "  ELAPSED  REQUEST"
     for i, (elapsed, line) in enumerate(requests, 1):
         table[i] += f"  {elapsed:>7}  {line}" if line else ""
-    restarts = " ".join(f"{reason} {n}" for reason, n in master["restarts"].items())
+    restarts = " ".join(f"{reason}({SHORT_REASONS.get(reason, '?')}) {n}" for reason, n in master["restarts"].items())
     reloads = master["reloads"]
     state = master["state"] + (", reloading" if master.get("reloading") else "")
     header = [

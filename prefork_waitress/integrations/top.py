@@ -42,6 +42,7 @@ def top_snapshot(master: MasterHandle) -> Dict[str, Any]:
                 buckets=list(served.buckets),
                 duration_sum=served.duration_sum,
                 rss=resident_bytes(pid) if pid else None,
+                restarts_by_reason=dict(counters.slot_restarts.get(slot_id, {})),
             )
         )
     return {
