@@ -185,11 +185,15 @@ def _curses(source: Source, interval: float, first: List[str]) -> int:
     import curses
 
     def draw(screen: Any, lines: List[str]) -> None:
+        """The lines cut to the window (a tiny one shows what fits), and the key help below them."""
         height, width = screen.getmaxyx()
         screen.erase()
-        for row, line in enumerate(lines[: height - 1]):
-            screen.addnstr(row, 0, line, max(0, width - 1))
-        screen.addnstr(min(len(lines), height - 1), 0, "q: quit", max(0, width - 1), curses.A_DIM)
+        try:
+            for row, line in enumerate(lines[: height - 1]):
+                screen.addnstr(row, 0, line, max(0, width - 1))
+            screen.addnstr(min(len(lines), height - 1), 0, "q: quit", max(0, width - 1), curses.A_DIM)
+        except curses.error:
+            pass
         screen.refresh()
 
     def loop(screen: Any) -> int:
@@ -197,19 +201,23 @@ def _curses(source: Source, interval: float, first: List[str]) -> int:
             curses.curs_set(0)
         except curses.error:
             pass
-        draw(screen, first)
+        shown = first
+        draw(screen, shown)
         due = time.monotonic() + interval
         while True:
             if time.monotonic() >= due:
                 try:
-                    lines = source.screen()
+                    shown = source.screen()
                 except ControlError as exc:
-                    lines = [f"prefork-waitress ctl top: {exc}; retrying every {interval:g} s"]
-                draw(screen, lines)
+                    shown = [f"prefork-waitress ctl top: {exc}; retrying every {interval:g} s"]
+                draw(screen, shown)
                 due = time.monotonic() + interval
             screen.timeout(max(1, int((due - time.monotonic()) * 1000)))
-            if screen.getch() in QUIT_KEYS:
+            key = screen.getch()
+            if key in QUIT_KEYS:
                 return EXIT_OK
+            if key == curses.KEY_RESIZE:
+                draw(screen, shown)
 
     result: int = curses.wrapper(loop)
     return result
