@@ -386,9 +386,12 @@ class Master:
         n = check_count(n)
         if not self._state.serving:
             raise RuntimeError(f"scale: the master is {self._state.value}")
-        before = len(self._pool.slots)
-        log.info("scaling from %d to %d workers", before, n, extra={"event": "scale", "workers": n, "before": before})
         self._pool.plan(n)  # refuses a port past 65535 before anything changes
+        before = len(self._pool.slots)
+        if n != before:
+            log.info(
+                "scaling from %d to %d workers", before, n, extra={"event": "scale", "workers": n, "before": before}
+            )
         while len(self._pool.slots) < n and self._reinstate():
             self._pending_ports = True
         for slot in self._pool.grow(n):
@@ -426,14 +429,15 @@ class Master:
         worker.started_at = started_at
         self._crashes.recovered(worker.slot)
         worker.cancel_timers()
+        boot_ms = (time.monotonic() - worker.forked_at) * 1000
         log.info(
             "worker %d (pid %d, generation %d) serving on port %d, %.1f ms after fork",
             worker.slot.id,
             worker.pid,
             worker.generation,
             worker.slot.port,
-            (time.monotonic() - worker.forked_at) * 1000,
-            extra=log_fields(worker, "worker_ready", boot_ms=round((time.monotonic() - worker.forked_at) * 1000, 1)),
+            boot_ms,
+            extra=log_fields(worker, "worker_ready", boot_ms=round(boot_ms, 1)),
         )
         if self._replacer.successor_ready(worker):
             return
@@ -468,10 +472,11 @@ class Master:
         self.emit("worker_exited", worker.info(), exitcode)
         if self._replacer.process_exited(worker, exitcode):
             return
-        if not was_current or self._state is State.STOPPING:
-            why = describe_exit(exitcode)
-            reason = "stopped" if self._state is State.STOPPING else "replaced"
+        stopping = self._state is State.STOPPING
+        if not was_current or stopping or slot.retiring:
+            reason = "stopped" if stopping else "replaced" if not was_current else "retired"
             fields = log_fields(worker, "worker_exit", reason=reason, **exit_fields(exitcode))
+            why = describe_exit(exitcode)
             log.info(
                 "worker %d (pid %d, generation %d) exited with %s",
                 slot.id,
@@ -480,9 +485,8 @@ class Master:
                 why,
                 extra=fields,
             )
-            return
-        if slot.retiring:
-            slot.sock.close()
+            if reason == "retired":
+                slot.sock.close()
             return
         if self._replacer.replacing(slot):
             log.warning(

@@ -49,6 +49,8 @@ def test_cli_log_format_json_master_and_worker_records(server, tmp_path):
     )
     assert ctl(sock, "scale", "3").returncode == 0
     assert ctl(sock, "reload").returncode == 0
+    assert ctl(sock, "scale", "2").returncode == 0
+    wait_until(lambda: find(json_lines(master.log()), event="worker_exit", reason="retired"), 20, message="retired")
     assert get(workers[1]["port"], "/log")[0] == 200
     master.signal(signal.SIGTERM)
     assert master.wait_exit() == 0
@@ -65,14 +67,18 @@ def test_cli_log_format_json_master_and_worker_records(server, tmp_path):
     assert "died with signal SIGKILL" in exit_record["message"]
     (respawned,) = find(records, event="worker_ready", slot=0, generation=2)
     assert respawned["port"] == workers[0]["port"] and respawned["worker_pid"] != killed
-    (scaled,) = find(records, event="scale")
+    scaled, shrunk = find(records, event="scale")
     assert scaled["workers"] == 3 and scaled["before"] == 2 and "slot" not in scaled
+    assert shrunk["workers"] == 2 and shrunk["before"] == 3
+    (retire,) = find(records, event="retire")
+    (retired,) = find(records, event="worker_exit", reason="retired")
+    assert retire["slot"] == retired["slot"] == 2 and retired["exitcode"] == 0
     assert [r["result"] for r in find(records, event="reload")] == ["started", "ok"]
     assert find(records, event="reload", result="ok")[0]["workers"] == 3
     replaced = find(records, event="worker_exit", reason="replaced")
     assert {r["slot"] for r in replaced} == {0, 1, 2} and all(r["exitcode"] == 0 for r in replaced)
     assert find(records, event="stop", graceful=True)
-    assert {r["slot"] for r in find(records, event="worker_exit", reason="stopped")} == {0, 1, 2}
+    assert {r["slot"] for r in find(records, event="worker_exit", reason="stopped")} == {0, 1}
     # the app's own records in a worker: its pid and slot, its extra field, the traceback as one string
     logged, failed = find(records, logger="apps")
     assert logged["slot"] == 1 and logged["pid"] != master_pid and logged["order"] == 7
