@@ -215,3 +215,30 @@ def test_access_log_combined_escapes_hostile_paths_and_headers(cluster, tmp_path
     assert long["target"] == f"{LONG_PATH}?{LONG_QUERY}" and long["protocol"] == "HTTP/1.0"
     assert refused["method"] is None and refused["status"] == "400"
     assert "\x1b" not in path.read_text() and "injected" not in path.read_text()
+
+
+PROXIED = """
+RecordingMaster("apps:app", workers=1, base_port=0, access_log={path!r}, access_log_format={format!r},
+                trusted_proxy="127.0.0.1", trusted_proxy_headers="x-forwarded-for").start()
+emit("exited")
+"""
+
+
+@pytest.mark.parametrize("format", ["combined", "json"])
+def test_a_remote_address_from_a_trusted_proxy_header_cannot_forge_a_field(cluster, tmp_path, format):
+    """Behind a trusted proxy, waitress takes REMOTE_ADDR from X-Forwarded-For as sent, spaces and quotes too."""
+    path = tmp_path / "access.log"
+    c = cluster(PROXIED.format(path=str(path), format=format))
+    (port,) = c.ready()["ports"]
+    forged = '1.2.3.4 "evil'
+    response = _send(
+        port, f"GET /p HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {forged}\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert response.startswith(b"HTTP/1.1 200 "), response
+    (line,) = lines(path, 1)
+    if format == "json":
+        (record,) = json_lines(line)
+        assert record["remote_addr"] == forged and record["path"] == "/p"
+    else:
+        fields = parsed(line)
+        assert fields["host"] == '1.2.3.4\\x20\\"evil' and fields["target"] == "/p"
