@@ -60,12 +60,6 @@ def _printable(text: str) -> str:
     return "".join(c if c.isascii() and c.isprintable() else f"\\x{ord(c) & 0xFF:02x}" for c in text)
 
 
-def _uptime(seconds: float) -> str:
-    seconds = int(max(0.0, seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
 def _window(prev: Optional[Snapshot], cur: Snapshot) -> Tuple[float, Dict[int, Dict[str, Any]]]:
     """Seconds between the snapshots, and each slot's entry in the previous one."""
     if prev is None:
@@ -92,57 +86,59 @@ def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:.1f}" if seconds > 0 else "-"
 
 
+def _row(worker: Dict[str, Any], window: List[int], seconds: float, bounds: Sequence[float]) -> Tuple[str, ...]:
+    """One slot's cells, in COLUMNS order (``window``: its duration histogram over the last interval)."""
+    queue = worker.get("accept_queue")
+    return (
+        str(worker["id"]),
+        str(worker["port"]),
+        str(worker["pid"] or "-"),
+        worker["state"],
+        str(worker["generation"]),
+        "busy" if worker["busy"] else "idle",
+        _rate(sum(window), seconds),
+        _seconds(quantile(bounds, window, 0.5)),
+        _seconds(quantile(bounds, window, 0.99)),
+        _mib(worker.get("rss")),
+        _restarts(worker),
+        "-" if queue is None else f"{queue}/{worker.get('accept_queue_limit')}",
+    )
+
+
+def _running(worker: Dict[str, Any]) -> str:
+    """``  4.7s  GET /slow`` for a busy worker (safe to print on a terminal), "" for an idle one."""
+    current = worker.get("request")
+    if not current:
+        return ""
+    return f"  {_seconds(current['elapsed']):>7}  " + _printable(f"{current['method']} {current['path']}")
+
+
 def format_screen(prev: Optional[Snapshot], cur: Snapshot) -> List[str]:
     """The lines of one screen: the master and cluster totals, then a row per slot."""
-    master, bounds = cur["master"], cur["bounds"]
+    master, bounds, workers = cur["master"], cur["bounds"], cur["workers"]
     seconds, before = _window(prev, cur)
     rows: List[Sequence[str]] = [COLUMNS]
-    requests: List[Tuple[str, str]] = []
-    window_total = [0] * (len(bounds) + 1)
-    served = busy = 0
-    for worker in cur["workers"]:
+    total = [0] * (len(bounds) + 1)
+    for worker in workers:
         old = before.get(worker["id"])
         window = _delta(worker["buckets"], old["buckets"] if old else None)
-        window_total = [a + b for a, b in zip(window_total, window)]
-        served += worker["requests"]
-        busy += bool(worker["busy"])
-        queue = worker.get("accept_queue")
-        rows.append(
-            (
-                str(worker["id"]),
-                str(worker["port"]),
-                str(worker["pid"] or "-"),
-                worker["state"],
-                str(worker["generation"]),
-                "busy" if worker["busy"] else "idle",
-                _rate(sum(window), seconds),
-                _seconds(quantile(bounds, window, 0.5)),
-                _seconds(quantile(bounds, window, 0.99)),
-                _mib(worker.get("rss")),
-                _restarts(worker),
-                "-" if queue is None else f"{queue}/{worker.get('accept_queue_limit')}",
-            )
-        )
-        current = worker.get("request")
-        if current:
-            elapsed = _seconds(current["elapsed"])
-            requests.append((elapsed, _printable(f"{current['method']} {current['path']}")))
-        else:
-            requests.append(("", ""))
+        total = [a + b for a, b in zip(total, window)]
+        rows.append(_row(worker, window, seconds, bounds))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     table = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     table[0] += "  ELAPSED  REQUEST"
-    for i, (elapsed, line) in enumerate(requests, 1):
-        table[i] += f"  {elapsed:>7}  {line}" if line else ""
+    for i, worker in enumerate(workers, 1):
+        table[i] += _running(worker)
     restarts = " ".join(f"{reason}({SHORT_REASONS.get(reason, '?')}) {n}" for reason, n in master["restarts"].items())
     reloads = master["reloads"]
     state = master["state"] + (", reloading" if master.get("reloading") else "")
+    busy = sum(bool(worker["busy"]) for worker in workers)
     header = [
         f"prefork-waitress master {master['pid']}: {state}, {master['workers']} workers on {master.get('host', '?')}, "
         f"RSS {_mib(master.get('rss'))}, {time.strftime('%H:%M:%S', time.localtime(cur['time']))}",
-        f"requests {served} total, {_rate(sum(window_total), seconds)}/s, busy {busy}/{len(cur['workers'])}, "
-        f"p50 {_seconds(quantile(bounds, window_total, 0.5))}, p99 {_seconds(quantile(bounds, window_total, 0.99))}"
-        + (f" (last {seconds:.1f} s)" if seconds else ""),
+        f"requests {sum(w['requests'] for w in workers)} total, {_rate(sum(total), seconds)}/s, "
+        f"busy {busy}/{len(workers)}, p50 {_seconds(quantile(bounds, total, 0.5))}, "
+        f"p99 {_seconds(quantile(bounds, total, 0.99))}" + (f" (last {seconds:.1f} s)" if seconds else ""),
         f"restarts: {restarts}; reloads: ok {reloads.get('ok', 0)}, failed {reloads.get('failed', 0)}",
         "",
     ]
