@@ -242,3 +242,38 @@ def test_a_remote_address_from_a_trusted_proxy_header_cannot_forge_a_field(clust
     else:
         fields = parsed(line)
         assert fields["host"] == '1.2.3.4\\x20\\"evil' and fields["target"] == "/p"
+
+
+API_MASTER = """
+import logging, sys
+from prefork_waitress import JsonFormatter, Master
+
+handler = logging.StreamHandler(sys.stderr)
+handler.setFormatter(JsonFormatter())
+logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+class OnceMaster(Master):
+    def when_ready(self):
+        self.stop()
+
+
+OnceMaster("apps:app", workers=1, base_port=0).start()
+"""
+
+
+def test_an_api_master_gets_json_records_from_the_public_formatter(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ENV
+
+    script = tmp_path / "api_master.py"
+    script.write_text(API_MASTER)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    records = json_lines(done.stderr)
+    assert [r.get("event") for r in records] == ["worker_ready", "running", "stop", "worker_exit"], records
+    assert records[-1]["reason"] == "stopped" and records[-1]["exitcode"] == 0 and records[-1]["slot"] == 0
