@@ -157,7 +157,8 @@ class WorkerPool:
         except OSError as exc:
             slot.boot_failures += 1
             delay = self.retry_delay(slot.boot_failures)
-            log.error("%s; retrying in %.1f s", spawn_failure(slot, exc), delay)
+            fields = {"event": "spawn_failed", "slot": slot.id, "port": slot.port, "error": str(exc), "retry_in": delay}
+            log.error("%s; retrying in %.1f s", spawn_failure(slot, exc), delay, extra=fields)
             self._retry_later(slot, delay, wanted)
             return None
 
