@@ -27,7 +27,7 @@ ARGS = ("--workers", "2", "--base-port", "0", "apps:app")
 class TopInTerminal:
     """``ctl top`` with a pty as its terminal (TERM=vt100); what it draws is kept in a :class:`Screen`."""
 
-    def __init__(self, sock, *args):
+    def __init__(self, sock, *args, term="vt100"):
         self.primary, secondary = os.openpty()
         fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         self.screen = Screen(ROWS, COLS)
@@ -37,7 +37,7 @@ class TopInTerminal:
             stdin=secondary,
             stdout=secondary,
             stderr=secondary,
-            env=dict(ENV, TERM="vt100", LINES=str(ROWS), COLUMNS=str(COLS)),
+            env=dict(ENV, TERM=term, LINES=str(ROWS), COLUMNS=str(COLS)),
             start_new_session=True,
         )
         os.close(secondary)
@@ -120,6 +120,20 @@ def test_top_once_prints_one_plain_screen_with_the_request_escaped(server, tmp_p
     assert re.search(r"\bbusy\b.*  [12]\.\ds  GET /slow\?s=4&x=\\x1b\[2J\\x7f$", row), text
     idle = next(line for line in lines if line.startswith("1 "))
     assert re.match(r"1 +{} +\d+ +serving +1 +idle +0\.0 +- +- +[\d.]+M +0 +\d+/\d+$".format(ports[1]), idle), text
+
+
+def test_top_on_a_terminal_curses_cannot_drive_prints_text_screens(server, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    master = server("--control-socket", sock, *ARGS)
+    ports = [w["port"] for w in master.status(sock)["workers"]]
+    top = TopInTerminal(sock, "--interval", "0.2", term="no-such-terminal")
+    try:
+        top.wait_for(r"cannot draw on this terminal .*; printing text")
+        top.wait_for(r"^1 +{} .* idle".format(ports[1]))
+        top.proc.send_signal(signal.SIGINT)  # as Ctrl-C would: it stops, with status 0
+        assert top.proc.wait(10) == 0
+    finally:
+        top.close()
 
 
 def test_top_once_counts_each_slots_restarts_by_reason(server, tmp_path):

@@ -215,7 +215,11 @@ def _curses(source: Source, interval: float, first: List[str]) -> int:
             if key == curses.KEY_RESIZE:
                 draw(screen, shown)
 
-    result: int = curses.wrapper(loop)
+    try:
+        result: int = curses.wrapper(loop)
+    except curses.error as exc:  # no usable terminal description (TERM unset, unknown, "dumb")
+        sys.stderr.write(f"prefork-waitress ctl top: cannot draw on this terminal ({exc}); printing text\n")
+        return _plain(source, interval, once=False)
     return result
 
 
