@@ -1,7 +1,11 @@
 """The per-request bookkeeping alone, timed in one process: the meter and the access log line.
 
 Run from the repo root:
-    python bench/meter_cost.py [--number 200000] [--repeat 7]
+    python bench/meter_cost.py [--number 200000] [--repeat 7] [--reference-path /work/main]
+
+With ``--reference-path``, the meter of that checkout (e.g. main, before the
+running request's method and path went into the page) is timed in the same
+run, next to this one's: the cost of ``ctl top``'s current-request field.
 
 Best of ``--repeat`` timeit runs, minus an empty call, in microseconds per
 request: what a worker's request thread adds for each request besides
@@ -9,6 +13,7 @@ waitress and the app (bench/cpu_per_request.py measures the whole worker).
 """
 
 import argparse
+import importlib.util
 import mmap
 import os
 import struct
@@ -39,10 +44,30 @@ class OldClock:
         _START.pack_into(self._map, 0, 0.0)
 
 
+def reference_meter(checkout):
+    """The RequestMeter class of another checkout (meter.py imports only the standard library)."""
+    path = os.path.join(checkout, "prefork_waitress", "_child", "meter.py")
+    spec = importlib.util.spec_from_file_location("reference_meter", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reference_meter"] = module  # dataclasses looks the module up
+    spec.loader.exec_module(module)
+    return module.RequestMeter
+
+
+def started(meter, method, path):
+    """A started() call for this checkout's meter (method and path) or an older one (no arguments)."""
+    try:
+        meter.started(method, path)
+    except TypeError:
+        return meter.started
+    return lambda: meter.started(method, path)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--number", type=int, default=200_000)
     p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--reference-path", default=None, help="another checkout whose meter is timed in the same run")
     args = p.parse_args(argv)
 
     def best(f):
@@ -57,6 +82,16 @@ def main(argv=None):
     rows = [
         ("old request_timeout clock (2 x pack_into)", best(lambda: (old.started(), old.finished())) - empty),
         ("meter: clock + duration histogram", best(lambda: (meter.started(), meter.finished())) - empty),
+    ]
+    long_path = "/" + "segment/" * 40 + "?query=1"
+    meters = [("this checkout", meter)]
+    if args.reference_path:
+        meters.append((f"reference {args.reference_path}", reference_meter(args.reference_path)()))
+    for name, each in meters:
+        for label, path in (("GET /", "/"), (f"GET {len(long_path)}-byte path", long_path)):
+            start, finish = started(each, "GET", path), each.finished
+            rows.append((f"meter of {name}: a request ({label})", best(lambda s=start, f=finish: (s(), f())) - empty))
+    rows += [
         ("access log: format_line", best(lambda: format_line(facts, clock.now(), 0.0001, 0)) - empty),
         ("access log: format + os.write to a file", best(lambda: log.write(facts, 0.0001)) - empty),
     ]

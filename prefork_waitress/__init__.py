@@ -4,6 +4,7 @@ under a master that your own Python code controls."""
 __version__ = "0.1.0"  # the one place; setup.py reads it from here
 
 from ._core.slots import WorkerInfo
+from ._os.logformat import JsonFormatter
 from .errors import BootError, CommandError, StartError
 from .master import Master
 from .options import Settings, make_settings
@@ -12,6 +13,7 @@ from .worker import Worker
 __all__ = [
     "BootError",
     "CommandError",
+    "JsonFormatter",
     "Master",
     "Settings",
     "StartError",

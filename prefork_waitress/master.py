@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import integrations as _integrations
 from ._child.meter import RequestCounts, RequestMeter
+from ._core.activity import slot_activity
 from ._core.commands import Callback, CommandChannel, Replies, targets
 from ._core.counters import ClusterCounters, exit_reason
 from ._core.events import Events
@@ -17,7 +18,7 @@ from ._core.lifecycle import State
 from ._core.loop import EventLoop, Timer
 from ._core.pool import Message, WorkerPool
 from ._core.scaling import check_count
-from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit
+from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit, exit_fields, log_fields
 from ._os.activation import activated_sockets
 from ._os.limits import (
     StopRequested,
@@ -164,6 +165,10 @@ class Master:
     def accept_queues(self) -> Dict[int, Optional[Tuple[int, int]]]:
         """Per slot id: (connections waiting in the accept queue, its limit), or None where unknown."""
         return self._pool.accept_queues()
+
+    def activity(self) -> Dict[int, Dict[str, Any]]:
+        """Per slot id: its state and the request its worker is running (from the shared meters)."""
+        return slot_activity(self._pool.slots)
 
     # hooks (override in a subclass; all run in the master loop) -----------
     def when_ready(self) -> None:
@@ -355,7 +360,7 @@ class Master:
             if not graceful:
                 self._pool.stop_all(graceful=False)
             return
-        log.info("stopping %s", "gracefully" if graceful else "at once")
+        log.info("stopping %s", "gracefully" if graceful else "at once", extra={"event": "stop", "graceful": graceful})
         self._state = State.STOPPING
         self._rolling.abandon("the master is stopping")
         self._recycler.abandon()
@@ -393,6 +398,11 @@ class Master:
         if not self._state.serving:
             raise RuntimeError(f"scale: the master is {self._state.value}")
         self._pool.plan(n)  # refuses a port past 65535 before anything changes
+        before = len(self._pool.slots)
+        if n != before:
+            log.info(
+                "scaling from %d to %d workers", before, n, extra={"event": "scale", "workers": n, "before": before}
+            )
         while len(self._pool.slots) < n and self._reinstate():
             self._pending_ports = True
         for slot in self._pool.grow(n):
@@ -430,13 +440,15 @@ class Master:
         worker.started_at = started_at
         self._crashes.recovered(worker.slot)
         worker.cancel_timers()
+        boot_ms = (time.monotonic() - worker.forked_at) * 1000
         log.info(
             "worker %d (pid %d, generation %d) serving on port %d, %.1f ms after fork",
             worker.slot.id,
             worker.pid,
             worker.generation,
             worker.slot.port,
-            (time.monotonic() - worker.forked_at) * 1000,
+            boot_ms,
+            extra=log_fields(worker, "worker_ready", boot_ms=round(boot_ms, 1)),
         )
         if self._replacer.successor_ready(worker):
             return
@@ -447,7 +459,12 @@ class Master:
         if self._state is State.BOOTING and self._pool.all_ready():
             self._state = State.RUNNING
             self._pending_ports = False
-            log.info("all %d workers serving on ports %s", len(self._pool.slots), self.ports)
+            log.info(
+                "all %d workers serving on ports %s",
+                len(self._pool.slots),
+                self.ports,
+                extra={"event": "running", "workers": len(self._pool.slots), "ports": self.ports},
+            )
             self.emit("when_ready")
             self._rolling.start_queued()
             self._replacer.pump()
@@ -466,12 +483,21 @@ class Master:
         self.emit("worker_exited", worker.info(), exitcode)
         if self._replacer.process_exited(worker, exitcode):
             return
-        if not was_current or self._state is State.STOPPING:
+        stopping = self._state is State.STOPPING
+        if not was_current or stopping or slot.retiring:
+            reason = "stopped" if stopping else "replaced" if not was_current else "retired"
+            fields = log_fields(worker, "worker_exit", reason=reason, **exit_fields(exitcode))
             why = describe_exit(exitcode)
-            log.info("worker %d (pid %d, generation %d) exited with %s", slot.id, worker.pid, worker.generation, why)
-            return
-        if slot.retiring:
-            slot.sock.close()
+            log.info(
+                "worker %d (pid %d, generation %d) exited with %s",
+                slot.id,
+                worker.pid,
+                worker.generation,
+                why,
+                extra=fields,
+            )
+            if reason == "retired":
+                slot.sock.close()
             return
         if self._replacer.replacing(slot):
             log.warning(
@@ -479,6 +505,7 @@ class Master:
                 slot.id,
                 worker.pid,
                 describe_exit(exitcode),
+                extra=log_fields(worker, "worker_exit", reason="died_while_replaced", **exit_fields(exitcode)),
             )
             return
         self._refill(slot, worker, exitcode)
@@ -490,7 +517,8 @@ class Master:
             return
         if self._state is State.BOOTING:
             self._boot_error, details = worker.boot_failure(exitcode)
-            log.error("worker %d could not start (%s); stopping%s", slot.id, self._boot_error, details)
+            fields = log_fields(worker, "boot_failed", error=self._boot_error, **exit_fields(exitcode))
+            log.error("worker %d could not start (%s); stopping%s", slot.id, self._boot_error, details, extra=fields)
             self.stop()
             return
         delay = self._crashes.failed(slot, worker, exitcode)

@@ -190,6 +190,18 @@ def as_log_level(value: Any) -> str:
     return value.upper()
 
 
+def one_of(*words: str) -> Callable[[Any], str]:
+    """Converter to one of ``words`` (case-insensitive)."""
+
+    def convert(value: Any) -> str:
+        word = value.strip().lower() if isinstance(value, str) else value
+        if word not in words:
+            raise ValueError(f"expected {' or '.join(repr(w) for w in words)}, got {value!r}")
+        return str(word)
+
+    return convert
+
+
 def as_bind(value: Any) -> Tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6): the host, and the first slot's port."""
     if not isinstance(value, str) or ":" not in value:
@@ -377,8 +389,15 @@ OPTIONS: Tuple[Option, ...] = (
         "access_log",
         None,
         optional(as_log_path),
-        "access log (combined format): a path, or - for the output",
+        "access log: a path, or - for the output",
         metavar="PATH|-",
+    ),
+    Option(
+        "access_log_format",
+        "combined",
+        one_of("combined", "json"),
+        "access log lines: combined (Apache's, plus duration and slot) or json (one object per line)",
+        metavar="{combined,json}",
     ),
 )
 OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
@@ -387,6 +406,13 @@ OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in OPTIONS}
 PROGRAM_OPTIONS: Tuple[Option, ...] = (
     Option("call", False, as_bool, "MODULE:APP is a factory: call it (in each worker) to get the WSGI app"),
     Option("log_level", "info", as_log_level, "log level: debug, info, warning, error or critical"),
+    Option(
+        "log_format",
+        "text",
+        one_of("text", "json"),
+        "log records as text lines or as JSON objects, one per line",
+        metavar="{text,json}",
+    ),
     Option(
         "bind",
         None,

@@ -23,9 +23,9 @@ from typing import Any, Callable, Mapping, NoReturn
 
 from ._os.output import flush_stdio
 from ._run.paste_reload import IniApp, IniReloader
-from ._run.serve import configure_logging, serve
+from ._run.serve import configure_logging, log_formatter, serve
 from .master import Master
-from .options import as_bool, as_log_level, as_paths, make_settings
+from .options import PROGRAM_OPTIONS, as_bool, as_log_level, as_paths, make_settings
 
 __all__ = ["serve_paste", "server_factory"]
 
@@ -67,11 +67,24 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     os._exit(code)
 
 
+RUNNER_OPTIONS = ("log_level", "log_format")  # the runner's, not the master's
+
+
+def _log_format(kw: Mapping[str, Any]) -> str:
+    """The converted ``log_format`` option (text when not given)."""
+    option = next(option for option in PROGRAM_OPTIONS if option.name == "log_format")
+    try:
+        return str(option.convert(kw.get("log_format", option.default)))
+    except ValueError as exc:
+        raise ValueError(f"option log_format: {exc}") from None
+
+
 def _check(kw: Mapping[str, Any]) -> str:
-    """Check the options (all but log_level) as the master will; the converted log level."""
-    options = {k: v for k, v in kw.items() if k != "log_level"}
+    """Check the options (the master's and the runner's) as the master will; the converted log level."""
+    options = {k: v for k, v in kw.items() if k not in RUNNER_OPTIONS}
     try:
         level: str = as_log_level(kw["log_level"]) if "log_level" in kw else "INFO"
+        _log_format(kw)
         make_settings(**options)
     except (ValueError, TypeError, ImportError) as exc:
         _fail(str(exc))
@@ -83,12 +96,19 @@ def _check(kw: Mapping[str, Any]) -> str:
 def serve_paste(wsgi_app: Any, global_conf: Mapping[str, Any], **kw: Any) -> None:
     """Serve ``wsgi_app`` until the master stops; a non-zero exit with a one-line message on failure."""
     level = _check(kw)
+    log_format = _log_format(kw)
     log_level = kw.pop("log_level", None)
-    if not logging.getLogger().handlers:  # pserve configures logging when the ini has a [loggers] section
-        configure_logging(level)
-    elif log_level is not None or not _configures_logging(global_conf.get("__file__")):
-        # pserve calls logging.basicConfig() (WARNING) when the ini has no [loggers]: show our INFO anyway
-        logging.getLogger("prefork_waitress").setLevel(level)
+    asked_format = kw.pop("log_format", None) is not None
+    root = logging.getLogger()
+    if not root.handlers:  # pserve configures logging when the ini has a [loggers] section
+        configure_logging(level, log_format=log_format)
+    else:
+        if log_level is not None or not _configures_logging(global_conf.get("__file__")):
+            # pserve calls logging.basicConfig() (WARNING) when the ini has no [loggers]: show our INFO anyway
+            logging.getLogger("prefork_waitress").setLevel(level)
+        if asked_format:  # given in [server:main]: the handlers pserve set up write that format
+            for handler in root.handlers:
+                handler.setFormatter(log_formatter(log_format))
     reload = as_bool(kw.pop("reload", False))
     extra_files = as_paths(kw.pop("reload_extra_file", ()))  # watched by the ini's reloader, not the master's
     ini_path = global_conf.get("__file__")

@@ -1,5 +1,6 @@
 """WSGI apps and Worker classes used by the test clusters."""
 
+import logging
 import os
 import time
 from urllib.parse import parse_qs
@@ -41,6 +42,14 @@ def app(environ, start_response):
         body = stdin.encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
+    if environ.get("PATH_INFO") == "/log":  # a worker's own log records (--log-format json)
+        logger = logging.getLogger("apps")
+        logger.warning('a "logged"\nline from %d', os.getpid(), extra={"order": 7})
+        try:
+            raise ZeroDivisionError("division by zero")
+        except ZeroDivisionError:
+            logger.exception("it failed")
+        return hello(environ, start_response)
     if environ.get("PATH_INFO") == "/raise":
         raise RuntimeError("the app failed")
     return hello(environ, start_response)

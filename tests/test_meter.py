@@ -5,20 +5,20 @@ import time
 
 import pytest
 
-from prefork_waitress._child.meter import BUCKETS, RequestCounts, RequestMeter
+from prefork_waitress._child.meter import BUCKETS, TEXT_MAX, RequestCounts, RequestMeter
 from prefork_waitress._core.counters import RESTART_REASONS, ClusterCounters, exit_reason
 
 pytestmark = pytest.mark.timeout(20)
 
 
-def in_child(meter, durations, hold_last=False):
+def in_child(meter, durations, hold_last=False, method="GET", path="/"):
     """Fork; the child times one request per duration (the last left running if hold_last)."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: what a worker's task thread does
         try:
             for i, seconds in enumerate(durations):
-                meter.started()
+                meter.started(method, path)
                 time.sleep(seconds)
                 if hold_last and i == len(durations) - 1:
                     os.write(write, b"r")
@@ -61,6 +61,42 @@ def test_a_running_request_is_in_flight_with_its_start():
         os.kill(pid, 9)
         os.waitpid(pid, 0)
     meter.close()
+
+
+def test_the_running_request_line_is_read_by_the_parent_truncated():
+    meter = RequestMeter()
+    path = "/a?" + "x" * 300
+    pid, read = in_child(meter, [0.0, 0.0], hold_last=True, method="PROPFIND", path=path)
+    try:
+        assert os.read(read, 1) == b"r"
+        current = meter.current()
+        assert current is not None and current.started == meter.read()
+        assert current.method == "PROPFIND" and path.startswith(current.path)
+        assert len(current.method) + 1 + len(current.path) == TEXT_MAX
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    meter.close()
+
+
+def test_an_idle_worker_has_no_current_request_and_a_memfd_page_carries_it():
+    meter = RequestMeter.in_memfd()  # how a reforked worker gets its page: it maps the memory file
+    pid, read = in_child(RequestMeter(meter.fd), [0.0], hold_last=True, method="POST", path="/caf\xe9")
+    try:
+        assert os.read(read, 1) == b"r"
+        current = meter.current()
+        assert (current.method, current.path) == ("POST", "/caf\xe9")
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    idle = RequestMeter()
+    pid, read = in_child(idle, [0.0])
+    try:
+        assert os.read(read, 1) == b"d" and idle.current() is None and idle.counts().requests == 1
+    finally:
+        os.waitpid(pid, 0)
+    meter.close()
+    idle.close()
 
 
 def test_counts_add_up_and_an_exited_worker_has_nothing_in_flight():

@@ -151,3 +151,43 @@ def test_pserve_reload_is_detected_and_explained(server, tmp_path):
     s = run_pserve(server, tmp_path, "--reload")
     wait_until(lambda: "pserve --reload (hupper) restarts the whole cluster" in s.log(), 20, message="the advice")
     assert not (tmp_path / "ctl.sock").exists()  # no cluster was started
+
+
+def _json_records(text, allow=()):
+    """Every line as a JSON object, but those starting with one of ``allow`` (a program's own prints)."""
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line and not line.startswith(tuple(allow))]
+
+
+@pytest.mark.parametrize("under_pserve", [False, True])
+def test_log_format_and_access_log_format_json_from_the_ini(server, tmp_path, under_pserve):
+    options = {"log_format": "json", "access_log": "%(here)s/access.log", "access_log_format": "json"}
+    if under_pserve:  # pserve set up its own handler (no [loggers]): log_format = json formats it too
+        s = run_pserve(server, tmp_path, **options)
+    else:
+        ini = tmp_path / "site.ini"
+        ini.write_text(
+            INI.format(use="call:prefork_waitress.paste:server_factory", workers="2")
+            + "".join(f"{name} = {value}\n" for name, value in options.items())
+        )
+        s = server(ini, program=(sys.executable, "-c", RUN))
+    worker = s.status(tmp_path / "ctl.sock")["workers"][1]
+    assert get(worker["port"], "/x?y=1", headers={"X-Request-ID": "req-7"})[0] == 200
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+    records = _json_records(s.log(), allow=("Starting server in PID",))
+    ready = [r for r in records if r.get("event") == "worker_ready"]
+    assert sorted(r["slot"] for r in ready) == [0, 1] and all(r["logger"] == "prefork_waitress" for r in ready)
+    assert [r for r in records if r.get("event") == "stop"]
+    (line,) = _json_records((tmp_path / "access.log").read_text())
+    assert (line["path"], line["query"], line["request_id"], line["slot"]) == ("/x", "y=1", "req-7", 1)
+    assert line["pid"] == worker["pid"] and line["status"] == 200
+
+
+def test_a_bad_log_format_in_the_ini_is_a_one_line_error(server, tmp_path):
+    ini = tmp_path / "site.ini"
+    ini.write_text(INI.format(use="call:prefork_waitress.paste:server_factory", workers="2") + "log_format = yaml\n")
+    s = server(ini, program=(sys.executable, "-c", RUN))
+    assert s.wait() == 1
+    assert s.log().strip() == "prefork-waitress: error: option log_format: expected 'text' or 'json', got 'yaml'"

@@ -102,6 +102,7 @@ class SweptWorker:
     """A worker of the pool: a real process (so the dump signal has a target) and its meter."""
 
     timed_out = False
+    generation = 1
 
     def __init__(self):
         self.meter = RequestMeter()

@@ -111,8 +111,9 @@ class Counting(RequestHooks):
     def __init__(self):
         self.started = self.finished = 0
 
-    def request_started(self):
+    def request_started(self, method, uri):
         self.started += 1
+        self.last = (method, uri)
         return False
 
     def request_finished(self):

@@ -68,6 +68,7 @@ class RequestFacts(NamedTuple):
     size: int  # body bytes sent
     referer: Optional[str]
     agent: Optional[str]
+    request_id: Optional[str] = None  # the X-Request-ID header (client or frontend)
 
 
 class RequestHooks:
@@ -75,8 +76,9 @@ class RequestHooks:
 
     logs_requests = False  # True: request_logged() gets the facts of every request
 
-    def request_started(self) -> bool:
-        """Called before the app runs; return True to close the connection after it."""
+    def request_started(self, method: str, uri: str) -> bool:
+        """Called before the app runs (the request line's method and target); return True to close
+        the connection after it."""
         return False
 
     def request_finished(self) -> None:
@@ -104,6 +106,7 @@ def _facts(task: Any, failed: bool) -> RequestFacts:
         task.content_bytes_written,
         headers.get("REFERER"),
         headers.get("USER_AGENT"),
+        headers.get("X_REQUEST_ID"),
     )
 
 
@@ -113,7 +116,8 @@ class _DrainAwareTask(WSGITask):  # type: ignore[misc]
     def service(self) -> None:
         server = self.channel.server
         hooks = server.pw_hooks
-        if hooks.request_started():
+        request = self.request
+        if hooks.request_started(request.command, request.request_uri):
             server.pw_closing = True
         failed = True
         try:

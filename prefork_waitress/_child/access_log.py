@@ -1,4 +1,4 @@
-"""The access log a worker writes: Apache combined format plus the duration and the slot.
+"""The access log a worker writes: Apache combined format plus the duration and the slot, or JSON.
 
 One line per request, written by the request thread with a single
 ``os.write`` on an ``O_APPEND`` descriptor: the kernel appends each write
@@ -13,17 +13,31 @@ A line::
 
 that is ``%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"`` followed by
 the request duration in microseconds (Apache's ``%D``) and the slot id.
+What the client sent is escaped as Apache does (``\\"``, ``\\\\``, ``\\xhh`` for
+control and non-ASCII bytes), so no field or line can be forged.
+
+With ``access_log_format = json``, one object per line (:func:`format_json`)::
+
+    {"time": "2026-12-02T14:21:27.512Z", "remote_addr": "127.0.0.1", "method": "GET", "path": "/a",
+     "query": "b=1", "protocol": "HTTP/1.1", "status": 200, "bytes": 5, "duration": 0.000512,
+     "slot": 0, "pid": 4242, "referer": null, "user_agent": "curl/8.5", "request_id": null,
+     "remote_user": null}
+
+Text is decoded as UTF-8 from the bytes sent (bytes that are not UTF-8 as
+``\\xhh``); JSON escapes quotes, backslashes and control characters.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from typing import Any, Callable, Dict, Optional
 
 from .._os.output import on_reopen
 from ._waitress import RequestFacts
 
-__all__ = ["AccessLog", "format_line"]
+__all__ = ["AccessLog", "format_json", "format_line"]
 
 STDOUT = "-"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -68,28 +82,91 @@ class _Clock:
         return self.text
 
 
+def _unquoted(text: str) -> str:
+    """An unquoted field (host, user, status): escaped, and no space in it either (it separates fields)."""
+    text = _escape(text)
+    return text.replace(" ", "\\x20") if " " in text else text
+
+
 def format_line(facts: RequestFacts, when: str, duration: float, slot: int) -> bytes:
     """One access log line, newline included."""
     request = _escape(f"{facts.method} {facts.uri} {facts.protocol}") if facts.method else "-"
     referer = _escape(facts.referer) if facts.referer else "-"
     agent = _escape(facts.agent) if facts.agent else "-"
-    user = _escape(facts.user) if facts.user else "-"
+    user = _unquoted(facts.user) if facts.user else "-"
     size = facts.size or "-"
+    status = facts.status if facts.status.isdigit() else _unquoted(facts.status or "-")
     line = (
-        f'{facts.remote} - {user} {when} "{request}" {facts.status} {size} "{referer}" "{agent}" '
+        f'{_unquoted(facts.remote)} - {user} {when} "{request}" {status} {size} "{referer}" "{agent}" '
         f"{int(duration * 1_000_000)} {slot}\n"
     )
     return line.encode("utf-8", "surrogateescape")
 
 
+def _text(value: Optional[str]) -> Optional[str]:
+    """What waitress decoded as latin-1 (one char per byte sent), as the UTF-8 text it most likely was."""
+    if value is None or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # not from the wire (e.g. REMOTE_USER set by middleware): as it is
+        return value
+
+
+def format_json(facts: RequestFacts, when: str, duration: float, slot: int, pid: int) -> bytes:
+    """One access log line as a JSON object (``when``: ISO 8601 UTC), newline included."""
+    path, question, query = facts.uri.partition("?")
+    entry: Dict[str, Any] = {
+        "time": when,
+        "remote_addr": _text(facts.remote),
+        "method": _text(facts.method) or None,
+        "path": _text(path) if facts.uri else None,
+        "query": _text(query) if question else None,
+        "protocol": facts.protocol if facts.method else None,
+        "status": int(facts.status) if facts.status.isdigit() else facts.status,
+        "bytes": facts.size,
+        "duration": round(duration, 6),
+        "slot": slot,
+        "pid": pid,
+        "referer": _text(facts.referer),
+        "user_agent": _text(facts.agent),
+        "request_id": _text(facts.request_id),
+        "remote_user": _text(facts.user),
+    }
+    return (json.dumps(entry) + "\n").encode("ascii")
+
+
+class _UtcClock:
+    """``2026-12-02T14:21:27.512Z`` now: the part up to the second formatted once per second."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.text = ""
+
+    def now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self.second:
+            self.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self.second = second
+        return f"{self.text}.{int((now - second) * 1000):03d}Z"
+
+
 class AccessLog:
     """A worker's access log: ``path`` (appended to) or ``-`` (the worker's stdout, i.e. the output)."""
 
-    def __init__(self, path: str, slot: int) -> None:
+    def __init__(self, path: str, slot: int, format: str = "combined") -> None:
         self.path = path
         self.slot = slot
-        self.clock = _Clock()
+        self.pid = os.getpid()
         self.fd = 1 if path == STDOUT else self._open()
+        self._line: Callable[[RequestFacts, float], bytes]
+        if format == "json":
+            utc = _UtcClock()
+            self._line = lambda facts, duration: format_json(facts, utc.now(), duration, self.slot, self.pid)
+        else:
+            self.clock = _Clock()
+            self._line = lambda facts, duration: format_line(facts, self.clock.now(), duration, self.slot)
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -97,7 +174,7 @@ class AccessLog:
     def write(self, facts: RequestFacts, duration: float) -> None:
         """Append the line of one request (a full disk or a closed fd loses the line, not the request)."""
         try:
-            os.write(self.fd, format_line(facts, self.clock.now(), duration, self.slot))
+            os.write(self.fd, self._line(facts, duration))
         except OSError:
             pass
 

@@ -13,10 +13,13 @@ Each field has one writer thread in the worker:
 - offsets 24 to 63: free;
 - offset 64: the sum of the durations of the finished requests (seconds);
 - offset 72: one unsigned 64-bit count per duration bucket of
-  :data:`BUCKETS` (plus +Inf), not cumulative.
+  :data:`BUCKETS` (plus +Inf), not cumulative;
+- offset 256: the running request's ``METHOD PATH`` (one length byte, then
+  at most :data:`TEXT_MAX` bytes, truncated), written before its start time
+  (``ctl top`` shows it).
 
-A finished request costs one clock read, one bisect and three stores
-through typed memoryviews: no syscall, no lock, no pipe message. The master reads the page when
+A request costs two clock reads, one bisect, a short encode and six stores
+through the mapping and typed memoryviews: no syscall, no lock, no pipe message. The master reads the page when
 it is asked (metrics, status); the number of requests is the sum of the
 bucket counts, so a histogram read in the middle of a write is still
 consistent with its count.
@@ -30,9 +33,9 @@ import mmap
 import os
 import struct
 import time
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
-__all__ = ["BUCKETS", "RequestCounts", "RequestMeter"]
+__all__ = ["BUCKETS", "CurrentRequest", "RequestCounts", "RequestMeter"]
 
 # Upper bounds (seconds) of the request duration histogram; one more bucket is +Inf.
 BUCKETS: Tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -43,6 +46,8 @@ _IO_BEAT_INDEX, _COMMANDS_BEAT_INDEX = 1, 2
 _SUM, _SUM_AT = struct.Struct("d"), 64
 _SUM_INDEX = _SUM_AT // 8
 _COUNTS, _COUNTS_AT = struct.Struct(f"{len(BUCKETS) + 1}Q"), 72
+_TEXT_AT = 256
+TEXT_MAX = 127  # bytes of "METHOD PATH" kept in the page (a method, a space and ~100 bytes of path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +72,15 @@ class RequestCounts:
     def finished(self) -> "RequestCounts":
         """The same counts once the process has exited (nothing in flight any more)."""
         return dataclasses.replace(self, in_flight=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CurrentRequest:
+    """The request a worker is running: its start (monotonic seconds), method and (truncated) path."""
+
+    started: float
+    method: str
+    path: str
 
 
 class RequestMeter:
@@ -100,8 +114,12 @@ class RequestMeter:
             self.fd = -1
 
     # worker side (the task thread) ----------------------------------------
-    def started(self, _monotonic: Callable[[], float] = time.monotonic) -> None:
-        """A request begins."""
+    def started(self, method: str = "", path: str = "", _monotonic: Callable[[], float] = time.monotonic) -> None:
+        """A request begins: its method and path (as waitress decoded them, latin-1), then its start."""
+        text = f"{method} {path[:TEXT_MAX]}".encode("latin-1", "replace")[:TEXT_MAX]
+        page = self._map
+        page[_TEXT_AT] = len(text)
+        page[_TEXT_AT + 1 : _TEXT_AT + 1 + len(text)] = text
         self._doubles[0] = _monotonic()
 
     def finished(
@@ -128,6 +146,20 @@ class RequestMeter:
         """The start of the running request (monotonic seconds), or 0.0."""
         value: float = _START.unpack_from(self._map, 0)[0]
         return value
+
+    def current(self) -> Optional[CurrentRequest]:
+        """The running request, or None when idle (a request that ends meanwhile reads as None)."""
+        page = self._map
+        for _ in range(3):
+            started = self.read()
+            if not started:
+                return None
+            length = min(page[_TEXT_AT], TEXT_MAX)
+            text = page[_TEXT_AT + 1 : _TEXT_AT + 1 + length].decode("latin-1")
+            if self.read() == started:  # the text is this request's: it was written before its start
+                method, _, path = text.partition(" ")
+                return CurrentRequest(started, method, path)
+        return None
 
     def beats(self) -> Tuple[float, float]:
         """The last beat of the I/O loop and of the command thread (0.0: none yet)."""

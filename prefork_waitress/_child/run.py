@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 from .._os import platform as _platform
 from .._os.limits import restore_fd_limit
 from .._os.loading import resolve
+from .._os.logformat import set_process_slot
 from .._os.memory import MIB, RssLimit
 from .._os.output import flush_stdio, redirect_stdio
 from ..reloading import NewDataFiles, NewModules
@@ -60,11 +61,11 @@ class WorkerRequests(RequestHooks):
         self.channel: Optional[Channel] = None
         self.refork_after = refork_after
 
-    def request_started(self) -> bool:
+    def request_started(self, method: str, uri: str) -> bool:
         worker = self.worker
         worker.in_flight = 1
         if self.meter is not None:
-            self.meter.started()
+            self.meter.started(method, uri)
         return False  # at max_requests the master stops this worker once a successor serves
 
     def request_finished(self) -> None:
@@ -131,6 +132,7 @@ def _reset_inherited_state(spec: ChildSpec) -> None:
         _platform.close_quietly(obj, keep=own)
     spec.sock = _platform.move_to_lowest_fd(spec.sock)
     restore_fd_limit()  # the master raised its own; the app runs under the limit it was given
+    set_process_slot(spec.slot_id)  # its log records say which slot (--log-format json)
     _platform.set_process_name(f"pw-slot-{spec.slot_id}")
     _platform.set_command_line(f"prefork-waitress worker: slot {spec.slot_id}, port {spec.port}")
     _platform.set_parent_death_signal(signal.SIGTERM)
@@ -232,7 +234,9 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
     _platform.pin_to_cpus(spec.cpus)
     app = _load_app(spec)
     worker = spec.worker_class(spec.slot_id, spec.port, spec.generation, app)
-    access_log = AccessLog(spec.access_log, spec.slot_id).activate() if spec.access_log else None
+    access_log = (
+        AccessLog(spec.access_log, spec.slot_id, spec.access_log_format).activate() if spec.access_log else None
+    )
     requests = WorkerRequests(worker, spec.max_requests, spec.meter, spec.max_rss, access_log, spec.refork_after)
     worker.on_start()
     server = DrainableServer(app, spec.sock, requests, dict(spec.waitress_options))

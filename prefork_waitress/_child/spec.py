@@ -28,6 +28,7 @@ class ChildSpec:
     inherited: Sequence[Any]  # the master's objects and fds this worker must close
     meter: Any = None  # shared page: request clock, duration histogram, heartbeats (RequestMeter), or None
     access_log: Optional[str] = None  # a path, "-" (stdout), or None
+    access_log_format: str = "combined"  # or "json"
     report_modules: bool = False  # tell the master what was imported, at boot and after requests (reload=True)
     max_rss: int = 0  # MiB; 0: no limit
     refork_after: int = 0  # tell the master once this many requests are served (it may make this a template)

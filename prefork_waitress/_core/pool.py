@@ -32,7 +32,7 @@ from . import scaling
 from .commands import CommandChannel
 from .counters import ClusterCounters
 from .loop import EventLoop
-from .slots import Slot, WorkerProcess, bind_socket
+from .slots import Slot, WorkerProcess, bind_socket, log_fields
 
 log = logging.getLogger("prefork_waitress")
 
@@ -109,7 +109,12 @@ class WorkerPool:
         arrives until the port is quiet, then drains; its socket closes when it is gone."""
         slot.retiring = True
         self.cancel_respawn(slot)
-        log.info("retiring worker slot %d (port %d)", slot.id, slot.port)
+        log.info(
+            "retiring worker slot %d (port %d)",
+            slot.id,
+            slot.port,
+            extra={"event": "retire", "slot": slot.id, "port": slot.port},
+        )
         if slot.current is None:
             slot.sock.close()
         else:
@@ -152,7 +157,8 @@ class WorkerPool:
         except OSError as exc:
             slot.boot_failures += 1
             delay = self.retry_delay(slot.boot_failures)
-            log.error("%s; retrying in %.1f s", spawn_failure(slot, exc), delay)
+            fields = {"event": "spawn_failed", "slot": slot.id, "port": slot.port, "error": str(exc), "retry_in": delay}
+            log.error("%s; retrying in %.1f s", spawn_failure(slot, exc), delay, extra=fields)
             self._retry_later(slot, delay, wanted)
             return None
 
@@ -275,6 +281,7 @@ class WorkerPool:
             master_pid=os.getpid(),
             inherited=self._inherited() + [parent_conn],
             access_log=self.settings.access_log,
+            access_log_format=self.settings.access_log_format,
             **options,
         )
         process = self._context.Process(target=_child.run, args=(spec,), name=f"prefork-worker-{slot.id}")
@@ -395,7 +402,14 @@ class WorkerPool:
         if worker.pid not in self.processes:
             return
         if after is not None:
-            log.error("worker %d (pid %d) did not stop within %.1f s; killing it", worker.slot.id, worker.pid, after)
+            fields = log_fields(worker, "kill", reason="graceful_timeout")
+            log.error(
+                "worker %d (pid %d) did not stop within %.1f s; killing it",
+                worker.slot.id,
+                worker.pid,
+                after,
+                extra=fields,
+            )
         try:
             os.kill(worker.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -415,7 +429,10 @@ class WorkerPool:
     def _boot_timed_out(self, worker: WorkerProcess) -> None:
         """A worker took longer than boot_timeout to become ready: kill it."""
         timeout = self.settings.boot_timeout
-        log.error("worker %d (pid %d) not ready after %.1f s; killing it", worker.slot.id, worker.pid, timeout)
+        fields = log_fields(worker, "kill", reason="boot_timeout")
+        log.error(
+            "worker %d (pid %d) not ready after %.1f s; killing it", worker.slot.id, worker.pid, timeout, extra=fields
+        )
         worker.boot_error = f"not ready within boot_timeout ({timeout:g} s)"
         self.kill(worker)
 

@@ -9,7 +9,7 @@ import socket
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from .._os.adoption import AdoptedProcess
 from ..errors import StartError
@@ -136,6 +136,24 @@ def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
         raise StartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(False)
     return sock
+
+
+def log_fields(worker: "WorkerProcess", event: str, **more: Any) -> Dict[str, Any]:
+    """The ``extra=`` of a log line about ``worker`` (JSON logs): the event, its slot, pid, generation, port."""
+    slot = worker.slot
+    fields = {"event": event, "slot": slot.id, "worker_pid": worker.pid, "generation": worker.generation}
+    return dict(fields, port=slot.port, **more)
+
+
+def exit_fields(exitcode: Optional[int]) -> Dict[str, Any]:
+    """A worker's exit for JSON logs: ``exitcode`` as multiprocessing gives it, and the signal's name."""
+    name = None
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = str(-exitcode)
+    return {"exitcode": exitcode, "signal": name}
 
 
 def describe_exit(exitcode: Optional[int]) -> str:

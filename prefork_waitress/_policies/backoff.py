@@ -15,7 +15,8 @@ import signal
 import time
 from typing import Dict, Optional
 
-from .._core.slots import Slot, WorkerProcess, describe_exit
+from .._core.counters import exit_reason
+from .._core.slots import Slot, WorkerProcess, describe_exit, exit_fields, log_fields
 
 log = logging.getLogger("prefork_waitress")
 
@@ -52,6 +53,7 @@ class CrashLoops:
         why = describe_exit(exitcode)
         error, details = worker.boot_failure(exitcode)
         meanwhile = f"; {then}" if then else ""
+        fields = log_fields(worker, "boot_failed", attempt=attempt, delay=delay, error=error, **exit_fields(exitcode))
         if self._last_error.get(slot.id) == error:
             log.error(
                 "worker %d (pid %d) still failing (same error, %s, attempt %d, next in %.1f s)%s",
@@ -61,6 +63,7 @@ class CrashLoops:
                 attempt,
                 delay,
                 meanwhile,
+                extra=fields,
             )
         else:
             self._last_error[slot.id] = error
@@ -74,6 +77,7 @@ class CrashLoops:
                 meanwhile,
                 delay,
                 details,
+                extra=fields,
             )
         return delay
 
@@ -95,6 +99,9 @@ class CrashLoops:
                 worker.pid,
                 describe_exit(exitcode),
                 slot.port,
+                extra=log_fields(
+                    worker, "worker_exit", reason=exit_reason(exitcode), respawn_in=0.0, **exit_fields(exitcode)
+                ),
             )
             return 0.0
         slot.early_crashes += 1
@@ -108,6 +115,9 @@ class CrashLoops:
             uptime,
             slot.early_crashes,
             delay,
+            extra=log_fields(
+                worker, "worker_exit", reason="crash_loop", respawn_in=delay, uptime=uptime, **exit_fields(exitcode)
+            ),
         )
         return delay
 

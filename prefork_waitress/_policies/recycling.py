@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional, Set
 
-from .._core.slots import WorkerProcess
+from .._core.slots import WorkerProcess, log_fields
 from .backoff import CrashLoops
 from .replacing import SlotReplacer
 
@@ -35,7 +35,8 @@ class Recycler:
         if worker.pid in self.asked or worker.slot.current is not worker or worker.stopping:
             return
         if why:
-            log.info("worker %d (pid %d) %s; recycling it", worker.slot.id, worker.pid, why)
+            fields = log_fields(worker, "recycle", reason=why)
+            log.info("worker %d (pid %d) %s; recycling it", worker.slot.id, worker.pid, why, extra=fields)
         self.asked.add(worker.pid)
         self.replacer.add(
             worker.slot,

@@ -17,7 +17,7 @@ import logging
 from typing import List, Optional
 
 from .._core.pool import Adopted, WorkerPool
-from .._core.slots import Slot, WorkerProcess
+from .._core.slots import Slot, WorkerProcess, log_fields
 from .replacing import SlotReplacer
 
 log = logging.getLogger("prefork_waitress")
@@ -49,6 +49,7 @@ class Reforker:
             worker.pid,
             self.after,
             ", ".join(str(slot.id) for slot in cold),
+            extra=log_fields(worker, "refork", result="started", slots=[slot.id for slot in cold]),
         )
         self.template, self.waiting, self.reforked = worker, len(cold), 0
         for slot in cold:
@@ -75,7 +76,8 @@ class Reforker:
         worker = slot.current
         self.reforked += worker is not None and worker.reforked_from == self.template.pid
         if self.waiting <= 0:
-            log.info("refork from pid %d done: %d slot(s) reforked", self.template.pid, self.reforked)
+            fields = {"event": "refork", "result": "done", "template_pid": self.template.pid, "reforked": self.reforked}
+            log.info("refork from pid %d done: %d slot(s) reforked", self.template.pid, self.reforked, extra=fields)
             self.template = None
 
     def abandon(self) -> None:

@@ -88,7 +88,8 @@ class SlotReplacer:
                 else:
                     job.fork(job.slot, functools.partial(self._adopted, job))
             except OSError as exc:
-                log.error("%s; the old worker keeps serving", spawn_failure(job.slot, exc))
+                fields = {"event": "spawn_failed", "slot": job.slot.id, "port": job.slot.port, "error": str(exc)}
+                log.error("%s; the old worker keeps serving", spawn_failure(job.slot, exc), extra=fields)
                 self.current = None
                 job.done(False, None, None)
 
@@ -99,7 +100,8 @@ class SlotReplacer:
                 self.pool.stop_process(worker, graceful=True)
             return
         if worker is None:
-            log.error("no new worker for slot %d (%s); the old worker keeps serving", job.slot.id, why)
+            fields = {"event": "spawn_failed", "slot": job.slot.id, "port": job.slot.port, "error": why}
+            log.error("no new worker for slot %d (%s); the old worker keeps serving", job.slot.id, why, extra=fields)
             self._end(job, False)
             return
         job.successor = worker

@@ -60,12 +60,19 @@ class RollingReload:
             self._begin()
 
     def _begin(self) -> None:
-        log.info("rolling reload of %d workers", len(self.pool.slots))
+        log.info(
+            "rolling reload of %d workers",
+            len(self.pool.slots),
+            extra={"event": "reload", "result": "started", "workers": len(self.pool.slots)},
+        )
         self.events.emit("reloading")
         try:
             self.reload_code()
         except Exception as exc:
-            log.exception("reload abandoned: the new code cannot be loaded; the old workers keep serving")
+            log.exception(
+                "reload abandoned: the new code cannot be loaded; the old workers keep serving",
+                extra={"event": "reload", "result": "failed", "reason": "import"},
+            )
             why = str(exc) if isinstance(exc, ReloadError) else f"{type(exc).__name__}: {exc}"
             self.pool.counters.reload_failed(f"the new code cannot be loaded: {why}; the old workers keep serving")
             self._finish(False)
@@ -93,6 +100,13 @@ class RollingReload:
                     failed.slot.id,
                     reason,
                     details,
+                    extra={
+                        "event": "reload",
+                        "result": "failed",
+                        "reason": "boot",
+                        "slot": failed.slot.id,
+                        "error": reason,
+                    },
                 )
             self._finish(False)
             return
@@ -103,7 +117,7 @@ class RollingReload:
     def abandon(self, why: str) -> None:
         """Drop the reload in progress without calling the hook (the master is stopping)."""
         if self.active:
-            log.info("reload abandoned: %s", why)
+            log.info("reload abandoned: %s", why, extra={"event": "reload", "result": "abandoned", "reason": why})
         self.active = self.queued = False
 
     def _finish(self, ok: bool) -> None:
@@ -111,13 +125,21 @@ class RollingReload:
         empty = [slot.id for slot in self.pool.slots if slot.current is None or not slot.current.ready]
         if ok and empty:
             ok = False  # a crash-looping slot was skipped: it serves neither the new code nor the old
-            log.error("rolling reload incomplete: slots %s have no serving worker (see their errors above)", empty)
+            log.error(
+                "rolling reload incomplete: slots %s have no serving worker (see their errors above)",
+                empty,
+                extra={"event": "reload", "result": "failed", "reason": "incomplete", "slots": empty},
+            )
             errors = "".join(f"; slot {i}: {self.last_error(i)}" for i in empty if self.last_error(i))
             self.pool.counters.reload_failed(
                 f"rolling reload incomplete: slots {empty} have no serving worker{errors}; "
                 "the others serve the new code"
             )
         if ok:
-            log.info("rolling reload done: %d workers on the new code", len(self.pool.slots))
+            log.info(
+                "rolling reload done: %d workers on the new code",
+                len(self.pool.slots),
+                extra={"event": "reload", "result": "ok", "workers": len(self.pool.slots)},
+            )
         self.events.emit("reloaded", ok)
         self.start_queued()

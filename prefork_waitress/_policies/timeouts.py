@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 
 from .._core.loop import EventLoop, Timer
 from .._core.pool import WorkerPool
-from .._core.slots import Slot, WorkerProcess
+from .._core.slots import Slot, WorkerProcess, log_fields
 from .._os.output import open_output
 
 log = logging.getLogger("prefork_waitress")
@@ -106,6 +106,7 @@ class RequestTimeouts:
             slot.port,
             elapsed,
             self.timeout,
+            extra=log_fields(worker, "kill", reason="request_timeout", elapsed=round(elapsed, 3)),
         )
         _note_in_output(
             self.output,
@@ -181,6 +182,7 @@ class HeartbeatWatch:
             slot.port,
             what,
             self.timeout,
+            extra=log_fields(worker, "kill", reason="heartbeat_timeout", missed=dict(missed)),
         )
         self.timeouts.dump_and_replace(worker)
 

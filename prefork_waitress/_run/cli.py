@@ -24,7 +24,9 @@ from .config import ConfigError, Given
 from .serve import EXIT_OK, EXIT_USAGE, configure_logging, fail, serve
 
 PROG = "prefork-waitress"
-USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics}} ..."
+USAGE = (
+    f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics,top}} ..."
+)
 WAITRESS_PREFIX = "waitress:"
 WAITRESS_HELP = "see waitress's documentation of its arguments; threads must stay 1"
 CLI = "cli"
@@ -242,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if resolved.app is None:
         parser.error("the app to serve, MODULE:APP, is missing")
     app = _app_spec(resolved.app.value, runner)
-    configure_logging(runner["log_level"])
+    configure_logging(runner["log_level"], log_format=runner["log_format"])
     try:
         master = master_class(resolved.hooks)(app, **options)
     except (ValueError, TypeError, ImportError) as exc:

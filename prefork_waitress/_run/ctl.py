@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..integrations.control import MAX_COMMAND_TIMEOUT
 from ..integrations.control_client import ControlError, request
+from . import top
 from .cli import Parser
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -43,6 +44,9 @@ def build_parser() -> Parser:
     command.add_argument("--worker", type=int, metavar="ID", help="only the worker of this slot")
     command.add_argument("--command-timeout", type=float, default=5.0, metavar="SECONDS")
     actions.add_parser("metrics", help="print the Prometheus metrics (text format 0.0.4)")
+    view = actions.add_parser("top", help="live view of the workers (q quits); plain text when not on a terminal")
+    view.add_argument("--once", action="store_true", help="print one screen (rates over one interval) and exit")
+    view.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh interval (default 1)")
     return parser
 
 
@@ -152,6 +156,10 @@ def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv))
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUTS.get(args.action, 30.0)
+    if args.action == "top":
+        if not 0.1 <= args.interval <= 3600:
+            parser.error(f"top --interval: expected 0.1 to 3600 seconds, got {args.interval:g}")
+        return top.main(args.socket, args.interval, args.once, timeout=min(timeout, 10.0))
     try:
         message = make_request(args)
     except ValueError as exc:

@@ -15,6 +15,7 @@ from typing import Optional, TextIO
 
 from .._os import platform as _platform
 from .._os.loading import AppImportError, app_traceback, root_cause
+from .._os.logformat import JsonFormatter
 from .._os.output import redirect_stdio
 from ..errors import BootError, StartError
 from ..integrations.signals import reopen_output
@@ -26,10 +27,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(level: str, stream: Optional[TextIO] = None) -> None:
-    """Send log records at ``level`` and above to ``stream`` (stderr, which may be the output file)."""
+def log_formatter(log_format: str) -> logging.Formatter:
+    """The formatter of ``--log-format``: text lines, or one JSON object per line."""
+    return JsonFormatter() if log_format == "json" else logging.Formatter(LOG_FORMAT)
+
+
+def configure_logging(level: str, stream: Optional[TextIO] = None, log_format: str = "text") -> None:
+    """Send log records at ``level`` and above to ``stream`` (stderr, which may be the output file).
+
+    The workers inherit this handler at fork: their records come out the same way."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(log_formatter(log_format))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)

@@ -16,6 +16,7 @@ from .haproxy import HAProxyServers
 from .metrics import MetricsServer, render_metrics
 from .signals import install_default_signals
 from .systemd import SystemdNotifier
+from .top import top_snapshot
 from .upstream import UpstreamWriter
 
 
@@ -27,6 +28,7 @@ def attach(master: MasterHandle) -> None:
     if settings.control_socket:
         control = ControlServer(master, settings.control_socket)
         control.add_action("metrics", lambda request: {"text": render_metrics(master)})
+        control.add_action("top", lambda request: top_snapshot(master))
         master.add_listener(control)
     if settings.metrics_port:
         master.add_listener(MetricsServer(master, settings.metrics_host or settings.host, settings.metrics_port))
