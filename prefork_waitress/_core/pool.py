@@ -385,11 +385,21 @@ class WorkerPool:
         return True
 
     def stop_all(self, graceful: bool, keep: Iterable[Optional[WorkerProcess]] = ()) -> None:
-        """Stop every process but those in ``keep``."""
+        """Stop every process but those in ``keep``.
+
+        Gracefully, each slot's serving worker drains as a retiring one does: it serves
+        what is queued and still arriving until its port is quiet (the master keeps the
+        sockets open until the workers are gone), so a stop resets no queued connection.
+        """
         kept = set(keep)
         for process in list(self.processes.values()):
             if process not in kept:
-                self.stop_process(process, graceful)
+                self.stop_process(process, graceful, keep_accepting=self.sole_server(process))
+
+    @staticmethod
+    def sole_server(worker: WorkerProcess) -> bool:
+        """The ready worker of its slot: no one else will accept from its socket."""
+        return worker.ready and worker.slot.current is worker
 
     def kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
         if worker.pid not in self.processes:
