@@ -305,6 +305,12 @@ PROGRAM_OPTIONS: Tuple[Option, ...] = (
     Option("bind", None, optional(as_bind), "HOST:PORT of the first slot (the others follow); sets host and base_port"),
     Option("chdir", None, optional(as_directory), "change to this directory first (relative paths start there)"),
     Option("pythonpath", None, optional(as_search_path), "directories (comma-separated) put first on sys.path"),
+    Option(
+        "check_config",
+        False,
+        as_bool,
+        "check the options and load the app in a child process as a worker would; bind nothing, exit 0 or 1",
+    ),
 )
 
 

@@ -9,17 +9,17 @@ of each; values stay strings here and are converted and checked by
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from waitress.adjustments import Adjustments, asbool
 
 from .. import __version__
+from .._os import release
 from .._os.loading import FACTORY_SUFFIX, probe
 from ..master import Master
 from ..options import MANAGED_WAITRESS_OPTIONS, OPTIONS, PROGRAM_OPTIONS, Option, as_bool, convert_option
-from .serve import EXIT_USAGE, configure_logging, fail, serve
+from .serve import EXIT_USAGE, check_config, configure_logging, fail, serve
 
 PROG = "prefork-waitress"
 USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics}} ..."
@@ -129,14 +129,17 @@ def parse(parser: Parser, argv: Sequence[str]) -> Tuple[str, Dict[str, Any], Dic
     return app, options, runner
 
 
-def enter_directories(runner: Dict[str, Any]) -> None:
-    """--chdir first, then the (new) current directory and --pythonpath first on sys.path."""
-    if runner["chdir"] is not None:
-        os.chdir(runner["chdir"])
-    for path in reversed([os.getcwd(), *map(os.path.abspath, runner["pythonpath"] or ())]):
-        if path in sys.path:
-            sys.path.remove(path)
-        sys.path.insert(0, path)
+def enter_directories(runner: Dict[str, Any], options: Dict[str, Any]) -> release.ReleasePaths:
+    """--chdir first, then the (new) current directory and --pythonpath first on sys.path.
+
+    The paths are kept as given (a ``current`` symlink stays a symlink) and entered
+    again at each reload: see ``_os.release``.
+    """
+    try:
+        preload = bool(convert_option("preload", options.get("preload", False)))
+    except ValueError:
+        preload = False  # Master() reports it
+    return release.enter(runner["chdir"], runner["pythonpath"] or (), resolve_links=not preload)
 
 
 def convert_option_of(name: str, value: Any) -> Any:
@@ -154,12 +157,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Serve MODULE:APP until stopped; 0 after a graceful stop, 1 on failure, 2 on bad usage."""
     parser = build_parser()
     app, options, runner = parse(parser, sys.argv[1:] if argv is None else argv)
-    enter_directories(runner)
+    paths = enter_directories(runner, options)
     configure_logging(runner["log_level"])
     try:
         master = Master(app, **options)
     except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc))
+    if runner["check_config"]:
+        return check_config(app, master)
+    master.add_listener(paths)  # each reload enters the release the paths name then
     if not master.settings.preload:
         problem = probe(app, timeout=master.settings.boot_timeout)
         if problem is not None:
