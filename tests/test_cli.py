@@ -27,7 +27,14 @@ def test_parse_keeps_strings_for_the_option_table_and_names_waitress_options():
     )
     assert app == "m:f()"
     assert options == {"workers": "4", "pidfile": "x.pid", "preload": "true", "channel_timeout": "30"}
-    assert runner == {"call": True, "log_level": "DEBUG", "bind": None, "chdir": None, "pythonpath": None}
+    assert runner == {
+        "call": True,
+        "log_level": "DEBUG",
+        "bind": None,
+        "chdir": None,
+        "pythonpath": None,
+        "check_config": False,
+    }
 
 
 def test_a_bool_option_that_defaults_to_true_has_a_no_flag():
