@@ -125,7 +125,8 @@ class Master:
     @property
     def state(self) -> str:
         """ "new", "booting", "running", "stopping" (shutdown_delay included) or "stopped"."""
-        return State.STOPPING.value if self._shutdown.pending else self._state.value
+        delaying = self._shutdown.pending and self._state is State.RUNNING
+        return State.STOPPING.value if delaying else self._state.value
 
     def unserved_slots(self) -> List[int]:
         """Ids of the slots that no ready worker serves right now (readiness)."""

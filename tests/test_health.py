@@ -203,14 +203,14 @@ def test_readyz_through_boot_busy_workers_a_gap_a_reload_a_failed_reload_and_a_s
     assert c.wait_event("reloaded", timeout=30)["ok"] is True
     assert probe(port)[0] == 200
 
-    # A stop with a request in flight: not ready while it drains, alive until the loop ends.
-    slow = busy(ports[:1], 2)
-    wait_until(lambda: in_flight(port) == 1, message="one worker busy")
+    # A stop with every worker busy: not ready while they drain, alive until the loop ends.
+    slow = busy(ports, 2)
+    wait_until(lambda: in_flight(port) == 2, message="both workers busy")
     c.signal(signal.SIGTERM)
     status, body = wait_until(lambda: (lambda a: a if a[0] == 503 else None)(probe(port)), message="503 stopping")
     assert body["state"] == "stopping" and body["reason"] == "the master is stopping"
     assert probe(port, "/healthz")[0] == 200
-    assert slow[0].result(30) == 200
+    assert [t.result(30) for t in slow] == [200, 200]
     c.wait_event("exited", timeout=30)
     assert c.wait_exit(10) == 0
 
@@ -277,3 +277,16 @@ def test_shutdown_delay_keeps_serving_while_readyz_says_stopping(server, tmp_pat
     assert s.wait(30) == 0
     assert time.monotonic() - signalled >= 3.0
     assert "stopping in 3 s (shutdown_delay)" in s.log()
+
+
+def test_a_second_sigterm_during_shutdown_delay_drains_at_once(server, tmp_path):
+    (tmp_path / "bootapp.py").write_text(APP)
+    metrics = free_port()
+    s = server("--workers", "1", "--base-port", "0", "--shutdown-delay", "60", "--metrics-port", metrics,
+               "--control-socket", "ctl.sock", "bootapp:app")  # fmt: skip
+    s.status(tmp_path / "ctl.sock")
+    s.signal(signal.SIGTERM)
+    wait_until(lambda: probe(metrics)[0] == 503, message="503 during the delay")
+    s.signal(signal.SIGTERM)
+    assert s.wait(20) == 0  # well before the 60 s delay
+    assert "stop asked again during shutdown_delay; draining now" in s.log()

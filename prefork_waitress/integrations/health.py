@@ -33,6 +33,10 @@ class Health:
     def reloaded(self, ok: bool) -> None:
         self.failure = None if ok else "the last reload failed; the old workers keep serving"
 
+    def upgraded(self, ok: bool) -> None:
+        """An upgrade (a new master) ended; this master is still here only if it failed."""
+        self.failure = None if ok else "the last upgrade failed; this master keeps serving"
+
     def failed(self, why: str) -> None:
         """Mark the master not ready until the next successful reload (e.g. an upgrade failed)."""
         self.failure = why
