@@ -371,7 +371,7 @@ class Master:
     def _stop_current(self, slot: Slot) -> None:
         """Stop the worker of a slot the frontends have let go of (the master is stopping)."""
         if slot.current is not None and slot.current.pid in self._pool.processes:
-            self._pool.stop_process(slot.current, graceful=True, keep_accepting=self._pool.sole_server(slot.current))
+            self._pool.stop_process(slot.current, graceful=True, keep_accepting=self._pool.drains_queue(slot.current))
 
     def _frontends(self) -> List[Any]:
         """Listeners that send traffic to the ports and must let go of one before it retires."""

@@ -96,6 +96,7 @@ class WorkerPool:
         slot_id = self.slots[-1].id + 1 if self.slots else 0
         base = self.settings.base_port
         slot = Slot(slot_id, sock or bind_socket(self.settings.host, base + slot_id if base else 0))
+        slot.passed = sock is not None
         self.slots.append(slot)
         return slot
 
@@ -389,17 +390,18 @@ class WorkerPool:
 
         Gracefully, each slot's serving worker drains as a retiring one does: it serves
         what is queued and still arriving until its port is quiet (the master keeps the
-        sockets open until the workers are gone), so a stop resets no queued connection.
+        sockets open until the workers are gone), so a stop resets no queued connection;
+        except on a socket passed in, whose queue waits for the next master.
         """
         kept = set(keep)
         for process in list(self.processes.values()):
             if process not in kept:
-                self.stop_process(process, graceful, keep_accepting=self.sole_server(process))
+                self.stop_process(process, graceful, keep_accepting=self.drains_queue(process))
 
     @staticmethod
-    def sole_server(worker: WorkerProcess) -> bool:
-        """The ready worker of its slot: no one else will accept from its socket."""
-        return worker.ready and worker.slot.current is worker
+    def drains_queue(worker: WorkerProcess) -> bool:
+        """On a stop: the ready worker of a slot whose socket (and queue) closes with this master."""
+        return worker.ready and worker.slot.current is worker and not worker.slot.passed
 
     def kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
         if worker.pid not in self.processes:
