@@ -32,6 +32,7 @@ from . import scaling
 from .commands import CommandChannel
 from .counters import ClusterCounters
 from .loop import EventLoop
+from .outbox import OutboxFull
 from .slots import Slot, WorkerProcess, bind_socket
 
 log = logging.getLogger("prefork_waitress")
@@ -379,9 +380,13 @@ class WorkerPool:
 
     @staticmethod
     def _tell(worker: WorkerProcess, message: Message) -> bool:
+        """Send ``message`` if the worker's Pipe takes it now; never block on one that does not read."""
         try:
-            worker.conn.send(message)
-        except (OSError, EOFError, ValueError):
+            queued = worker.outbox.send(message)
+        except (OSError, EOFError, ValueError, OutboxFull):
+            return False
+        if queued is not None:  # not reading its Pipe (frozen, or busy with big commands): a signal instead
+            worker.outbox.discard(queued)
             return False
         return True
 
