@@ -40,6 +40,7 @@ METAVARS = {
     "metrics_port": "PORT",
     "metrics_host": "HOST",
     "access_log": "PATH|-",
+    "shutdown_delay": "SECONDS",
 }
 DEFAULT_TEXT = {"cpu_affinity": "auto"}
 WAITRESS_PREFIX = "waitress:"
