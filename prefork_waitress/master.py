@@ -38,6 +38,7 @@ from ._policies.reforking import Reforker
 from ._policies.replacing import SlotReplacer
 from ._policies.retiring import Retirements
 from ._policies.rolling import RollingReload
+from ._policies.shutdown import ShutdownDelay
 from ._policies.timeouts import RequestTimeouts
 from .errors import BootError, StartError
 from .integrations.autoreload import CodeReloader
@@ -90,6 +91,7 @@ class Master:
         self._recycler = Recycler(self._replacer, self._crashes, self.call_later)
         self._reforker = Reforker(self.settings.refork_after, self._pool, self._replacer)
         self._retirements = Retirements(self.call_later, self._frontends, self._pool.retire)
+        self._shutdown = ShutdownDelay(self.settings.shutdown_delay, self.call_later)
         self.add_listener(self._pool.counters)  # counts reloads
         _integrations.attach(self)
 
@@ -133,8 +135,13 @@ class Master:
 
     @property
     def state(self) -> str:
-        """ "new", "booting", "running", "stopping" or "stopped"."""
-        return self._state.value
+        """ "new", "booting", "running", "stopping" (shutdown_delay included) or "stopped"."""
+        delaying = self._shutdown.pending and self._state is State.RUNNING
+        return State.STOPPING.value if delaying else self._state.value
+
+    def unserved_slots(self) -> List[int]:
+        """Ids of the slots that no ready worker serves right now (readiness)."""
+        return [slot.id for slot in self._pool.slots if slot.current is None or not slot.current.ready]
 
     def status(self) -> Dict[str, Any]:
         """A JSON-able snapshot of the master and its slots (control socket, monitoring)."""
@@ -142,7 +149,7 @@ class Master:
         return {
             "master": {
                 "pid": os.getpid(),
-                "state": self._state.value,
+                "state": self.state,
                 "workers": len(self._pool.slots),
                 "host": self.settings.host,
                 "ports": self.ports,
@@ -360,6 +367,8 @@ class Master:
             if not graceful:
                 self._pool.stop_all(graceful=False)
             return
+        if graceful and self._state is State.RUNNING and self._shutdown.defer(self.stop):
+            return
         log.info("stopping %s", "gracefully" if graceful else "at once", extra={"event": "stop", "graceful": graceful})
         self._state = State.STOPPING
         self._rolling.abandon("the master is stopping")
@@ -378,7 +387,7 @@ class Master:
     def _stop_current(self, slot: Slot) -> None:
         """Stop the worker of a slot the frontends have let go of (the master is stopping)."""
         if slot.current is not None and slot.current.pid in self._pool.processes:
-            self._pool.stop_process(slot.current, graceful=True)
+            self._pool.stop_process(slot.current, graceful=True, keep_accepting=self._pool.drains_queue(slot.current))
 
     def _frontends(self) -> List[Any]:
         """Listeners that send traffic to the ports and must let go of one before it retires."""

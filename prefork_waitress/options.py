@@ -75,6 +75,14 @@ def positive_seconds(value: Any) -> float:
     return number
 
 
+def non_negative_seconds(value: Any) -> float:
+    """Converter to a duration in seconds, zero or more."""
+    number = float(_number(value, float))
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"must be zero or a positive number of seconds, got {value!r}")
+    return number
+
+
 def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Let None (or an empty / "none" string) through, convert the rest."""
 
@@ -299,6 +307,13 @@ OPTIONS: Tuple[Option, ...] = (
     Option("preload", False, as_bool, "import the app in the master before forking"),
     Option("gc_freeze", True, as_bool, "gc.freeze() the heap workers share: the preloaded app's, a refork template's"),
     Option("graceful_timeout", 30.0, positive_seconds, "seconds a stopping worker may take"),
+    Option(
+        "shutdown_delay",
+        0.0,
+        non_negative_seconds,
+        "on a graceful stop, answer /readyz 503 and serve on this many seconds before draining",
+        metavar="SECONDS",
+    ),
     Option("boot_timeout", 60.0, positive_seconds, "seconds a new worker may take to become ready"),
     Option("reload", False, as_bool, "reload the app when its source files change"),
     Option(
@@ -442,6 +457,12 @@ PROGRAM_OPTIONS: Tuple[Option, ...] = (
         metavar="FILE",
     ),
     Option("print_config", False, as_bool, "print each option, its value and where it came from, then exit"),
+    Option(
+        "check_config",
+        False,
+        as_bool,
+        "check the options and load the app in a child process as a worker would; bind nothing, exit 0 or 1",
+    ),
 )
 PROGRAM_OPTION_BY_NAME: Dict[str, Option] = {option.name: option for option in PROGRAM_OPTIONS}
 

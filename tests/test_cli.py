@@ -29,7 +29,7 @@ def test_parse_keeps_strings_for_the_option_table_and_names_waitress_options():
     assert options == {"workers": "4", "pidfile": "x.pid", "preload": "true", "channel_timeout": "30"}
     assert runner == {
         "call": True, "log_level": "DEBUG", "bind": None, "chdir": None, "pythonpath": None,
-        "config": None, "print_config": False, "log_format": "text",
+        "config": None, "print_config": False, "log_format": "text", "check_config": False,
     }  # fmt: skip
 
 

@@ -32,6 +32,7 @@ from . import scaling
 from .commands import CommandChannel
 from .counters import ClusterCounters
 from .loop import EventLoop
+from .outbox import OutboxFull
 from .slots import Slot, WorkerProcess, bind_socket, log_fields
 
 log = logging.getLogger("prefork_waitress")
@@ -96,6 +97,7 @@ class WorkerPool:
         slot_id = self.slots[-1].id + 1 if self.slots else 0
         base = self.settings.base_port
         slot = Slot(slot_id, sock or bind_socket(self.settings.host, base + slot_id if base else 0))
+        slot.passed = sock is not None
         self.slots.append(slot)
         return slot
 
@@ -385,18 +387,33 @@ class WorkerPool:
 
     @staticmethod
     def _tell(worker: WorkerProcess, message: Message) -> bool:
+        """Send ``message`` if the worker's Pipe takes it now; never block on one that does not read."""
         try:
-            worker.conn.send(message)
-        except (OSError, EOFError, ValueError):
+            queued = worker.outbox.send(message)
+        except (OSError, EOFError, ValueError, OutboxFull):
+            return False
+        if queued is not None:  # not reading its Pipe (frozen, or busy with big commands): a signal instead
+            worker.outbox.discard(queued)
             return False
         return True
 
     def stop_all(self, graceful: bool, keep: Iterable[Optional[WorkerProcess]] = ()) -> None:
-        """Stop every process but those in ``keep``."""
+        """Stop every process but those in ``keep``.
+
+        Gracefully, each slot's serving worker drains as a retiring one does: it serves
+        what is queued and still arriving until its port is quiet (the master keeps the
+        sockets open until the workers are gone), so a stop resets no queued connection;
+        except on a socket passed in, whose queue waits for the next master.
+        """
         kept = set(keep)
         for process in list(self.processes.values()):
             if process not in kept:
-                self.stop_process(process, graceful)
+                self.stop_process(process, graceful, keep_accepting=self.drains_queue(process))
+
+    @staticmethod
+    def drains_queue(worker: WorkerProcess) -> bool:
+        """On a stop: the ready worker of a slot whose socket (and queue) closes with this master."""
+        return worker.ready and worker.slot.current is worker and not worker.slot.passed
 
     def kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
         if worker.pid not in self.processes:

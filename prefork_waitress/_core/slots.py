@@ -102,6 +102,7 @@ class Slot:
         self.boot_failures = 0
         self.early_crashes = 0  # deaths soon after ready, in a row (crash-after-ready backoff)
         self.retiring = False
+        self.passed = False  # its socket came from outside (socket activation): its queue outlives this master
         self.respawn_timer: Optional[Timer] = None
 
     def next_generation(self) -> int:

@@ -67,6 +67,11 @@ def check(spec: str) -> None:
         raise AppImportError(f"cannot use {spec!r}: {type(obj).__name__} object is not callable")
 
 
+def _check_app(spec: str, app: Any) -> None:
+    if not callable(app):
+        raise AppImportError(f"cannot use {spec!r}: {type(app).__name__} object is not callable")
+
+
 def describe_failure(spec: str, exc: BaseException) -> str:
     """The error for a user: one line, plus the app's own frames if the app's code raised."""
     if isinstance(exc, AppImportError):
@@ -91,8 +96,10 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def probe(spec: str, timeout: float = PROBE_TIMEOUT) -> Optional[str]:
+def probe(spec: str, timeout: float = PROBE_TIMEOUT, load: bool = False) -> Optional[str]:
     """Check ``spec`` loads in a forked throwaway process; return the error, or None.
+
+    ``load``: as a worker loads it (a factory is called, and the result must be callable).
 
     The master itself never imports the app, so workers import it fresh (a
     rolling reload sees new code) and import-time side effects stay out of it.
@@ -103,7 +110,10 @@ def probe(spec: str, timeout: float = PROBE_TIMEOUT) -> Optional[str]:
         os.close(read_end)
         code = 0
         try:
-            check(spec)
+            if load:
+                _check_app(spec, resolve(spec))
+            else:
+                check(spec)
         except BaseException as exc:
             code = 1
             os.write(write_end, describe_failure(spec, exc).encode("utf-8", "replace")[:32768])

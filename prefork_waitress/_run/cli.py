@@ -16,12 +16,13 @@ import sys
 from typing import Any, Dict, List, NamedTuple, NoReturn, Optional, Sequence, Set, Tuple
 
 from .. import __version__
+from .._os import release
 from .._os.loading import FACTORY_SUFFIX, probe
 from ..master import Master
 from ..options import OPTIONS, PROGRAM_OPTION_BY_NAME, PROGRAM_OPTIONS, Option, waitress_defaults
 from . import config as _config
 from .config import ConfigError, Given
-from .serve import EXIT_OK, EXIT_USAGE, configure_logging, fail, serve
+from .serve import EXIT_OK, EXIT_USAGE, check_config, configure_logging, fail, serve
 
 PROG = "prefork-waitress"
 USAGE = (
@@ -189,14 +190,17 @@ def master_options(resolved: Resolved, runner: Dict[str, Any]) -> Tuple[Dict[str
     return given, converted
 
 
-def enter_directories(runner: Dict[str, Any]) -> None:
-    """--chdir first, then the (new) current directory and --pythonpath first on sys.path."""
-    if runner["chdir"] is not None:
-        os.chdir(runner["chdir"])
-    for path in reversed([os.getcwd(), *map(os.path.abspath, runner["pythonpath"] or ())]):
-        if path in sys.path:
-            sys.path.remove(path)
-        sys.path.insert(0, path)
+def enter_directories(runner: Dict[str, Any], resolved: Resolved) -> release.ReleasePaths:
+    """--chdir first, then the (new) current directory and --pythonpath first on sys.path.
+
+    The paths are kept as given (a ``current`` symlink stays a symlink) and entered
+    again at each reload: see ``_os.release``.
+    """
+    try:
+        preload = bool(_config.convert("preload", resolved.merged["preload"]))
+    except ConfigError:
+        preload = False  # master_options reports it
+    return release.enter(runner["chdir"], runner["pythonpath"] or (), resolve_links=not preload)
 
 
 def master_class(hooks: Dict[str, Any]) -> Any:
@@ -233,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for warning in resolved.warnings:
             sys.stderr.write(f"{PROG}: warning: {warning}\n")
         runner = runner_options(resolved)
-        enter_directories(runner)
+        paths = enter_directories(runner, resolved)
         options, converted = master_options(resolved, runner)
     except ConfigError as exc:
         parser.error(str(exc))
@@ -249,6 +253,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         master = master_class(resolved.hooks)(app, **options)
     except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc))
+    if runner["check_config"]:
+        return check_config(app, master)
+    master.add_listener(paths)  # each reload enters the release the paths name then
     if not master.settings.preload:
         problem = probe(app, timeout=master.settings.boot_timeout)
         if problem is not None:

@@ -14,7 +14,7 @@ import sys
 from typing import Optional, TextIO
 
 from .._os import platform as _platform
-from .._os.loading import AppImportError, app_traceback, root_cause
+from .._os.loading import AppImportError, app_traceback, probe, root_cause
 from .._os.logformat import JsonFormatter
 from .._os.output import redirect_stdio
 from ..errors import BootError, StartError
@@ -69,6 +69,25 @@ def serve(master: Master) -> int:
     finally:
         if terminal is not None:
             terminal.close()
+    return EXIT_OK
+
+
+def check_config(app: str, master: Master) -> int:
+    """--check-config: the options are valid (``master`` exists); load the app in a child process
+    as a worker would (a factory is called), report, bind nothing; 0 if it loads, else 1."""
+    settings = master.settings
+    problem = probe(app, timeout=settings.boot_timeout, load=True)
+    if problem is not None:
+        *details, error = problem.splitlines()
+        sys.stderr.write("".join(line + "\n" for line in details))
+        return fail(error)
+    ports = (
+        f"ports {settings.base_port}-{settings.base_port + settings.workers - 1}" if settings.base_port else "OS ports"
+    )
+    sys.stdout.write(
+        f"prefork-waitress: config ok: {app} loads; {settings.workers} workers on {settings.host}, {ports}"
+        f"{', preload' if settings.preload else ''} (nothing was bound)\n"
+    )
     return EXIT_OK
 
 

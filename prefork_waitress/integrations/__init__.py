@@ -13,6 +13,7 @@ from .._core.handle import MasterHandle
 from .accept_queue import AcceptQueueWatch
 from .control import ControlServer
 from .haproxy import HAProxyServers
+from .health import Health
 from .metrics import MetricsServer, render_metrics
 from .signals import install_default_signals
 from .systemd import SystemdNotifier
@@ -31,7 +32,12 @@ def attach(master: MasterHandle) -> None:
         control.add_action("top", lambda request: top_snapshot(master))
         master.add_listener(control)
     if settings.metrics_port:
-        master.add_listener(MetricsServer(master, settings.metrics_host or settings.host, settings.metrics_port))
+        metrics = MetricsServer(master, settings.metrics_host or settings.host, settings.metrics_port)
+        health = Health(master)
+        metrics.http.route("/healthz", health.healthz)
+        metrics.http.route("/readyz", health.readyz)
+        master.add_listener(health)
+        master.add_listener(metrics)
     if settings.upstream_file:
         master.add_listener(
             UpstreamWriter(master, settings.upstream_file, settings.upstream_format, settings.on_ports_changed)

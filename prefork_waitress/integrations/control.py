@@ -27,7 +27,9 @@ log = logging.getLogger("prefork_waitress")
 
 MAX_LINE = 64 * 1024
 MAX_CLIENTS = 16
+BACKLOG = 64  # a burst of connections waits in the kernel while the loop is busy
 IDLE_TIMEOUT = 60.0
+HEAD_TIMEOUT = 5.0  # seconds a new connection has to send its first complete request line
 SEND_TIMEOUT = 10.0
 SEND_RETRY = 0.05
 MAX_COMMAND_TIMEOUT = 60.0
@@ -52,9 +54,17 @@ class _Client:
         self.closed = False
         self.paused = False  # not read while its unhandled lines exceed MAX_LINE
         self.continuing = False  # the rest of its lines are scheduled for the next loop turn
+        self.requested = False  # it has sent a complete request line
         self.idle_timer: Any = None
+        self.head_timer: Any = None
         self.send_timer: Any = None
         self.send_deadline: Optional[float] = None
+
+    @property
+    def idle(self) -> bool:
+        """Between requests (or before its first): nothing to answer, nothing to send, no line waiting."""
+        busy = self.waiting or self.keep_open or self.continuing or self.close_when_sent or self.outbuf
+        return not busy and b"\n" not in self.inbuf
 
 
 class _ReloadWaiter:
@@ -99,7 +109,7 @@ class ControlServer:
         previous = os.umask(0o177)  # the file is born 0600: no window where others may connect
         try:
             sock.bind(self.path)
-            sock.listen(MAX_CLIENTS)
+            sock.listen(BACKLOG)
         except OSError as exc:
             sock.close()
             raise StartError(f"cannot create control socket {self.path}: {exc.strerror or exc}") from None
@@ -176,7 +186,7 @@ class ControlServer:
                 return
             self._accept_backoff = 0.0
             conn.setblocking(False)
-            if len(self.clients) >= MAX_CLIENTS:
+            if len(self.clients) >= MAX_CLIENTS and not self._evict():
                 try:
                     conn.send(_encode({"ok": False, "error": f"too many control connections (max {MAX_CLIENTS})"}))
                 except OSError:
@@ -187,6 +197,31 @@ class ControlServer:
             self.clients.append(client)
             self.master.add_io_handler(conn, self._reader_for(client))
             self._arm_idle(client)
+            client.head_timer = self.master.call_later(HEAD_TIMEOUT, self._head_deadline_for(client))
+
+    def _evict(self) -> bool:
+        """Full: close the oldest idle client, one that never sent a request first; False if all are busy."""
+        idle = [client for client in self.clients if client.idle]
+        never = [client for client in idle if not client.requested]
+        if not idle:
+            return False
+        self._drop((never or idle)[0], f"closed: {MAX_CLIENTS} control connections are open and a new one came")
+        return True
+
+    def _head_deadline_for(self, client: _Client) -> Callable[[], None]:
+        return lambda: self._head_timed_out(client)
+
+    def _head_timed_out(self, client: _Client) -> None:
+        if not client.requested and client.idle:
+            self._drop(client, f"no request line within {HEAD_TIMEOUT:g} s")
+
+    def _drop(self, client: _Client, error: str) -> None:
+        """Say why in one line if the socket takes it now, and close at once."""
+        try:
+            client.sock.send(_encode({"ok": False, "error": error}))
+        except OSError:
+            pass
+        self._close(client)
 
     def _accept_failed(self, exc: OSError) -> None:
         """EMFILE and the like: stop watching the socket for a growing while, log at most once a second."""
@@ -246,6 +281,7 @@ class ControlServer:
                 break
             client.inbuf = rest
             if line.strip():
+                client.requested = True
                 handled += 1
                 self._handle(client, line)
         self._pause_or_resume(client)
@@ -406,7 +442,7 @@ class ControlServer:
         if client.closed:
             return
         client.closed = True
-        for timer in (client.idle_timer, client.send_timer):
+        for timer in (client.idle_timer, client.head_timer, client.send_timer):
             if timer is not None:
                 timer.cancel()
         self.reload_waiters = [w for w in self.reload_waiters if w.client is not client]

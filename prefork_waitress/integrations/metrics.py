@@ -4,8 +4,8 @@
 slots, its counters, the workers' shared request meters, /proc, TCP_INFO):
 no message to any worker, so a busy or stuck worker never delays a scrape.
 :class:`MetricsServer` answers ``GET /metrics`` on ``metrics_host:metrics_port``
-with non-blocking sockets registered as readers of the master loop, bounded
-in connections, request size and time; it is never in the app's request path.
+through :class:`~.http_server.HttpServer` (bounded, never held by idle clients);
+it is never in the app's request path.
 ``prefork-waitress ctl metrics`` prints the same text through the control socket.
 """
 
@@ -14,26 +14,21 @@ from __future__ import annotations
 import functools
 import logging
 import platform
-import socket
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List
 
 from .._child.meter import BUCKETS, RequestCounts
 from .._core.counters import RESTART_REASONS
 from .._core.handle import MasterHandle
-from .._core.slots import bind_socket
 from .._os.memory import resident_bytes
 from . import exposition
+from .http_server import HttpServer, Reply
 
 __all__ = ["MetricsServer", "collect", "render_metrics"]
 
 log = logging.getLogger("prefork_waitress")
 
 P = "prefork_waitress_"  # every metric name begins with it
-MAX_CONNECTIONS = 8
-MAX_REQUEST_BYTES = 8192
-IDLE_TIMEOUT = 5.0  # a connection must send its request (and take the reply) within this
-SEND_RETRY = 0.01
 _STARTED = time.time()
 
 
@@ -136,132 +131,22 @@ def render_metrics(master: MasterHandle) -> str:
 # -- the HTTP endpoint --------------------------------------------------------------------
 
 
-class _Connection:
-    def __init__(self, sock: socket.socket, deadline: Any) -> None:
-        self.sock = sock
-        self.inbuf = b""
-        self.outbuf = b""
-        self.deadline = deadline  # the idle timer
-        self.retry: Any = None
-
-
-def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8", extra: str = "") -> bytes:
-    head = (
-        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        f"Connection: close\r\n{extra}\r\n"
-    )
-    return head.encode("latin-1") + body
-
-
-def answer(request: bytes, metrics: Callable[[], str]) -> bytes:
-    """The whole HTTP response to one request head (request line and headers)."""
-    line = request.split(b"\n", 1)[0].strip()
-    parts = line.split()
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-        return _response("400 Bad Request", b"malformed request line\n")
-    method, target = parts[0], parts[1]
-    if target.split(b"?", 1)[0] != b"/metrics":
-        return _response("404 Not Found", b"only /metrics is served here\n")
-    if method != b"GET":
-        return _response("405 Method Not Allowed", b"only GET\n", extra="Allow: GET\r\n")
-    return _response("200 OK", metrics().encode("utf-8"), exposition.CONTENT_TYPE)
+def metrics_reply(master: MasterHandle) -> Reply:
+    """The /metrics route: the exposition text, read now."""
+    return "200 OK", render_metrics(master).encode("utf-8"), exposition.CONTENT_TYPE
 
 
 class MetricsServer:
-    """Master listener: the /metrics endpoint in the master loop."""
+    """Master listener: the /metrics endpoint (and any route added) in the master loop."""
 
     def __init__(self, master: MasterHandle, host: str, port: int) -> None:
         self.master = master
-        self.host = host
-        self.port = port
-        self.sock: Optional[socket.socket] = None
-        self.connections: List[_Connection] = []
+        self.http = HttpServer(master, host, port, {"/metrics": lambda: metrics_reply(master)})
 
     def starting(self) -> None:
         """Bind with the worker ports, before the first fork (a port in use fails the start)."""
-        sock = bind_socket(self.host, self.port, backlog=MAX_CONNECTIONS)
-        sock.setblocking(False)
-        self.sock = sock
-        self.master.own(sock)
-        self.master.add_io_handler(sock, self._accept)
-        log.info("metrics on http://%s:%d/metrics", self.host, sock.getsockname()[1])
+        port = self.http.open()
+        log.info("metrics on http://%s:%d/metrics", self.http.host, port)
 
     def stopped(self) -> None:
-        for conn in list(self.connections):
-            self._close(conn)
-        if self.sock is not None:
-            self.master.remove_io_handler(self.sock)
-            self.sock.close()
-            self.sock = None
-
-    def _accept(self, sock: Any) -> None:
-        while True:
-            try:
-                client, _ = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("metrics: accept failed: %s", exc)
-                return
-            if len(self.connections) >= MAX_CONNECTIONS:
-                client.close()  # the scraper retries; the master keeps its bounds
-                continue
-            self._open(client)
-
-    def _open(self, client: socket.socket) -> None:
-        client.setblocking(False)
-        conn = _Connection(client, None)
-        conn.deadline = self.master.call_later(IDLE_TIMEOUT, lambda: self._close(conn))
-        self.connections.append(conn)
-        self.master.add_io_handler(client, lambda _sock: self._readable(conn))
-
-    def _readable(self, conn: _Connection) -> None:
-        try:
-            data = conn.sock.recv(MAX_REQUEST_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close(conn)
-            return
-        if conn.outbuf:
-            return  # already answering; ignore what else it sends
-        conn.inbuf += data
-        head, found, _ = conn.inbuf.replace(b"\r\n", b"\n").partition(b"\n\n")
-        if not found and len(conn.inbuf) <= MAX_REQUEST_BYTES:
-            return
-        if found:
-            reply = answer(head, lambda: render_metrics(self.master))
-        else:
-            reply = _response("431 Request Header Fields Too Large", b"request too large\n")
-        self.master.remove_io_handler(conn.sock)
-        conn.outbuf = reply
-        self._flush(conn)
-
-    def _flush(self, conn: _Connection) -> None:
-        """Send what the socket takes; the rest on a short timer, until the idle deadline closes it."""
-        conn.retry = None
-        try:
-            while conn.outbuf:
-                conn.outbuf = conn.outbuf[conn.sock.send(conn.outbuf) :]
-        except (BlockingIOError, InterruptedError):
-            conn.retry = self.master.call_later(SEND_RETRY, lambda: self._flush(conn))
-            return
-        except OSError:
-            pass
-        self._close(conn)
-
-    def _close(self, conn: _Connection) -> None:
-        if conn not in self.connections:
-            return
-        self.connections.remove(conn)
-        for timer in (conn.deadline, conn.retry):
-            if timer is not None:
-                timer.cancel()
-        self.master.remove_io_handler(conn.sock)
-        try:
-            conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        conn.sock.close()
+        self.http.close()
