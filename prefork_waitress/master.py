@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -32,6 +33,7 @@ from ._policies.rolling import RollingReload
 from ._policies.timeouts import RequestTimeouts
 from .errors import BootError, StartError
 from .integrations.autoreload import CodeReloader
+from .integrations.upgrade import UpgradeCallback
 from .options import Settings, make_settings
 from .reloading import ReloadError
 from .worker import Worker
@@ -80,7 +82,7 @@ class Master:
         self._reforker = Reforker(self.settings.refork_after, self._pool, self._replacer)
         self._retirements = Retirements(self.call_later, self._frontends, self._pool.retire)
         self.add_listener(self._pool.counters)  # counts reloads
-        _integrations.attach(self)
+        self._upgrader = _integrations.attach(self)
 
     def _make_pool(self) -> WorkerPool:
         pool = WorkerPool(self.settings, self._loop, self._commands, self._child_options, self._master_objects)
@@ -371,6 +373,15 @@ class Master:
     def reload(self) -> None:
         """Rolling restart: each slot gets a new worker, then its old one is stopped."""
         self._rolling.request()
+
+    def upgrade(self, callback: Optional[UpgradeCallback] = None) -> None:
+        """Start a new master program on these sockets; once it serves every slot, this one drains and
+        exits. ``callback(error, result)`` runs in the loop when decided (see integrations.upgrade)."""
+        self._upgrader.request(callback)
+
+    def listening_sockets(self) -> List[socket.socket]:
+        """The slots' listening sockets, in slot order (what an upgrade passes on)."""
+        return [slot.sock for slot in self._pool.slots]
 
     def scale(self, n: int) -> None:
         """Grow to ``n`` slots on the next ports, or gracefully retire the highest ones.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from .._child.meter import RequestCounts
@@ -32,6 +33,10 @@ class MasterHandle(Protocol):
     def accept_queues(self) -> Dict[int, Optional[Tuple[int, int]]]: ...
 
     def reload(self) -> None: ...
+
+    def upgrade(self, callback: Optional[Callable[[Optional[str], Optional[Dict[str, Any]]], None]] = None) -> None: ...
+
+    def listening_sockets(self) -> List[socket.socket]: ...
 
     def scale(self, n: int) -> None: ...
 

@@ -22,7 +22,8 @@ from ..options import MANAGED_WAITRESS_OPTIONS, OPTIONS, PROGRAM_OPTIONS, Option
 from .serve import EXIT_USAGE, configure_logging, fail, serve
 
 PROG = "prefork-waitress"
-USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics}} ..."
+CTL_ACTIONS = "status,reload,upgrade,scale,stop,command,metrics,tracebacks"
+USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{{CTL_ACTIONS}}} ..."
 
 ALIASES = {"pidfile": ("--pid",)}
 METAVARS = {
@@ -83,7 +84,8 @@ def build_parser() -> Parser:
         usage=USAGE,
         description="Run a WSGI app in single-threaded waitress workers, one port each, under one master.",
         epilog="Signals: TERM/INT stop gracefully, QUIT at once, HUP rolling reload, "
-        "TTIN/TTOU one worker more/less, USR1 reopen the output file, USR2 worker tracebacks.",
+        "TTIN/TTOU one worker more/less, USR1 reopen the output file, "
+        "USR2 upgrade (a new master program takes over).",
         argument_default=argparse.SUPPRESS,
         allow_abbrev=False,
     )

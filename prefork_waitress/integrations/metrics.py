@@ -22,6 +22,7 @@ from .._child.meter import BUCKETS, RequestCounts
 from .._core.counters import RESTART_REASONS
 from .._core.handle import MasterHandle
 from .._core.slots import bind_socket
+from .._os.activation import claim_inherited
 from .._os.memory import resident_bytes
 from . import exposition
 
@@ -170,7 +171,12 @@ class MetricsServer:
 
     def starting(self) -> None:
         """Bind with the worker ports, before the first fork (a port in use fails the start)."""
-        sock = bind_socket(self.host, self.port, backlog=MAX_CONNECTIONS)
+        sock = claim_inherited("metrics")  # an upgrade: the old master's, with its queue
+        if sock is not None and sock.getsockname()[1] != self.port:
+            sock.close()
+            sock = None
+        if sock is None:
+            sock = bind_socket(self.host, self.port, backlog=MAX_CONNECTIONS)
         sock.setblocking(False)
         self.sock = sock
         self.master.own(sock)
