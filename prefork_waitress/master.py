@@ -176,6 +176,10 @@ class Master:
     def reloaded(self, ok: bool) -> None:
         """A rolling reload finished (True) or was abandoned (False)."""
 
+    def upgraded(self, ok: bool) -> None:
+        """An upgrade this master started was decided: a new master serves (True; this one now stops)
+        or it failed and this one serves on (False)."""
+
     def stopping(self) -> None:
         """The master begins to stop."""
 

@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 from clitools import ctl
-from conftest import InThread, get, pid_alive, wait_until
+from conftest import InThread, free_port, get, pid_alive, wait_until
 from frontload import FrontendLoad
 from test_systemd import NotifySocket
 from test_upstream import nginx  # noqa: F401  (the fixture)
@@ -128,7 +128,10 @@ def test_two_upgrades_under_nginx_load_lose_nothing_and_serve_the_new_release_ve
     two = make_release(tmp_path, "two", extra=["--max-requests", "15"])  # another prefork_waitress option
     three = make_release(tmp_path, "three")
     switch(tmp_path, one)
-    master, status = start(server, tmp_path, "--upstream-file", tmp_path / "upstream.conf")
+    metrics_port = free_port()  # passed on too: the new master could not bind it while the old one holds it
+    master, status = start(
+        server, tmp_path, "--upstream-file", tmp_path / "upstream.conf", "--metrics-port", metrics_port
+    )
     old_pid, ports = status["master"]["pid"], status["master"]["ports"]
     first_workers = [w["pid"] for w in status["workers"]]
     nginx.start()
@@ -165,6 +168,7 @@ def test_two_upgrades_under_nginx_load_lose_nothing_and_serve_the_new_release_ve
         assert served_by(master.sock)["master"]["pid"] == third_pid
         wait_until(lambda: not pid_alive(new_pid), 30, message="the second master drained and exited")
         assert bodies(ports) == [("three", str(three / "venv"))] * 2
+        assert get(metrics_port, "/metrics")[0] == 200
         load.wait_for_requests(200)
     assert load.failures == [], load.failures[:5]
     assert load.posts > 100

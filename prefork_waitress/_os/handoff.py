@@ -53,6 +53,9 @@ def command_line() -> List[str]:
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name:
+        original = getattr(sys, "orig_argv", None)  # Python 3.10+: with the interpreter's own options
+        if original and "-m" in original:
+            return [sys.executable, *original[1:]]
         module = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
         return [sys.executable, "-m", module, *sys.argv[1:]]
     script = sys.argv[0] if sys.argv else ""
@@ -157,6 +160,8 @@ class Predecessor:
     def _send(self, message: Dict[str, Any]) -> None:
         self.decided = True
         self.capture.active = False
+        if sys.stderr is self.capture:
+            sys.stderr = self.capture.stream  # handlers made meanwhile keep writing through it
         try:
             self.report.write(_line(message))
         except OSError:

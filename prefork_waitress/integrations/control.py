@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .._core.handle import MasterHandle
 from .._os.activation import claim_inherited
-from .._os.handoff import owns_paths
+from .._os.handoff import owns_paths, predecessor_pid
 from ..errors import CommandError, StartError
 from .control_client import ControlError, request
 
@@ -78,6 +78,7 @@ class ControlServer:
         self.clients: List[_Client] = []
         self.reload_waiters: List[_ReloadWaiter] = []
         self._inode: Optional[int] = None
+        self._deferred = False
         self._accept_backoff = 0.0
         self._accept_logged_at = float("-inf")
         self._accept_errors_unlogged = 0
@@ -119,8 +120,17 @@ class ControlServer:
         self._inode = os.stat(self.path).st_ino
         self.sock = sock
         self.master.own(sock)
-        self.master.add_io_handler(sock, self._accept)
-        log.info("control socket listening on %s", self.path)
+        self._deferred = predecessor_pid() is not None  # an upgrade's new master: the old one answers for now
+        if not self._deferred:
+            self.master.add_io_handler(sock, self._accept)
+            log.info("control socket listening on %s", self.path)
+
+    def when_ready(self) -> None:
+        """A new master (upgrade) answers on the old master's socket once it has taken over."""
+        if self._deferred and self.sock is not None:
+            self._deferred = False
+            self.master.add_io_handler(self.sock, self._accept)
+            log.info("control socket %s: answering from now on (taken over from the old master)", self.path)
 
     def _bind(self) -> socket.socket:
         self._refuse_live_or_remove_stale()

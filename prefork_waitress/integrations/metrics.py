@@ -23,6 +23,7 @@ from .._core.counters import RESTART_REASONS
 from .._core.handle import MasterHandle
 from .._core.slots import bind_socket
 from .._os.activation import claim_inherited
+from .._os.handoff import predecessor_pid
 from .._os.memory import resident_bytes
 from . import exposition
 
@@ -168,6 +169,7 @@ class MetricsServer:
         self.port = port
         self.sock: Optional[socket.socket] = None
         self.connections: List[_Connection] = []
+        self._deferred = False
 
     def starting(self) -> None:
         """Bind with the worker ports, before the first fork (a port in use fails the start)."""
@@ -180,8 +182,16 @@ class MetricsServer:
         sock.setblocking(False)
         self.sock = sock
         self.master.own(sock)
-        self.master.add_io_handler(sock, self._accept)
+        self._deferred = predecessor_pid() is not None  # an upgrade's new master: the old one answers for now
+        if not self._deferred:
+            self.master.add_io_handler(sock, self._accept)
         log.info("metrics on http://%s:%d/metrics", self.host, sock.getsockname()[1])
+
+    def when_ready(self) -> None:
+        """A new master (upgrade) answers on the old master's port once it has taken over."""
+        if self._deferred and self.sock is not None:
+            self._deferred = False
+            self.master.add_io_handler(self.sock, self._accept)
 
     def stopped(self) -> None:
         for conn in list(self.connections):

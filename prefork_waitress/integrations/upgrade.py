@@ -172,6 +172,7 @@ class Upgrader:
         callbacks, successor.callbacks = successor.callbacks, []
         for callback in callbacks:
             callback(error, result)
+        self.master.emit("upgraded", error is None)
 
     def _close_reader(self, successor: _Successor) -> None:
         if not successor.reader.closed:
