@@ -18,6 +18,7 @@ import pytest
 from clitools import ctl
 from conftest import InThread, free_port, get, pid_alive, wait_until
 from frontload import FrontendLoad
+from test_haproxy import haproxy  # noqa: F401  (the fixture)
 from test_systemd import NotifySocket
 from test_upstream import nginx  # noqa: F401  (the fixture)
 
@@ -285,3 +286,25 @@ def test_ctl_tracebacks_and_upgrade_are_in_the_help():
 
     text = run_cli("ctl", "--socket", "x", "--help").stdout
     assert "upgrade" in textwrap.dedent(text) and "tracebacks" in text
+
+
+@pytest.mark.timeout(120)
+def test_an_upgrade_behind_haproxy_keeps_its_servers_and_loses_nothing(server, tmp_path, haproxy):  # noqa: F811
+    switch(tmp_path, make_release(tmp_path, "one"))
+    two = make_release(tmp_path, "two")
+    api = ["--haproxy-socket", haproxy.sock, "--haproxy-backend", "app"]
+    master, status = start(server, tmp_path, *api)
+    ports = sorted(status["master"]["ports"])
+    wait_until(lambda: haproxy.live() == ports, message="the servers in haproxy")
+    servers = haproxy.servers()
+    with FrontendLoad(haproxy.port, threads=4, max_seconds=60) as load:
+        load.wait_for_requests(100)
+        switch(tmp_path, two)
+        result = upgrade(master.sock)
+        assert result.returncode == 0, result.stderr + master.log()
+        assert master.wait(30) == 0
+        load.wait_for_requests(100)
+    assert load.failures == [] and load.posts > 50, load.failures[:5]
+    assert haproxy.servers() == servers  # neither drained nor deleted by the old master, nor re-added
+    assert haproxy.backend_errors() == {"econ": "0", "eresp": "0", "wretr": "0", "wredis": "0", "hrsp_5xx": "0"}
+    assert bodies(ports) == [("two", str(two / "venv"))] * 2

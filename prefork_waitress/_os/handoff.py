@@ -93,7 +93,9 @@ def spawn(argv: Sequence[str], sockets: Sequence[Tuple[str, socket.socket]], rep
             signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         # Above every target first (close-on-exec), then down onto 3..: no source is overwritten early.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(sources)) for fd in sources]
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3 + len(sources)) for fd in sources]
+        for fd in high:
+            os.set_inheritable(fd, False)
         report = high[-1]
         for target, fd in enumerate(high, start=3):
             os.dup2(fd, target, inheritable=True)
