@@ -308,3 +308,27 @@ def test_an_upgrade_behind_haproxy_keeps_its_servers_and_loses_nothing(server, t
     assert haproxy.servers() == servers  # neither drained nor deleted by the old master, nor re-added
     assert haproxy.backend_errors() == {"econ": "0", "eresp": "0", "wretr": "0", "wredis": "0", "hrsp_5xx": "0"}
     assert bodies(ports) == [("two", str(two / "venv"))] * 2
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["killed", "boot-timeout"])
+def test_a_new_master_killed_or_too_slow_to_boot_fails_the_upgrade_and_the_old_one_serves_on(server, tmp_path, how):
+    one = make_release(tmp_path, "one")
+    two = make_release(tmp_path, "two", extra=["--boot-timeout", "1"] if how == "boot-timeout" else [], gated=True)
+    switch(tmp_path, one)
+    master, status = start(server, tmp_path)
+    old_pid, ports = status["master"]["pid"], status["master"]["ports"]
+    switch(tmp_path, two)
+    pending = InThread(lambda: upgrade(master.sock))
+    new_pid = wait_until(lambda: _started_pid(master), 20, message="the new master started")
+    if how == "killed":
+        os.kill(new_pid, signal.SIGKILL)  # its app probe, a child holding its pipe, goes on importing
+    result = pending.result(60)
+    assert result.returncode == 1, result.stdout + master.log()
+    expected = "signal SIGKILL" if how == "killed" else "took longer than 1 s"
+    assert expected in result.stderr, result.stderr
+    assert not pid_alive(new_pid) and new_pid not in children_of(old_pid)
+    assert bodies(ports) == [("one", str(one / "venv"))] * 2
+    assert served_by(master.sock)["master"]["pid"] == old_pid
+    assert master.pidfile.read_text().strip() == str(old_pid)
+    (two / "gate").write_text("")  # let an orphaned probe finish

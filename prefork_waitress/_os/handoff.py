@@ -83,15 +83,23 @@ def spawn(argv: Sequence[str], sockets: Sequence[Tuple[str, socket.socket]], rep
         **{ENV: f"{os.getpid()}:{target_report}"},
     )
     sources = [sock.fileno() for _, sock in sockets] + [report_fd]
-    pid = os.fork()
+    # Signals wait until the child has its default handlers back: one caught by this process's Python
+    # handler in the child would be lost at the exec (a SIGTERM forwarded at once must stop it).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
     if pid != 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return pid
     report = report_fd
     try:  # pragma: no cover - runs in the child, which execs
         signal.set_wakeup_fd(-1)  # the old master's wakeup socket is not this process's
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])  # a pending SIGTERM or SIGINT ends it here
         # Above every target first (close-on-exec), then down onto 3..: no source is overwritten early.
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3 + len(sources)) for fd in sources]
         for fd in high:

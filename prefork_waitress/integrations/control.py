@@ -146,6 +146,13 @@ class ControlServer:
             os.umask(previous)
         return sock
 
+    def upgraded(self, ok: bool) -> None:
+        """A new master took over the (shared) socket: new connections are its own from now on."""
+        if ok and self.sock is not None:
+            self.master.remove_io_handler(self.sock)
+            self.sock.close()
+            self.sock = None
+
     def reloading(self) -> None:
         for waiter in self.reload_waiters:
             waiter.begun = True

@@ -193,6 +193,13 @@ class MetricsServer:
             self._deferred = False
             self.master.add_io_handler(self.sock, self._accept)
 
+    def upgraded(self, ok: bool) -> None:
+        """A new master took over the (shared) port: new scrapes and probes are its own from now on."""
+        if ok and self.sock is not None:
+            self.master.remove_io_handler(self.sock)
+            self.sock.close()
+            self.sock = None
+
     def stopped(self) -> None:
         for conn in list(self.connections):
             self._close(conn)

@@ -38,7 +38,7 @@ log = logging.getLogger("prefork_waitress")
 # callback(error, result): error is None once the new master serves (result: its pid and ports)
 UpgradeCallback = Callable[[Optional[str], Optional[Dict[str, Any]]], None]
 REAP_POLL = 0.05
-REAP_TIMEOUT = 10.0  # after the new master closed its pipe, how long its exit may take to show
+EXIT_POLL = 0.2  # how often a booting new master is checked for having exited (its pipe may outlive it)
 
 
 class _Successor:
@@ -97,22 +97,23 @@ class Upgrader:
         limit = 2 * self.master.settings.boot_timeout + 10.0  # its own app probe, then its workers' boot
         successor.deadline = self.master.call_later(limit, lambda: self._too_slow(successor, limit))
         log.info("upgrade: started a new master (pid %d) on %d sockets: %s", pid, len(sockets), " ".join(argv))
+        self._watch_exit(successor)
 
     def _readable(self, successor: _Successor) -> None:
-        try:
-            data = os.read(successor.reader.fileno(), 65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        successor.buffer += data
-        *lines, successor.buffer = successor.buffer.split(b"\n")
-        for line in lines:
-            self._message(successor, line)
-        if not data:
-            self._close_reader(successor)
-            if not successor.took_over:
-                self._watch_exit(successor, time.monotonic() + REAP_TIMEOUT)
+        """Read what the new master reported; at EOF stop reading (its exit is seen by _watch_exit)."""
+        while not successor.reader.closed:
+            try:
+                data = os.read(successor.reader.fileno(), 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            successor.buffer += data
+            *lines, successor.buffer = successor.buffer.split(b"\n")
+            for line in lines:
+                self._message(successor, line)
+            if not data:
+                self._close_reader(successor)
 
     def _message(self, successor: _Successor, line: bytes) -> None:
         try:
@@ -123,7 +124,7 @@ class Upgrader:
             return
         if "error" in message:
             successor.error = str(message["error"])
-        elif "ready" in message and not successor.decided:
+        elif "ready" in message and not successor.decided and not successor.reaped:
             self._took_over(successor, list(message.get("ports") or []))
 
     def _took_over(self, successor: _Successor, ports: List[int]) -> None:
@@ -146,20 +147,19 @@ class Upgrader:
         self._terminate(successor)
         self._decide(successor, f"the new master (pid {successor.pid}) was not serving after {limit:g} s", None)
 
-    def _watch_exit(self, successor: _Successor, deadline: float) -> None:
-        """It closed its pipe without taking over: reap it, then report (with its exit status if known)."""
-        status = self._reap(successor)
-        if status is None and not successor.reaped:
-            if not successor.decided and time.monotonic() >= deadline:
-                self._decide(successor, self._failure(successor, "closed its pipe"), None)
-            later = REAP_POLL if time.monotonic() < deadline else 1.0
-            self.master.call_later(later, lambda: self._watch_exit(successor, deadline))
+    def _watch_exit(self, successor: _Successor) -> None:
+        """Until it has taken over: reap it once it exits (a child it forked may hold its pipe open
+        longer), then report with its exit status and last words."""
+        if successor.took_over:
             return
-        self._decide(successor, self._failure(successor, f"exited with {describe_exit(status)}"), None)
-
-    def _failure(self, successor: _Successor, how: str) -> str:
-        why = f"the new master (pid {successor.pid}) {how} before serving"
-        return f"{why}: {successor.error}" if successor.error else why
+        status = self._reap(successor)
+        if not successor.reaped:
+            self.master.call_later(EXIT_POLL, lambda: self._watch_exit(successor))
+            return
+        self._readable(successor)  # its last words were written before it exited
+        self._close_reader(successor)
+        why = f"the new master (pid {successor.pid}) exited with {describe_exit(status)} before serving"
+        self._decide(successor, f"{why}: {successor.error}" if successor.error else why, None)
 
     def _decide(self, successor: _Successor, error: Optional[str], result: Optional[Dict[str, Any]]) -> None:
         if successor.decided:
@@ -168,11 +168,12 @@ class Upgrader:
         if successor.deadline is not None:
             successor.deadline.cancel()
         if error is not None:
-            log.error("upgrade failed: %s; this master (pid %d) keeps serving", error, os.getpid())
+            going_on = "stops too" if self.master.state in ("stopping", "stopped") else "keeps serving"
+            log.error("upgrade failed: %s; this master (pid %d) %s", error, os.getpid(), going_on)
+        self.master.emit("upgraded", error is None)  # first: the control socket stops accepting before ctl hears
         callbacks, successor.callbacks = successor.callbacks, []
         for callback in callbacks:
             callback(error, result)
-        self.master.emit("upgraded", error is None)
 
     def _close_reader(self, successor: _Successor) -> None:
         if not successor.reader.closed:
