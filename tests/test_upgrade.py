@@ -332,3 +332,22 @@ def test_a_new_master_killed_or_too_slow_to_boot_fails_the_upgrade_and_the_old_o
     assert served_by(master.sock)["master"]["pid"] == old_pid
     assert master.pidfile.read_text().strip() == str(old_pid)
     (two / "gate").write_text("")  # let an orphaned probe finish
+
+
+def _cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0")
+
+
+@pytest.mark.timeout(60)
+def test_python_m_prefork_waitress_is_run_again_with_the_same_command_line(server, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    master = server("--workers", "1", "--base-port", "0", "--control-socket", sock, "apps:hello")
+    status = master.status(sock)
+    before = _cmdline(status["master"]["pid"])
+    result = upgrade(sock)
+    assert result.returncode == 0, result.stderr + master.log()
+    new_pid = int(re.search(r"upgraded: master (\d+)", result.stdout).group(1))
+    assert _cmdline(new_pid) == before  # python -m prefork_waitress ..., the interpreter's own path
+    assert master.wait(30) == 0
+    assert get(status["master"]["ports"][0])[1].split()[0] != str(status["workers"][0]["pid"])
