@@ -68,7 +68,8 @@ class Upgrader:
     def request(self, callback: Optional[UpgradeCallback] = None) -> None:
         """Start a new master program; ``callback(error, result)`` runs in the loop once it is decided.
 
-        Raises RuntimeError if this master is not running, or an upgrade is already under way.
+        Raises RuntimeError if this master is not running (or the last new master is still exiting);
+        asked again while one is under way, the caller joins it.
         """
         if self.master.state != "running":
             raise RuntimeError(f"cannot upgrade: the master is {self.master.state}")
