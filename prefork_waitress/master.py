@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -20,6 +21,7 @@ from ._core.pool import Message, WorkerPool
 from ._core.scaling import check_count
 from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit, exit_fields, log_fields
 from ._os.activation import activated_sockets
+from ._os.handoff import sockets_shared
 from ._os.limits import (
     StopRequested,
     TimeLimitExceeded,
@@ -42,6 +44,7 @@ from ._policies.shutdown import ShutdownDelay
 from ._policies.timeouts import RequestTimeouts
 from .errors import BootError, StartError
 from .integrations.autoreload import CodeReloader
+from .integrations.upgrade import UpgradeCallback
 from .options import Settings, make_settings
 from .reloading import ReloadError
 from .worker import Worker
@@ -93,7 +96,7 @@ class Master:
         self._retirements = Retirements(self.call_later, self._frontends, self._pool.retire)
         self._shutdown = ShutdownDelay(self.settings.shutdown_delay, self.call_later)
         self.add_listener(self._pool.counters)  # counts reloads
-        _integrations.attach(self)
+        self._upgrader = _integrations.attach(self)
 
     def _make_pool(self) -> WorkerPool:
         pool = WorkerPool(self.settings, self._loop, self._commands, self._child_options, self._master_objects)
@@ -195,6 +198,10 @@ class Master:
 
     def reloaded(self, ok: bool) -> None:
         """A rolling reload finished (True) or was abandoned (False)."""
+
+    def upgraded(self, ok: bool) -> None:
+        """An upgrade this master started was decided: a new master serves (True; this one now stops)
+        or it failed and this one serves on (False)."""
 
     def stopping(self) -> None:
         """The master begins to stop."""
@@ -367,7 +374,7 @@ class Master:
             if not graceful:
                 self._pool.stop_all(graceful=False)
             return
-        if graceful and self._state is State.RUNNING and self._shutdown.defer(self.stop):
+        if graceful and self._state is State.RUNNING and not sockets_shared() and self._shutdown.defer(self.stop):
             return
         log.info("stopping %s", "gracefully" if graceful else "at once", extra={"event": "stop", "graceful": graceful})
         self._state = State.STOPPING
@@ -396,6 +403,15 @@ class Master:
     def reload(self) -> None:
         """Rolling restart: each slot gets a new worker, then its old one is stopped."""
         self._rolling.request()
+
+    def upgrade(self, callback: Optional[UpgradeCallback] = None) -> None:
+        """Start a new master program on these sockets; once it serves every slot, this one drains and
+        exits. ``callback(error, result)`` runs in the loop when decided (see integrations.upgrade)."""
+        self._upgrader.request(callback)
+
+    def listening_sockets(self) -> List[socket.socket]:
+        """The slots' listening sockets, in slot order (what an upgrade passes on)."""
+        return [slot.sock for slot in self._pool.slots]
 
     def scale(self, n: int) -> None:
         """Grow to ``n`` slots on the next ports, or gracefully retire the highest ones.

@@ -371,7 +371,7 @@ OPTIONS: Tuple[Option, ...] = (
         True,
         as_bool,
         "install the default signals (TERM/INT stop, QUIT stop at once, HUP reload, TTIN/TTOU scale, "
-        "USR1 reopen the output, USR2 worker tracebacks); false: none",
+        "USR1 reopen the output, USR2 upgrade); false: none",
         cli=False,
     ),
     Option("haproxy_socket", None, optional(as_runtime_address), "HAProxy Runtime API: stats socket path or host:port"),

@@ -131,7 +131,7 @@ def test_api_master_handles_each_common_signal_and_cleans_up(api_master, tmp_pat
         lambda: get(port, "/print") and m.output.exists() and "printed by" in m.output.read_text(),
         message="the worker writing to the reopened output",
     )
-    os.kill(pid, signal.SIGUSR2)
+    assert request(str(m.sock), {"action": "tracebacks"})["result"] == {"workers": 2}  # USR2 upgrades now
     wait_until(lambda: "Thread" in m.output.read_text(), message="a worker's traceback dump in the output")
     with open(f"/proc/{pid}/stat") as f:
         assert f.read().split(") ")[1].split()[0] != "T"  # TTIN/TTOU did not suspend it

@@ -23,6 +23,7 @@ from .._child import run as _child
 from .._child.meter import RequestCounts, RequestMeter
 from .._child.refork import REFORK
 from .._child.spec import ChildSpec
+from .._os import handoff
 from .._os import platform as _platform
 from .._os.accept_queue import accept_queue
 from .._os.adoption import AdoptedProcess, set_child_subreaper
@@ -413,7 +414,8 @@ class WorkerPool:
     @staticmethod
     def drains_queue(worker: WorkerProcess) -> bool:
         """On a stop: the ready worker of a slot whose socket (and queue) closes with this master."""
-        return worker.ready and worker.slot.current is worker and not worker.slot.passed
+        shared = worker.slot.passed or handoff.sockets_shared()  # systemd or an upgrade's other master keeps it
+        return worker.ready and worker.slot.current is worker and not shared
 
     def kill(self, worker: WorkerProcess, after: Optional[float] = None) -> None:
         if worker.pid not in self.processes:

@@ -13,14 +13,17 @@ from __future__ import annotations
 import os
 import re
 import socket
-from typing import List, MutableMapping, NamedTuple, Optional
+from typing import Dict, List, MutableMapping, NamedTuple, Optional
 
 from ..errors import StartError
 
-__all__ = ["SD_LISTEN_FDS_START", "ActivatedSocket", "activated_sockets"]
+__all__ = ["SD_LISTEN_FDS_START", "ActivatedSocket", "activated_sockets", "claim_inherited"]
 
 SD_LISTEN_FDS_START = 3
 VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+# Names an upgrading master gives its own non-slot sockets (control socket, metrics port): see claim_inherited.
+RESERVED_PREFIX = "prefork-waitress-"
+_reserved: Dict[str, socket.socket] = {}
 
 
 class ActivatedSocket(NamedTuple):
@@ -61,8 +64,33 @@ def activated_sockets(
     if count < 1:
         raise StartError(f"LISTEN_FDS={listen_fds!r}: expected the number of sockets passed (1 or more)")
     names = _names(values["LISTEN_FDNAMES"], count)
-    found = [ActivatedSocket(_listening_socket(SD_LISTEN_FDS_START + i), names[i]) for i in range(count)]
+    found = []
+    for i, name in enumerate(names):
+        if name.startswith(RESERVED_PREFIX):  # an upgrade's: kept for the integration that claims it
+            _reserved[name[len(RESERVED_PREFIX) :]] = _inherited_socket(SD_LISTEN_FDS_START + i)
+        else:
+            found.append(ActivatedSocket(_listening_socket(SD_LISTEN_FDS_START + i), name))
     return sorted(found, key=lambda passed: _natural(passed.name))
+
+
+def claim_inherited(name: str) -> Optional[socket.socket]:
+    """The socket an old master passed as ``prefork-waitress-<name>`` (upgrade), once; None if none."""
+    return _reserved.pop(name, None)
+
+
+def forget_inherited() -> None:
+    """Close the passed sockets no integration claimed (e.g. the new release has no metrics port)."""
+    while _reserved:
+        _reserved.popitem()[1].close()
+
+
+def _inherited_socket(fd: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise StartError(f"fd {fd} passed by the old master is not a socket: {exc.strerror or exc}") from None
+    sock.set_inheritable(False)
+    return sock
 
 
 def _names(given: Optional[str], count: int) -> List[str]:

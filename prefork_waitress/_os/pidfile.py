@@ -7,6 +7,7 @@ import os
 from typing import Optional
 
 from ..errors import StartError
+from .handoff import predecessor_pid
 from .platform import write_atomically
 
 log = logging.getLogger("prefork_waitress")
@@ -47,6 +48,9 @@ class PidFile:
     def create(self) -> None:
         """Write our pid; fail if the file names another live process."""
         old = _read_pid(self.path)
+        if old is not None and old == predecessor_pid():
+            self.pid = os.getpid()  # an upgrade: the file moves to this pid once every slot serves
+            return
         if old is not None and old != os.getpid() and _is_alive(old):
             raise StartError(
                 f"pid file {self.path} names process {old}, which is running; "

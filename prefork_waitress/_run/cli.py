@@ -25,9 +25,8 @@ from .config import ConfigError, Given
 from .serve import EXIT_OK, EXIT_USAGE, check_config, configure_logging, fail, serve
 
 PROG = "prefork-waitress"
-USAGE = (
-    f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{status,reload,scale,stop,command,metrics,top}} ..."
-)
+CTL_ACTIONS = "status,reload,upgrade,scale,stop,command,metrics,top,tracebacks"
+USAGE = f"{PROG} [options] MODULE:APP\n       {PROG} ctl --socket PATH {{{CTL_ACTIONS}}} ..."
 WAITRESS_PREFIX = "waitress:"
 WAITRESS_HELP = "see waitress's documentation of its arguments; threads must stay 1"
 CLI = "cli"
@@ -81,7 +80,7 @@ def build_parser() -> Parser:
         usage=USAGE,
         description="Run a WSGI app in single-threaded waitress workers, one port each, under one master.",
         epilog="Signals: TERM/INT stop gracefully, QUIT at once, HUP rolling reload, "
-        "TTIN/TTOU one worker more/less, USR1 reopen the output file, USR2 worker tracebacks. "
+        "TTIN/TTOU one worker more/less, USR1 reopen the output file, USR2 upgrade (a new master program takes over). "
         "Options also come from PREFORK_WAITRESS_<OPTION> variables, PREFORK_WAITRESS_ARGS and --config FILE "
         "(the command line wins, then the environment, then the file).",
         argument_default=argparse.SUPPRESS,

@@ -19,7 +19,7 @@ from .cli import Parser
 
 EXIT_OK, EXIT_FAILED = 0, 1
 # The client outwaits the master: a command's reply comes at the latest after its own timeout.
-DEFAULT_TIMEOUTS = {"reload": 600.0, "stop": 300.0, "command": MAX_COMMAND_TIMEOUT + 10.0}
+DEFAULT_TIMEOUTS = {"reload": 600.0, "upgrade": 600.0, "stop": 300.0, "command": MAX_COMMAND_TIMEOUT + 10.0}
 COLUMNS = ("slot", "port", "pid", "gen", "uptime", "requests", "restarts", "queued")
 
 
@@ -47,6 +47,12 @@ def build_parser() -> Parser:
     view = actions.add_parser("top", help="live view of the workers (q quits); plain text when not on a terminal")
     view.add_argument("--once", action="store_true", help="print one screen (rates over one interval) and exit")
     view.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh interval (default 1)")
+    actions.add_parser(
+        "upgrade",
+        help="start a new master program on the same sockets; waits until it serves every slot "
+        "(then the old one drains and exits), or fails with its error while the old one serves on",
+    )
+    actions.add_parser("tracebacks", help="every worker writes its threads' tracebacks to its stderr")
     return parser
 
 
@@ -148,6 +154,13 @@ PRINTERS: Dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "scale": _print_done(lambda a, r: f"{r['workers']} workers on ports {r['ports']}"),
     "stop": _print_done(lambda a, r: "stopping" if a.no_wait else "stopped"),
     "metrics": _print_done(lambda a, r: r["text"].rstrip("\n")),
+    "upgrade": _print_done(
+        lambda a, r: (
+            f"upgraded: master {r['pid']} (was {r['old_pid']}) serves ports {r['ports']}; "
+            f"master {r['old_pid']} is draining"
+        )
+    ),
+    "tracebacks": _print_done(lambda a, r: f"asked {r['workers']} workers to write their tracebacks to stderr"),
 }
 
 

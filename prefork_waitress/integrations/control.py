@@ -18,6 +18,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from .._core.handle import MasterHandle
+from .._os.activation import claim_inherited
+from .._os.handoff import owns_paths, predecessor_pid
 from ..errors import CommandError, StartError
 from .control_client import ControlError, request
 
@@ -39,6 +41,7 @@ MAX_DIGITS = 30  # longer numbers in a request are refused (no slot id, count or
 ACCEPT_BACKOFF_START, ACCEPT_BACKOFF_CAP = 0.05, 1.0
 ACCEPT_LOG_INTERVAL = 1.0
 PENDING = object()  # a handler's result when the reply comes later (reload)
+Reply = Callable[[Optional[str], Any], None]  # a deferred action's answer: (error or None, result)
 
 
 class _Client:
@@ -85,6 +88,7 @@ class ControlServer:
         self.clients: List[_Client] = []
         self.reload_waiters: List[_ReloadWaiter] = []
         self._inode: Optional[int] = None
+        self._deferred = False
         self._accept_backoff = 0.0
         self._accept_logged_at = float("-inf")
         self._accept_errors_unlogged = 0
@@ -101,9 +105,44 @@ class ControlServer:
         ValueError/TypeError/LookupError/RuntimeError for an error reply)."""
         self.actions[name] = lambda client, message: handler(message)
 
+    def add_deferred_action(self, name: str, handler: Callable[[Dict[str, Any], Reply], None]) -> None:
+        """Serve action ``name`` whose reply comes later: ``handler(request, reply)`` calls
+        ``reply(None, result)`` or ``reply(error, None)`` once, from the loop (or raises, as above)."""
+
+        def action(client: _Client, message: Dict[str, Any]) -> Any:
+            client.waiting = True
+
+            def reply(error: Optional[str], result: Any) -> None:
+                self._answer(client, {"ok": True, "result": result} if error is None else {"ok": False, "error": error})
+
+            handler(message, reply)
+            return PENDING
+
+        self.actions[name] = action
+
     # listener points ------------------------------------------------------
     def starting(self) -> None:
         """Listen as soon as the master has bound its ports, before any worker exists."""
+        sock = _inherited(self.path)  # an upgrade: the old master's socket, same file, same queue
+        if sock is None:
+            sock = self._bind()
+        sock.setblocking(False)
+        self._inode = os.stat(self.path).st_ino
+        self.sock = sock
+        self.master.own(sock)
+        self._deferred = predecessor_pid() is not None  # an upgrade's new master: the old one answers for now
+        if not self._deferred:
+            self.master.add_io_handler(sock, self._accept)
+            log.info("control socket listening on %s", self.path)
+
+    def when_ready(self) -> None:
+        """A new master (upgrade) answers on the old master's socket once it has taken over."""
+        if self._deferred and self.sock is not None:
+            self._deferred = False
+            self.master.add_io_handler(self.sock, self._accept)
+            log.info("control socket %s: answering from now on (taken over from the old master)", self.path)
+
+    def _bind(self) -> socket.socket:
         self._refuse_live_or_remove_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         previous = os.umask(0o177)  # the file is born 0600: no window where others may connect
@@ -115,12 +154,14 @@ class ControlServer:
             raise StartError(f"cannot create control socket {self.path}: {exc.strerror or exc}") from None
         finally:
             os.umask(previous)
-        sock.setblocking(False)
-        self._inode = os.stat(self.path).st_ino
-        self.sock = sock
-        self.master.own(sock)
-        self.master.add_io_handler(sock, self._accept)
-        log.info("control socket listening on %s", self.path)
+        return sock
+
+    def upgraded(self, ok: bool) -> None:
+        """A new master took over the (shared) socket: new connections are its own from now on."""
+        if ok and self.sock is not None:
+            self.master.remove_io_handler(self.sock)
+            self.sock.close()
+            self.sock = None
 
     def reloading(self) -> None:
         for waiter in self.reload_waiters:
@@ -149,8 +190,8 @@ class ControlServer:
             self.master.remove_io_handler(self.sock)
             self.sock.close()
             self.sock = None
-            try:
-                if os.stat(self.path).st_ino == self._inode:
+            try:  # not after an upgrade handed it over, nor in a new master that never took over
+                if owns_paths() and os.stat(self.path).st_ino == self._inode:
                     os.unlink(self.path)
             except OSError:
                 pass
@@ -450,6 +491,15 @@ class ControlServer:
         client.sock.close()
         if client in self.clients:
             self.clients.remove(client)
+
+
+def _inherited(path: str) -> Optional[socket.socket]:
+    """The control socket an old master passed to this new one, if it is at ``path``."""
+    sock = claim_inherited("control")
+    if sock is not None and sock.getsockname() != path:
+        sock.close()  # the new release names another path: bind that one
+        return None
+    return sock
 
 
 def _with_stats(status: Dict[str, Any], stats: Dict[int, Any]) -> Dict[str, Any]:

@@ -24,6 +24,7 @@ import re
 from typing import Any, Callable, List, Optional, Set
 
 from .._core.handle import MasterHandle
+from .._os.handoff import owns_paths
 from .._os.platform import frontend_host
 from .haproxy_runtime import RuntimeClient, backend_algorithm, reply_error, server_sessions, servers_state
 
@@ -87,6 +88,9 @@ class HAProxyServers:
 
     def release_ports(self, ports: List[int], done: Callable[[], None]) -> None:
         """Drain the servers of ``ports``; ``done()`` once HAProxy has no session left on them."""
+        if not owns_paths():  # the master upgraded: a new master serves these same ports on
+            done()
+            return
         drain = _Drain(list(ports), done, None)
         drain.deadline = self.master.call_later(self.drain_timeout, lambda: self._drain_timed_out(drain))
         self.drains.append(drain)

@@ -90,22 +90,34 @@ class HttpServer:
         """Serve ``GET path`` with ``handler``."""
         self.routes[path.encode("ascii")] = handler
 
-    def open(self) -> int:
-        """Bind and listen (a port in use raises StartError); returns the port."""
-        sock = bind_socket(self.host, self.port, backlog=BACKLOG)
+    def open(self, inherited: Optional[socket.socket] = None, accepting: bool = True) -> int:
+        """Bind and listen (a port in use raises StartError), or take ``inherited`` (an upgrade's, with
+        its queue); answer now, or from :meth:`accept` on when ``accepting`` is false. Returns the port."""
+        sock = inherited if inherited is not None else bind_socket(self.host, self.port, backlog=BACKLOG)
         sock.setblocking(False)
         self.sock = sock
         self.master.own(sock)
-        self.master.add_io_handler(sock, self._accept)
+        if accepting:
+            self.accept()
         return int(sock.getsockname()[1])
 
-    def close(self) -> None:
-        for conn in list(self.connections):
-            self._close(conn)
+    def accept(self) -> None:
+        """Start answering the connections that arrive (once, after an ``open(accepting=False)``)."""
+        if self.sock is not None:
+            self.master.add_io_handler(self.sock, self._accept)
+
+    def let_go(self) -> None:
+        """Stop answering new connections and close this master's copy of the socket (an upgrade's new
+        master has it); the connections already open are answered."""
         if self.sock is not None:
             self.master.remove_io_handler(self.sock)
             self.sock.close()
             self.sock = None
+
+    def close(self) -> None:
+        for conn in list(self.connections):
+            self._close(conn)
+        self.let_go()
 
     def _accept(self, sock: Any) -> None:
         for _ in range(BACKLOG):  # bounded: the loop has other work

@@ -20,6 +20,8 @@ from typing import Any, Dict, List
 from .._child.meter import BUCKETS, RequestCounts
 from .._core.counters import RESTART_REASONS
 from .._core.handle import MasterHandle
+from .._os.activation import claim_inherited
+from .._os.handoff import predecessor_pid
 from .._os.memory import resident_bytes
 from . import exposition
 from .http_server import HttpServer, Reply
@@ -142,11 +144,28 @@ class MetricsServer:
     def __init__(self, master: MasterHandle, host: str, port: int) -> None:
         self.master = master
         self.http = HttpServer(master, host, port, {"/metrics": lambda: metrics_reply(master)})
+        self._deferred = False
 
     def starting(self) -> None:
         """Bind with the worker ports, before the first fork (a port in use fails the start)."""
-        port = self.http.open()
+        sock = claim_inherited("metrics")  # an upgrade: the old master's, with its queue
+        if sock is not None and sock.getsockname()[1] != self.http.port:
+            sock.close()
+            sock = None
+        self._deferred = predecessor_pid() is not None  # an upgrade's new master: the old one answers for now
+        port = self.http.open(sock, accepting=not self._deferred)
         log.info("metrics on http://%s:%d/metrics", self.http.host, port)
+
+    def when_ready(self) -> None:
+        """A new master (upgrade) answers on the old master's port once it has taken over."""
+        if self._deferred:
+            self._deferred = False
+            self.http.accept()
+
+    def upgraded(self, ok: bool) -> None:
+        """A new master took over the (shared) port: new scrapes and probes are its own from now on."""
+        if ok:
+            self.http.let_go()
 
     def stopped(self) -> None:
         self.http.close()

@@ -1,8 +1,10 @@
 """The default signals, the same for the Python API, the CLI and the paste runner.
 
 TERM and INT stop gracefully (a second INT: at once), QUIT stops at once, HUP reloads, TTIN/TTOU add
-or remove one worker, USR1 reopens the output file, USR2 makes every worker
-write its threads' tracebacks. So no common signal kills or suspends a master
+or remove one worker, USR1 reopens the output file, USR2 upgrades the master
+(a new master program takes over, as in unicorn, gunicorn and puma; a
+worker's own USR2 still writes its threads' tracebacks, and ``ctl
+tracebacks`` asks every worker for them). So no common signal kills or suspends a master
 without its cleanup (the default action of HUP, USR1 and USR2 is to
 terminate, of TTIN/TTOU to stop the process). ``Master(handle_signals=False)``
 installs none of them; ``add_signal_handler`` replaces any one.
@@ -34,7 +36,16 @@ def install_default_signals(master: MasterHandle) -> None:
     master.add_signal_handler(signal.SIGTTIN, lambda: scale_by(master, +1))
     master.add_signal_handler(signal.SIGTTOU, lambda: scale_by(master, -1))
     master.add_signal_handler(signal.SIGUSR1, lambda: reopen_output(master, own_stdio=False))
-    master.add_signal_handler(signal.SIGUSR2, lambda: dump_worker_tracebacks(master))
+    master.add_signal_handler(signal.SIGUSR2, lambda: upgrade(master))
+
+
+def upgrade(master: MasterHandle) -> None:
+    """SIGUSR2: start a new master program on these sockets (the upgrader logs how it went)."""
+    log.info("SIGUSR2: upgrading the master")
+    try:
+        master.upgrade()
+    except RuntimeError as exc:
+        log.error("SIGUSR2: %s", exc)
 
 
 def interrupt(master: MasterHandle) -> None:
@@ -89,12 +100,14 @@ def reopen_output(master: MasterHandle, own_stdio: bool) -> None:
     master.command_async("reopen", path, timeout=REOPEN_TIMEOUT, callback=check)
 
 
-def dump_worker_tracebacks(master: MasterHandle) -> None:
-    """SIGUSR2: each worker writes every thread's traceback to its stderr (faulthandler)."""
+def dump_worker_tracebacks(master: MasterHandle) -> int:
+    """``ctl tracebacks``: each worker writes every thread's traceback to its stderr (faulthandler,
+    on the worker's SIGUSR2); how many were asked."""
     pids = [worker["pid"] for worker in master.status()["workers"] if worker["pid"]]
-    log.info("SIGUSR2: asking %d workers for their tracebacks", len(pids))
+    log.info("asking %d workers for their tracebacks", len(pids))
     for pid in pids:
         try:
             os.kill(pid, signal.SIGUSR2)
         except ProcessLookupError:
             pass
+    return len(pids)

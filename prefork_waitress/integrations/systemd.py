@@ -12,6 +12,7 @@ import time
 from typing import List, Optional
 
 from .._core.handle import MasterHandle
+from .._os.handoff import owns_paths
 
 __all__ = ["SystemdNotifier", "notify"]
 
@@ -71,4 +72,6 @@ class SystemdNotifier:
         notify(self._status("serving"), self.address)
 
     def stopping(self) -> None:
+        if not owns_paths():  # an old master after an upgrade: the service is the new master now
+            return
         notify("STOPPING=1\nSTATUS=stopping", self.address)

@@ -1,0 +1,10 @@
+"""gunicorn config for bench/deploy.py: each worker says when it has loaded the app (pid per line)."""
+
+import os
+
+
+def post_worker_init(worker):
+    path = os.environ.get("DEPLOY_READY_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
