@@ -257,6 +257,7 @@ class Master:
                 raise StartError(out_of_fds_message("cannot start", exc)) from None
             while self._state is not State.STOPPED:
                 self._loop.run_once()
+                self._rolling.settle()
                 if self._state is State.STOPPING and not self._pool.processes:
                     self._state = State.STOPPED
         finally:
@@ -427,7 +428,10 @@ class Master:
             worker.slot.port,
             (time.monotonic() - worker.forked_at) * 1000,
         )
-        if self._replacer.successor_ready(worker):
+        succeeded = self._replacer.successor_ready(worker)
+        if worker.slot.current is worker:
+            self._pool.settle_slot(worker)
+        if succeeded:
             return
         self.emit("worker_started", worker.info())
         self._after_ready()

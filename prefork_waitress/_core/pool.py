@@ -368,13 +368,28 @@ class WorkerPool:
             self.kill(worker)
             return
         if timeout is None:
-            timeout = self.settings.graceful_timeout if worker.ready else BOOTING_STOP_TIMEOUT
-        if not (keep_accepting and self._tell(worker, ("retire",))):
-            try:
-                os.kill(worker.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                return
+            # A retiring worker serves on (graceful_timeout / 2 at most) even if it was still booting.
+            timeout = self.settings.graceful_timeout if worker.ready or keep_accepting else BOOTING_STOP_TIMEOUT
+        worker.keeps_accepting = keep_accepting and self._tell(worker, ("retire",))
+        if not worker.keeps_accepting and not self._terminate(worker):
+            return
         worker.timers.append(self.loop.call_later(timeout, lambda: self.kill(worker, timeout)))
+
+    def settle_slot(self, worker: WorkerProcess) -> None:
+        """``worker`` serves its slot: a process of the slot still accepting as a retiring one (the slot
+        was scaled down and taken back) stops accepting now and drains, so one process serves the port."""
+        for other in list(self.processes.values()):
+            if other.slot is worker.slot and other is not worker and other.keeps_accepting:
+                other.keeps_accepting = False
+                self._terminate(other)  # its kill timer (graceful_timeout) still stands
+
+    @staticmethod
+    def _terminate(worker: WorkerProcess) -> bool:
+        try:
+            os.kill(worker.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
 
     @staticmethod
     def _tell(worker: WorkerProcess, message: Message) -> bool:
