@@ -25,7 +25,7 @@ from .._child.refork import REFORK
 from .._child.spec import ChildSpec
 from .._os import platform as _platform
 from .._os.accept_queue import accept_queue
-from .._os.adoption import AdoptedProcess, set_child_subreaper
+from .._os.adoption import AdoptedProcess, exit_sentinel, set_child_subreaper
 from .._os.limits import is_out_of_fds, out_of_fds_message
 from ..options import Settings
 from . import scaling
@@ -199,6 +199,7 @@ class WorkerPool:
             raise
         child_conn.close()
         worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later)
+        worker.sentinel = exit_sentinel(worker.pid, process.sentinel)
         return self._add(worker, options.get("meter"))
 
     def _add(self, worker: WorkerProcess, meter: Optional[RequestMeter]) -> WorkerProcess:
@@ -288,7 +289,7 @@ class WorkerPool:
     def _inherited(self) -> List[Any]:
         objects: List[Any] = [slot.sock for slot in self.slots]
         for process in self.processes.values():
-            objects += [process.conn, process.sentinel]
+            objects += [process.conn, *{process.sentinel, process.process.sentinel}]
         return objects + self._reforking + self.loop.signal_sockets() + self._master_objects()
 
     def _max_requests(self) -> int:
@@ -346,6 +347,8 @@ class WorkerPool:
         worker.process.join()
         exitcode = worker.process.exitcode
         worker.conn.close()
+        if worker.sentinel != worker.process.sentinel:
+            os.close(worker.sentinel)  # the pidfd (exit_sentinel)
         worker.process.close()
         if worker.meter is not None:
             self.counters.process_exited(worker.slot.id, worker.meter.counts())
