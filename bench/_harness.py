@@ -185,6 +185,7 @@ class Load:
 
     def __init__(self, ports: List[int], threads: int = 4, post_every: int = 0, retry_stale: bool = False) -> None:
         self.ports = ports
+        self.threads = threads
         self.post_every = post_every
         self.retry_stale = retry_stale
         self.ok = self.failed = self.refused = self.posts = self.stale_retries = 0
