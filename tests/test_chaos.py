@@ -21,9 +21,7 @@ from conftest import ROOT
 SEED = 2207
 SECONDS = 60
 CI_FLAGS = ["--no-fd-dips", "--no-haproxy-reloads", "--no-strict-probes"]
-MISSING = [
-    name for name in ("nginx", "haproxy", "prlimit") if not (shutil.which(name) or os.path.exists(f"/usr/sbin/{name}"))
-]
+MISSING = [name for name in ("nginx", "haproxy") if not (shutil.which(name) or os.path.exists(f"/usr/sbin/{name}"))]
 
 
 @pytest.mark.timeout(SECONDS + 180)
