@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,7 +82,10 @@ class Cluster:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            event = json.loads(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # not the master's (e.g. an on_ports_changed command's output)
             with self._changed:
                 self.events.append(event)
                 if event["event"] == "ready":
@@ -169,12 +172,26 @@ class Cluster:
 
 
 class Load:
-    """Client threads on 127.0.0.1, half keep-alive, half a fresh connection per request."""
+    """Client threads on 127.0.0.1, half keep-alive, half a fresh connection per request.
 
-    def __init__(self, ports: List[int], threads: int = 4) -> None:
+    ``post_every``: every n-th request of a thread is a POST with a 512-byte body (0: GET only).
+    ``retry_stale``: a request on a reused keep-alive connection that the server (a frontend being
+    reloaded) closed meanwhile is sent once more on a new connection, as urllib3 and nginx do;
+    those are counted in ``stale_retries``. Every failure is kept in ``failure_log`` as
+    (start, end, "what") on the monotonic clock, so a caller can tell which ones overlapped a fault.
+    """
+
+    BODY = b"p" * 512
+
+    def __init__(self, ports: List[int], threads: int = 4, post_every: int = 0, retry_stale: bool = False) -> None:
         self.ports = ports
-        self.ok = self.failed = self.refused = 0
+        self.threads = threads
+        self.post_every = post_every
+        self.retry_stale = retry_stale
+        self.ok = self.failed = self.refused = self.posts = self.stale_retries = 0
         self.failures: Dict[str, int] = {}
+        self.failure_log: List[Tuple[float, float, str]] = []
+        self.bodies: Dict[bytes, int] = {}  # first word of each 200 body (e.g. a code version) -> count
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
@@ -193,6 +210,17 @@ class Load:
         with self._lock:
             return self.ok
 
+    def _one(self, conn: http.client.HTTPConnection, post: bool) -> Tuple[bool, bytes]:
+        if post:
+            conn.request("POST", "/", body=self.BODY, headers={"Content-Type": "application/octet-stream"})
+        else:
+            conn.request("GET", "/")
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{'POST' if post else 'GET'} status {response.status}: {body[:80]!r}")
+        return response.will_close, body
+
     def _run(self, index: int) -> None:
         keep_alive = index % 2 == 0
         conns: Dict[int, http.client.HTTPConnection] = {}
@@ -200,32 +228,45 @@ class Load:
         while not self._stop.is_set():
             port = self.ports[n % len(self.ports)]
             n += 1
+            post = bool(self.post_every) and n % self.post_every == 0
+            reused = port in conns
             conn = conns.pop(port, None) or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            started = time.monotonic()
             try:
-                conn.request("GET", "/")
-                response = conn.getresponse()
-                response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"status {response.status}")
-                if keep_alive and not response.will_close:
+                try:
+                    will_close, body = self._one(conn, post)
+                except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                    if not (reused and self.retry_stale):
+                        raise
+                    conn.close()
+                    with self._lock:
+                        self.stale_retries += 1
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    will_close, body = self._one(conn, post)
+                if keep_alive and not will_close:
                     conns[port] = conn
                 else:
                     conn.close()
-                self._count(None)
+                self._count(None, started, post, body)
             except Exception as exc:
                 conn.close()
-                self._count(exc)
+                self._count(exc, started, post, b"")
 
-    def _count(self, exc: Optional[BaseException]) -> None:
+    def _count(self, exc: Optional[BaseException], started: float, post: bool, body: bytes) -> None:
         with self._lock:
             if exc is None:
                 self.ok += 1
-            elif isinstance(exc, ConnectionRefusedError):
+                self.posts += post
+                word = body.split(b" ", 1)[0]
+                self.bodies[word] = self.bodies.get(word, 0) + 1
+                return
+            if isinstance(exc, ConnectionRefusedError):
                 self.refused += 1
             else:
                 self.failed += 1
                 name = type(exc).__name__
                 self.failures[name] = self.failures.get(name, 0) + 1
+            self.failure_log.append((started, time.monotonic(), f"{type(exc).__name__}: {exc}"))
 
 
 def port_free(port: int) -> bool:

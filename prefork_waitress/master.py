@@ -287,6 +287,7 @@ class Master:
                 raise StartError(out_of_fds_message("cannot start", exc)) from None
             while self._state is not State.STOPPED:
                 self._loop.run_once()
+                self._rolling.settle()
                 if self._state is State.STOPPING and not self._pool.processes:
                     self._state = State.STOPPED
         finally:
@@ -475,7 +476,10 @@ class Master:
             boot_ms,
             extra=log_fields(worker, "worker_ready", boot_ms=round(boot_ms, 1)),
         )
-        if self._replacer.successor_ready(worker):
+        succeeded = self._replacer.successor_ready(worker)
+        if worker.slot.current is worker:
+            self._pool.settle_slot(worker)
+        if succeeded:
             return
         self.emit("worker_started", worker.info())
         self._after_ready()

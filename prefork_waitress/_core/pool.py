@@ -26,7 +26,7 @@ from .._child.spec import ChildSpec
 from .._os import handoff
 from .._os import platform as _platform
 from .._os.accept_queue import accept_queue
-from .._os.adoption import AdoptedProcess, set_child_subreaper
+from .._os.adoption import AdoptedProcess, exit_sentinel, set_child_subreaper
 from .._os.limits import is_out_of_fds, out_of_fds_message
 from ..options import Settings
 from . import scaling
@@ -208,6 +208,7 @@ class WorkerPool:
             raise
         child_conn.close()
         worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later)
+        worker.sentinel = exit_sentinel(worker.pid, process.sentinel)
         return self._add(worker, options.get("meter"))
 
     def _add(self, worker: WorkerProcess, meter: Optional[RequestMeter]) -> WorkerProcess:
@@ -298,7 +299,7 @@ class WorkerPool:
     def _inherited(self) -> List[Any]:
         objects: List[Any] = [slot.sock for slot in self.slots]
         for process in self.processes.values():
-            objects += [process.conn, process.sentinel]
+            objects += [process.conn, *{process.sentinel, process.process.sentinel}]
         return objects + self._reforking + self.loop.signal_sockets() + self._master_objects()
 
     def _max_requests(self) -> int:
@@ -356,6 +357,8 @@ class WorkerPool:
         worker.process.join()
         exitcode = worker.process.exitcode
         worker.conn.close()
+        if worker.sentinel != worker.process.sentinel:
+            os.close(worker.sentinel)  # the pidfd (exit_sentinel)
         worker.process.close()
         if worker.meter is not None:
             self.counters.process_exited(worker.slot.id, worker.meter.counts())
@@ -378,13 +381,28 @@ class WorkerPool:
             self.kill(worker)
             return
         if timeout is None:
-            timeout = self.settings.graceful_timeout if worker.ready else BOOTING_STOP_TIMEOUT
-        if not (keep_accepting and self._tell(worker, ("retire",))):
-            try:
-                os.kill(worker.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                return
+            # A retiring worker serves on (graceful_timeout / 2 at most) even if it was still booting.
+            timeout = self.settings.graceful_timeout if worker.ready or keep_accepting else BOOTING_STOP_TIMEOUT
+        worker.keeps_accepting = keep_accepting and self._tell(worker, ("retire",))
+        if not worker.keeps_accepting and not self._terminate(worker):
+            return
         worker.timers.append(self.loop.call_later(timeout, lambda: self.kill(worker, timeout)))
+
+    def settle_slot(self, worker: WorkerProcess) -> None:
+        """``worker`` serves its slot: a process of the slot still accepting as a retiring one (the slot
+        was scaled down and taken back) stops accepting now and drains, so one process serves the port."""
+        for other in list(self.processes.values()):
+            if other.slot is worker.slot and other is not worker and other.keeps_accepting:
+                other.keeps_accepting = False
+                self._terminate(other)  # its kill timer (graceful_timeout) still stands
+
+    @staticmethod
+    def _terminate(worker: WorkerProcess) -> bool:
+        try:
+            os.kill(worker.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
 
     @staticmethod
     def _tell(worker: WorkerProcess, message: Message) -> bool:

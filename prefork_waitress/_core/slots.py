@@ -55,6 +55,7 @@ class WorkerProcess:
         self.ready = False
         self.ready_at: Optional[float] = None  # monotonic, when it reported ready
         self.stopping = False
+        self.keeps_accepting = False  # told to retire: it accepts until its port is quiet
         self.timed_out = False  # its request ran past request_timeout
         self.boot_error: Optional[str] = None  # one line: "RuntimeError: database is down"
         self.boot_traceback: Optional[str] = None

@@ -41,6 +41,20 @@ def set_child_subreaper(on: bool) -> bool:
     return prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
 
 
+def exit_sentinel(pid: int, fallback: int) -> int:
+    """An fd readable once ``pid`` has exited: a pidfd where there is one, else ``fallback``.
+
+    A forked process's multiprocessing sentinel is a pipe its descendants inherit too: a refork
+    template's fires only once every worker forked from it has exited as well. A pidfd does not wait.
+    """
+    if hasattr(os, "pidfd_open"):
+        try:
+            return int(os.pidfd_open(pid))
+        except OSError:  # pre-5.3 kernel, or out of fds: the pipe still tells, later
+            pass
+    return fallback
+
+
 class AdoptedProcess:
     """A child that another process forked: the ``BaseProcess`` subset the pool uses (pid, sentinel,
     join, exitcode, close), over a pidfd and ``waitpid``."""

@@ -111,8 +111,21 @@ class RollingReload:
             self._finish(False)
             return
         self.pending -= 1
-        if self.pending == 0:
-            self._finish(True)
+        self.settle()
+
+    def settle(self) -> None:
+        """Finish the reload once every slot was replaced and none of the pool's slots has a worker still
+        starting (run at the end of each loop turn).
+
+        A slot whose worker was forked after the reload began (it left and came back through a scale,
+        or was respawned) serves the new code once it is ready: the reload waits for it rather than
+        skipping it, and judges the slot by what it has then (a slot left empty fails the reload).
+        """
+        if not self.active or self.pending:
+            return
+        if any(slot.current is not None and not slot.current.ready for slot in self.pool.slots):
+            return
+        self._finish(True)
 
     def abandon(self, why: str) -> None:
         """Drop the reload in progress without calling the hook (the master is stopping)."""

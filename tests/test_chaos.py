@@ -1,0 +1,46 @@
+"""The chaos run in CI: a minute of seeded faults behind real nginx and HAProxy, and no defect.
+
+bench/chaos.py runs as a program (it owns its processes and signals); its JSON
+report is the verdict. Left out here until their fixes land, and on by default
+in bench/chaos.py: fd-limit dips (issue 22.3: poll() EINVAL ends the master),
+HAProxy reloads (the Runtime API servers are lost and not put back), and the
+strict probes of the metrics port and control socket with idle connections
+open (issue 22.2). The seed is fixed, so a failure replays with the command
+line it prints.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+SEED = 2207
+SECONDS = 60
+CI_FLAGS = ["--no-fd-dips", "--no-haproxy-reloads", "--no-strict-probes"]
+MISSING = [name for name in ("nginx", "haproxy") if not (shutil.which(name) or os.path.exists(f"/usr/sbin/{name}"))]
+
+
+@pytest.mark.timeout(SECONDS + 180)
+def test_a_minute_of_seeded_chaos_behind_nginx_and_haproxy_finds_no_defect(tmp_path):
+    if MISSING:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the chaos test: {', '.join(MISSING)} missing")
+        pytest.skip(f"{', '.join(MISSING)} missing")
+    report_path = tmp_path / "chaos.json"
+    command = [sys.executable, os.path.join(ROOT, "bench", "chaos.py"), "--seconds", str(SECONDS), "--seed", str(SEED)]
+    command += CI_FLAGS + ["--json", str(report_path)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=SECONDS + 150)
+    output = f"{' '.join(command)}\n{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
+    assert report_path.exists(), output
+    report = json.loads(report_path.read_text())
+    assert report["defects"] == [], output
+    assert run.returncode == 0, output
+    assert report["orphans"] == []
+    assert sum(report["faults"].values()) >= SECONDS // 3, "the schedule ran: a fault every 0.8 to 3 s"
+    for frontend in ("nginx", "haproxy"):
+        assert report[frontend]["ok"] > 0 and report[frontend]["posts"] > 0, report[frontend]
+        assert report[frontend]["other_failures"] == 0, report[frontend]
