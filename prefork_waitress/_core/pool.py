@@ -25,7 +25,7 @@ from .._child.refork import REFORK
 from .._child.spec import ChildSpec
 from .._os import platform as _platform
 from .._os.accept_queue import accept_queue
-from .._os.adoption import AdoptedProcess, set_child_subreaper
+from .._os.adoption import AdoptedProcess, PidfdProcess, set_child_subreaper
 from .._os.limits import is_out_of_fds, out_of_fds_message
 from ..options import Settings
 from . import scaling
@@ -198,8 +198,19 @@ class WorkerPool:
                     obj.close()
             raise
         child_conn.close()
+        if self.settings.refork_after:
+            process = self._watched(process)
         worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later)
         return self._add(worker, options.get("meter"))
+
+    @staticmethod
+    def _watched(process: Any) -> Any:
+        """With refork, a pidfd tells a worker's exit (its reforked workers hold its sentinel pipe open)."""
+        try:
+            return PidfdProcess(process)
+        except OSError:
+            log.warning("no pidfd for worker pid %d: its exit is watched on its sentinel", process.pid)
+            return process
 
     def _add(self, worker: WorkerProcess, meter: Optional[RequestMeter]) -> WorkerProcess:
         """Watch a new process: its Pipe, its sentinel, its boot deadline; fill its slot if empty."""
@@ -214,9 +225,10 @@ class WorkerPool:
         self.on_spawn(worker)
         return worker
 
-    def fork_from(self, template: WorkerProcess, slot: Slot, done: Adopted) -> None:
+    def fork_from(self, template: WorkerProcess, slot: Slot, done: Adopted, refork_generation: int = 1) -> None:
         """Have ``template`` fork a worker for ``slot`` (see _child.refork); ``done(worker, "")`` once the
         master has adopted it, ``done(None, why)`` if there is none. OSError if the Pipe or meter cannot be made.
+        The new worker is of ``refork_generation``.
 
         The master is a child subreaper only while the template forks, so that process becomes its
         child, and the orphans of other workers' own children still go to init."""
@@ -248,7 +260,9 @@ class WorkerPool:
                 meter.close()
                 done(None, str(exc))
                 return
-            worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later, template.pid)
+            worker = WorkerProcess(
+                slot, generation, process, parent_conn, self.loop.call_later, template.pid, refork_generation
+            )
             done(self._add(worker, meter), "")
 
         self._reforking += handed  # a worker the master forks meanwhile must not keep them

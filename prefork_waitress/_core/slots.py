@@ -11,7 +11,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Callable, Optional, Union
 
-from .._os.adoption import AdoptedProcess
+from .._os.adoption import AdoptedProcess, PidfdProcess
 from ..errors import StartError
 from .loop import Timer
 from .outbox import Outbox
@@ -28,6 +28,7 @@ class WorkerInfo:
     started_at: Optional[float]
     restarts: int
     reforked_from: Optional[int] = None  # the pid of the template it was forked from (refork_after)
+    refork_generation: int = 0  # 0: forked by the master; n: by a template of generation n - 1 (refork_after)
 
 
 class WorkerProcess:
@@ -37,12 +38,14 @@ class WorkerProcess:
         self,
         slot: "Slot",
         generation: int,
-        process: Union[BaseProcess, AdoptedProcess],
+        process: Union[BaseProcess, AdoptedProcess, PidfdProcess],
         conn: Connection,
         call_later: Callable[[float, Callable[[], None]], Any],
         reforked_from: Optional[int] = None,
+        refork_generation: int = 0,
     ) -> None:
-        """``reforked_from``: the pid of the worker that forked it (else the master did)."""
+        """``reforked_from``: the pid of the worker that forked it (else the master did), of
+        ``refork_generation`` one more than its template's."""
         self.slot = slot
         self.generation = generation
         self.process = process
@@ -61,6 +64,7 @@ class WorkerProcess:
         self.timers: "list[Timer]" = []
         self.meter: Any = None
         self.reforked_from = reforked_from
+        self.refork_generation = refork_generation
 
     def boot_failure(self, exitcode: Optional[int]) -> "tuple[str, str]":
         """Why it never became ready: (one line, the traceback to log after it, or "")."""
@@ -78,6 +82,7 @@ class WorkerProcess:
             started_at=self.started_at,
             restarts=self.slot.restarts,
             reforked_from=self.reforked_from,
+            refork_generation=self.refork_generation,
         )
 
     def cancel_timers(self) -> None:

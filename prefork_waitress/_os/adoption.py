@@ -14,7 +14,7 @@ import os
 import select
 import socket
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .platform import prctl
 
@@ -63,6 +63,35 @@ class AdoptedProcess:
         if self.sentinel >= 0:
             os.close(self.sentinel)
             self.sentinel = -1
+
+
+class PidfdProcess:
+    """A ``multiprocessing`` child whose exit is watched through a pidfd, not through its sentinel pipe.
+
+    The worker holds the write end of that pipe, and so does every process a
+    template forks from it: with reforking, the pipe would stay open after the
+    worker exits (and the master would never reap it) while a reforked worker lives.
+    """
+
+    def __init__(self, process: Any) -> None:
+        """Raises OSError if the pidfd cannot be opened (the caller still owns ``process``)."""
+        self.process = process
+        self.pid: int = process.pid
+        self.sentinel: int = os.pidfd_open(process.pid)
+
+    @property
+    def exitcode(self) -> Optional[int]:
+        code: Optional[int] = self.process.exitcode
+        return code
+
+    def join(self) -> None:
+        self.process.join()
+
+    def close(self) -> None:
+        if self.sentinel >= 0:
+            os.close(self.sentinel)
+            self.sentinel = -1
+        self.process.close()
 
 
 def send_fds(sock: socket.socket, fds: List[int], flags: int = 0) -> int:
