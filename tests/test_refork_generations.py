@@ -89,6 +89,24 @@ def test_a_template_that_dies_while_its_reforked_workers_live_is_reaped_and_resp
     assert status(sock)[1]["pid"] == reforked["pid"], "the reforked worker serves on"
 
 
+def test_a_single_count_reforks_once_as_before(server, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    s = server(
+        "--workers", 2, "--base-port", 0, "--control-socket", sock, "--worker-class", "apps:TestWorker",
+        "--refork-after", "10", "apps:app",
+    )  # fmt: skip
+    ports = [w["port"] for w in s.status(sock)["workers"]]
+    for _ in range(10):
+        assert get(ports[0])[0] == 200
+    wait_until(lambda: len(rounds(s)) == 1, 15, message="the refork round")
+    for _ in range(30):  # the reforked worker passes the count too: it reports it, and nothing follows
+        assert get(ports[1])[0] == 200
+    # Its report went up its Pipe before this command's reply; the next status runs after its handler.
+    assert ctl(sock, "command", "greet", "x", "--worker", "1").returncode == 0
+    assert status(sock)[1]["refork_generation"] == 1
+    assert len(rounds(s)) == 1 and "refork generation 2" not in s.log()
+
+
 @pytest.mark.parametrize(
     "given, expected",
     [
