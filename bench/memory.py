@@ -9,9 +9,13 @@ reads a hot subset and churns a bounded cache, so full GC collections do
 happen in a long-lived worker). Each contender is started once; at each
 checkpoint every worker has served that many requests in total (prefork:
 requests to each worker's own port; gunicorn: N x as many to its one port,
-spread by the kernel; the refork contenders refork after 1,000 requests,
+spread by the kernel; the "refork" contenders refork after 1,000 requests,
 so from the 1,000 checkpoint on three of their workers are copies of the
-fourth), then /proc/PID/smaps_rollup of the master and of
+fourth; the "refork 50/1000/10000" ones (--refork-after 50,1000,10000) refork in three generations: the
+worker that first served 50 requests is the template again at 1,000 and at
+10,000, so the @1000 and @10000 figures follow a refork and a later
+checkpoint, e.g. 20000, shows the climb after the last one), and once the
+worker pids have not changed for 2 s, /proc/PID/smaps_rollup of the master and of
 every worker is read: private = Private_Clean + Private_Dirty, Pss.
 "total Pss" = master + all workers, MiB. The client: one process per port,
 keep-alive where the server keeps it (gunicorn sync closes every one).
@@ -46,6 +50,8 @@ CONTENDERS = {
     ),
     "prefork lazy + refork": (PREFORK, ["--refork-after", "1000"]),
     "prefork preload+freeze + refork": (PREFORK, ["--preload", "--refork-after", "1000"]),
+    "prefork lazy + refork 50/1000/10000": (PREFORK, ["--refork-after", "50,1000,10000"]),
+    "prefork preload+freeze + refork 50/1000/10000": (PREFORK, ["--preload", "--refork-after", "50,1000,10000"]),
     "gunicorn lazy": (GUNICORN, []),
     "gunicorn --preload": (GUNICORN, ["--preload"]),
     "gunicorn --preload + freeze hook": (GUNICORN, ["--preload", "-c", "python:bench.gunicorn_freeze"]),
@@ -118,13 +124,24 @@ def start(name, workers, app):
     return common.Server(name, argv, list(range(base, base + workers)))
 
 
+def settled(server, workers, quiet=2.0, timeout=30.0):
+    """The worker pids once there are ``workers`` of them and none changed for ``quiet`` s (a refork
+    round in progress replaces one slot after the other)."""
+    deadline = time.monotonic() + timeout
+    kids, since = children(server.pid), time.monotonic()
+    while len(kids) != workers or time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.name}: expected {workers} settled workers, found {kids}")
+        time.sleep(0.2)
+        now = children(server.pid)
+        if now != kids:
+            kids, since = now, time.monotonic()
+    return kids
+
+
 def measure(server, workers):
     time.sleep(1.0)  # the last responses' garbage goes
-    deadline = time.monotonic() + 20
-    while len(kids := children(server.pid)) != workers:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{server.name}: expected {workers} workers, found {kids}")
-        time.sleep(0.2)
+    kids = settled(server, workers)
     ws = [rollup(w) for w in kids]
     master = rollup(server.pid)
     return {

@@ -106,7 +106,7 @@ class Master:
         pool.handle("ready", lambda worker, message: self._ready(worker, message[2]), deferred=True)
         pool.handle("draining", lambda worker, message: self._replacer.released(worker), deferred=True)
         pool.handle("recycle", lambda worker, message: self._recycler.request(worker, message[2]), deferred=True)
-        pool.handle("warm", lambda worker, message: self._reforker.warm(worker), deferred=True)
+        pool.handle("warm", lambda worker, message: self._reforker.warm(worker, message[1]), deferred=True)
         pool.handle("modules", self._adopt_modules)
         return pool
 

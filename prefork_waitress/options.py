@@ -265,6 +265,44 @@ def as_server_prefix(value: Any) -> str:
     return value.strip()
 
 
+def _negative(value: Any) -> bool:
+    try:
+        return not isinstance(value, bool) and float(str(value).strip()) < 0
+    except ValueError:
+        return False
+
+
+def as_refork_after(value: Any) -> Tuple[int, ...]:
+    """Request thresholds, one per refork generation: ``1000``, ``"50,1000,10000"`` or ``[50, 1000]``.
+
+    0 alone (or nothing) turns reforking off; a list holds increasing numbers above 0.
+    """
+    example = "e.g. 1000, or 50,1000,10000 for a refork per generation; 0: never"
+    parts = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)):
+        parts = [parts]
+    numbers = []
+    for part in parts:
+        try:
+            number = int_at_least(0)(part)
+        except ValueError:
+            if _negative(part):
+                raise ValueError(f"a number of requests cannot be negative, got {part!r} ({example})") from None
+            raise ValueError(f"expected a number of requests or a list of them ({example}), got {value!r}") from None
+        numbers.append(number)
+    if numbers == [0]:
+        return ()
+    if 0 in numbers:
+        raise ValueError(f"every threshold of a list must be above 0 (0 alone turns reforking off), got {value!r}")
+    for before, after in zip(numbers, numbers[1:]):
+        if after <= before:
+            raise ValueError(
+                f"each generation's threshold must be larger than the one before, got {before} then {after} "
+                f"in {value!r} ({example})"
+            )
+    return tuple(numbers)
+
+
 def as_config_file(value: Any) -> str:
     """An existing file, made absolute."""
     path = as_path(value)
@@ -336,9 +374,11 @@ OPTIONS: Tuple[Option, ...] = (
     Option("max_rss", 0, int_at_least(0), "recycle a worker whose RSS passes this many MiB (0: never)"),
     Option(
         "refork_after",
-        0,
-        int_at_least(0),
-        "once a worker has served N requests, fork the other slots' workers from it, warm (Linux; 0: never)",
+        (),
+        as_refork_after,
+        "once a worker has served N requests, fork the other slots' workers from it, warm; a list N1,N2,... "
+        "reforks again from a worker of the newest generation that served the next N (Linux; 0: never)",
+        metavar="N[,N...]",
     ),
     Option(
         "cpu_affinity",

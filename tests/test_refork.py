@@ -164,10 +164,10 @@ def test_a_frozen_reforked_worker_misses_its_heartbeats_and_is_replaced(cluster)
 def test_refork_after_is_checked_like_every_option(monkeypatch):
     with pytest.raises(ValueError, match="option refork_after: expected a number"):
         make_settings(refork_after="often")
-    assert make_settings(refork_after="1000").refork_after == 1000
+    assert make_settings(refork_after="1000").refork_after == (1000,)
     monkeypatch.setattr(sys, "platform", "darwin")
     with pytest.raises(
         ValueError, match="option refork_after: cannot refork here: it needs Linux.*leave refork_after at 0"
     ):
         make_settings(refork_after=1000)
-    assert make_settings(refork_after=0).refork_after == 0
+    assert make_settings(refork_after=0).refork_after == ()

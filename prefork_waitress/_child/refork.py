@@ -134,7 +134,6 @@ class Template:
                 max_requests=max_requests,
                 meter=meter,
                 inherited=[self.spec.conn, self.spec.sock, *self.own()],
-                refork_after=0,
             )
         except BaseException:
             os._exit(4)

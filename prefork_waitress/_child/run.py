@@ -38,7 +38,7 @@ EXIT_CRASHED = 4
 
 class WorkerRequests(RequestHooks):
     """Counts requests, publishes the running request's start, calls on_limit(why) at
-    max_requests or once the RSS passes max_rss, tells the master at refork_after."""
+    max_requests or once the RSS passes max_rss, tells the master at each refork_after threshold."""
 
     def __init__(
         self,
@@ -47,7 +47,7 @@ class WorkerRequests(RequestHooks):
         meter: Any,
         max_rss: int = 0,
         access_log: Optional[AccessLog] = None,
-        refork_after: int = 0,
+        refork_after: Tuple[int, ...] = (),
     ) -> None:
         self.worker = worker
         self.max_requests = max_requests
@@ -59,7 +59,8 @@ class WorkerRequests(RequestHooks):
         self.on_limit: Callable[[str], None] = lambda why: None
         self.after_request: Callable[[], None] = lambda: None
         self.channel: Optional[Channel] = None
-        self.refork_after = refork_after
+        self.warm_at = list(refork_after)  # the request counts still to report, in order
+        self.next_warm = self.warm_at.pop(0) if self.warm_at else 0
 
     def request_started(self, method: str, uri: str) -> bool:
         worker = self.worker
@@ -77,12 +78,18 @@ class WorkerRequests(RequestHooks):
         self.after_request()
         if self.max_requests and worker.requests_served == self.max_requests:
             self.on_limit(f"served {worker.requests_served} requests")
-        if worker.requests_served == self.refork_after and self.channel is not None:
-            self.channel.send(("warm", worker.requests_served))  # the master may make it a template
+        if worker.requests_served == self.next_warm:
+            self._warm(worker.requests_served)
         if self.rss_limit is not None:
             rss = self.rss_limit.check()
             if rss is not None:
                 self.on_limit(f"has an RSS of {rss / MIB:.0f} MiB, over max_rss={self.rss_limit.limit // MIB}")
+
+    def _warm(self, served: int) -> None:
+        """A refork threshold reached: the master may make this worker a template."""
+        self.next_warm = self.warm_at.pop(0) if self.warm_at else 0
+        if self.channel is not None:
+            self.channel.send(("warm", served))
 
     def request_logged(self, facts: RequestFacts, duration: Optional[float]) -> None:
         if self.access_log is not None:

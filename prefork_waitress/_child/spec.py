@@ -31,5 +31,5 @@ class ChildSpec:
     access_log_format: str = "combined"  # or "json"
     report_modules: bool = False  # tell the master what was imported, at boot and after requests (reload=True)
     max_rss: int = 0  # MiB; 0: no limit
-    refork_after: int = 0  # tell the master once this many requests are served (it may make this a template)
+    refork_after: Tuple[int, ...] = ()  # tell the master at each of these counts (it may make this a template)
     freeze: bool = False  # a template collects and gc.freeze()s its heap before it forks (gc_freeze)

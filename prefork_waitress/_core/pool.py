@@ -224,9 +224,10 @@ class WorkerPool:
         self.on_spawn(worker)
         return worker
 
-    def fork_from(self, template: WorkerProcess, slot: Slot, done: Adopted) -> None:
+    def fork_from(self, template: WorkerProcess, slot: Slot, done: Adopted, refork_generation: int = 1) -> None:
         """Have ``template`` fork a worker for ``slot`` (see _child.refork); ``done(worker, "")`` once the
         master has adopted it, ``done(None, why)`` if there is none. OSError if the Pipe or meter cannot be made.
+        The new worker is of ``refork_generation``.
 
         The master is a child subreaper only while the template forks, so that process becomes its
         child, and the orphans of other workers' own children still go to init."""
@@ -258,7 +259,9 @@ class WorkerPool:
                 meter.close()
                 done(None, str(exc))
                 return
-            worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later, template.pid)
+            worker = WorkerProcess(
+                slot, generation, process, parent_conn, self.loop.call_later, template.pid, refork_generation
+            )
             done(self._add(worker, meter), "")
 
         self._reforking += handed  # a worker the master forks meanwhile must not keep them

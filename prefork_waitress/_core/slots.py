@@ -28,6 +28,7 @@ class WorkerInfo:
     started_at: Optional[float]
     restarts: int
     reforked_from: Optional[int] = None  # the pid of the template it was forked from (refork_after)
+    refork_generation: int = 0  # 0: forked by the master; n: by a template of generation n - 1 (refork_after)
 
 
 class WorkerProcess:
@@ -41,8 +42,10 @@ class WorkerProcess:
         conn: Connection,
         call_later: Callable[[float, Callable[[], None]], Any],
         reforked_from: Optional[int] = None,
+        refork_generation: int = 0,
     ) -> None:
-        """``reforked_from``: the pid of the worker that forked it (else the master did)."""
+        """``reforked_from``: the pid of the worker that forked it (else the master did), of
+        ``refork_generation`` one more than its template's."""
         self.slot = slot
         self.generation = generation
         self.process = process
@@ -62,6 +65,7 @@ class WorkerProcess:
         self.timers: "list[Timer]" = []
         self.meter: Any = None
         self.reforked_from = reforked_from
+        self.refork_generation = refork_generation
 
     def boot_failure(self, exitcode: Optional[int]) -> "tuple[str, str]":
         """Why it never became ready: (one line, the traceback to log after it, or "")."""
@@ -79,6 +83,7 @@ class WorkerProcess:
             started_at=self.started_at,
             restarts=self.slot.restarts,
             reforked_from=self.reforked_from,
+            refork_generation=self.refork_generation,
         )
 
     def cancel_timers(self) -> None:

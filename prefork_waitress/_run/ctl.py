@@ -21,6 +21,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 # The client outwaits the master: a command's reply comes at the latest after its own timeout.
 DEFAULT_TIMEOUTS = {"reload": 600.0, "upgrade": 600.0, "stop": 300.0, "command": MAX_COMMAND_TIMEOUT + 10.0}
 COLUMNS = ("slot", "port", "pid", "gen", "uptime", "requests", "restarts", "queued")
+REFORK_COLUMN = ("refork",)  # the refork generation, once a worker has one (refork_after)
 
 
 def build_parser() -> Parser:
@@ -104,9 +105,12 @@ def format_status(status: Dict[str, Any]) -> str:
         f"master pid {master['pid']}, {master['state']}{', reloading' if master.get('reloading') else ''}, "
         f"{master['workers']} workers on {master.get('host', '?')}"
     ]
-    rows: List[Sequence[Any]] = [COLUMNS]
+    reforked = any(worker.get("refork_generation") for worker in status["workers"])
+    columns = COLUMNS + (REFORK_COLUMN if reforked else ())
+    rows: List[Sequence[Any]] = [columns]
     for worker in status["workers"]:
         requests = worker.get("requests_served")
+        refork = (worker.get("refork_generation", 0),) if reforked else ()
         rows.append(
             (
                 worker["id"],
@@ -117,9 +121,10 @@ def format_status(status: Dict[str, Any]) -> str:
                 requests if requests is not None else "-",
                 worker["restarts"],
                 _queued(worker),
+                *refork,
             )
         )
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(COLUMNS))]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(columns))]
     for row in rows:
         lines.append("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
     return "\n".join(lines)
