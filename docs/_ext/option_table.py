@@ -72,11 +72,10 @@ class OptionTable(SphinxDirective):
             fields += _field("Environment", nodes.literal(text=ENV_PREFIX + option.name.upper()))
             if option.repeatable:
                 fields += _field("Repeatable", nodes.Text("yes: each use adds one value"))
-            term = nodes.term("", "", nodes.literal(text=option.name))
+            term = nodes.term("", "", nodes.literal(text=option.name), ids=[f"option-{option.name.replace('_', '-')}"])
             definition = nodes.definition("", nodes.paragraph(text=option.help + "."))
             definition += fields
-            item = nodes.definition_list_item("", term, definition, ids=[f"option-{option.name.replace('_', '-')}"])
-            items += item
+            items += nodes.definition_list_item("", term, definition)
         return [items]
 
 
