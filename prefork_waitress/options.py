@@ -493,7 +493,7 @@ PROGRAM_OPTIONS: Tuple[Option, ...] = (
         "config",
         None,
         optional(as_config_file),
-        "a Python file whose module-level names are options (and hooks); see README",
+        "a Python file whose module-level names are options (and hooks); see docs/guides/operations.rst",
         metavar="FILE",
     ),
     Option("print_config", False, as_bool, "print each option, its value and where it came from, then exit"),

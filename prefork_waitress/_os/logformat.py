@@ -1,6 +1,6 @@
 """Log records as one JSON object per line (``--log-format json``), and which slot this process serves.
 
-The library never installs a handler (see README "Logging"); the runners put
+The library never installs a handler (see docs/guides/operations.rst, "JSON logs"); the runners put
 :class:`JsonFormatter` on theirs. A worker inherits the master's handlers at
 fork, so its records come out in the same form, with its slot. Fields: ``time``
 (ISO 8601, UTC), ``level``, ``pid``, ``slot`` (when the record is from or about
