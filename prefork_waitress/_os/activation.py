@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import socket
 from typing import Dict, List, MutableMapping, NamedTuple, Optional
 
@@ -63,6 +64,9 @@ def activated_sockets(
         count = -1
     if count < 1:
         raise StartError(f"LISTEN_FDS={listen_fds!r}: expected the number of sockets passed (1 or more)")
+    most = _most_fds()
+    if count > most:
+        raise StartError(f"LISTEN_FDS={listen_fds!r}: more sockets than this process may have open ({most})")
     names = _names(values["LISTEN_FDNAMES"], count)
     found = []
     for i, name in enumerate(names):
@@ -91,6 +95,12 @@ def _inherited_socket(fd: int) -> socket.socket:
         raise StartError(f"fd {fd} passed by the old master is not a socket: {exc.strerror or exc}") from None
     sock.set_inheritable(False)
     return sock
+
+
+def _most_fds() -> int:
+    """The most descriptors this process may ever have open (the hard RLIMIT_NOFILE)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return hard if hard != resource.RLIM_INFINITY else 1 << 20
 
 
 def _names(given: Optional[str], count: int) -> List[str]:
