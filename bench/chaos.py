@@ -558,7 +558,16 @@ def reload_gaps(load: Load, reloads: List[float]) -> Tuple[int, Load]:
     return gaps, load
 
 
-def classify(load: Load, kills: List[float]) -> Tuple[int, List[str]]:
+def _span(times: List[Tuple[float, float]], began: float) -> List[float]:
+    """[first start, last end] of ``times``, in seconds after ``began`` ([] if none)."""
+    if not times:
+        return []
+    return [round(min(t for t, _ in times) - began, 1), round(max(t for _, t in times) - began, 1)]
+
+
+def classify(
+    load: Load, kills: List[float], times: Optional[List[Tuple[float, float]]] = None
+) -> Tuple[int, List[str]]:
     """(failures that were in flight on a worker we SIGKILLed, the others: defects).
 
     One is excused when it overlapped a kill and failed as a lost upstream does (a reset or closed
@@ -583,6 +592,8 @@ def classify(load: Load, kills: List[float]) -> Tuple[int, List[str]]:
             in_flight += 1
         else:
             other.append(what)
+            if times is not None:
+                times.append((started, ended))
     return in_flight, other
 
 
@@ -655,7 +666,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for port in (front.nginx_port, front.haproxy_port):
             loads.append(Load([port], threads=args.threads, post_every=2, retry_stale=True).start())
         sampler.start()
-        began = time.monotonic()
+        began = report["_began"] = time.monotonic()
         for at, kind, params in plan:
             time.sleep(max(0.0, began + at - time.monotonic()))  # the schedule's clock
             if chaos.cluster.proc.poll() is not None:
@@ -690,7 +701,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     in_flight = 0
     for name, load in zip(("nginx", "haproxy"), loads):
         gaps, load = reload_gaps(load, chaos.haproxy_reloads if name == "haproxy" else [])
-        killed, other = classify(load, chaos.kills)
+        began = report.get("_began", 0.0)
+        kept: List[Tuple[float, float]] = []
+        killed, other = classify(load, chaos.kills, kept)
         in_flight += killed
         report[name] = {
             "ok": load.ok,
@@ -698,11 +711,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             "killed_in_flight": killed,
             "reload_gap_503": gaps,
             "other_failures": len(other),
+            # when they happened, seconds after the schedule began (first start, last end): find the fault
+            "other_failures_between_s": _span(kept, began),
             "refused": load.refused,
             "stale_keepalive_retries": load.stale_retries,
         }
         if other:
             chaos.defects.append(f"{len(other)} failed requests through {name} not explained by a kill: {other[:5]}")
+    report.pop("_began", None)
     report["faults"] = chaos.done
     report["skipped"] = chaos.skipped
     report["probe_failures"] = chaos.probe_failures
