@@ -329,6 +329,8 @@ class Chaos:
             try:
                 os.kill(pid, signal.SIGSTOP)
                 time.sleep(p["hold"])  # the fault's duration
+            except ProcessLookupError:
+                pass  # gone meanwhile (killed by the fault before, recycled): nothing to stop
             finally:
                 _signal(pid, signal.SIGCONT)
         elif kind == "hup_storm":
