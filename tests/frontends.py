@@ -172,7 +172,7 @@ class HAProxy:
         text = example_haproxy_cfg(self.sock, self.api_port, self.port, backend)
         self.conf.write_text(edit(text) if edit else text)
         self.log = prefix / "haproxy.log"
-        argv = [HAPROXY, "-f", str(self.conf)]
+        self.argv = argv = [HAPROXY, "-f", str(self.conf)]
         for extra in files:
             argv += ["-f", str(extra)]
         with open(self.log, "wb") as log:
@@ -182,6 +182,19 @@ class HAProxy:
     def _up(self):
         assert self.proc.poll() is None, self.log.read_text()
         return self.sock.exists()
+
+    def reload(self):
+        """Reload as an init script does: a new haproxy with ``-sf OLD`` takes over, the old one finishes and exits."""
+        old = self.proc
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv + ["-db", "-sf", str(old.pid)], stdout=log, stderr=log, start_new_session=True
+            )
+        try:
+            old.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            stop_process_group(old, signal.SIGKILL, grace=5)
+            raise AssertionError(f"the old haproxy did not exit after the reload: {self.log.read_text()}") from None
 
     def ask(self, command):
         """One Runtime API command, blocking (the test's own client)."""

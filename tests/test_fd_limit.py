@@ -91,3 +91,27 @@ def test_the_master_survives_an_fd_limit_lowered_from_outside_and_respawns_after
     log = master.log()
     assert log.count(NOT_WAITING) == 1, log
     assert "Traceback" not in log, log
+
+
+def test_a_reload_waits_for_a_slot_retrying_a_failed_fork_and_counts_it_reloaded(server, tmp_path):
+    """A slot whose respawn failed (fds exhausted) gets its worker from the retry, forked after the reload
+    began: the reload waits for it (boot_timeout at most) and reports reloaded, not incomplete."""
+    master, sock, status = _start(server, tmp_path, 2)
+    pid = master.proc.pid
+    victim = status["workers"][0]
+    _, hard = _limit(pid)
+    _set_limit(pid, max(8, len(os.listdir(f"/proc/{pid}/fd")) // 2), hard)
+    try:
+        os.kill(victim["pid"], signal.SIGKILL)
+        # six failed forks in a row: the next retry is 3.2 s away, more than slot 1's replacement takes
+        wait_until(lambda: master.log().count("cannot fork a worker for slot 0") >= 6, timeout=20)
+    finally:
+        _set_limit(pid, 1024, hard)
+    os.kill(pid, signal.SIGHUP)
+    wait_until(lambda: "rolling reload done" in master.log() or "rolling reload incomplete" in master.log(), 30)
+    log = master.log()
+    assert "rolling reload incomplete" not in log and "reload abandoned" not in log, log
+    workers = master.status(sock)["workers"]
+    assert all(w["pid"] not in (None, victim["pid"], status["workers"][1]["pid"]) for w in workers), workers
+    for worker in workers:
+        assert get(worker["port"])[0] == 200

@@ -219,3 +219,26 @@ def test_a_new_master_gives_the_servers_it_finds_its_own_maxconn(clusters, hapro
 
     wait_until(lambda: limits() == {"3"}, message="maxconn 3 on the servers found")
     assert get(haproxy.port)[0] == 200
+
+
+def test_a_reloaded_haproxy_gets_the_servers_back_within_the_watch_interval(cluster, haproxy):
+    """HAProxy forgets servers added at run time when it reloads; the master notices and adds them again."""
+    from prefork_waitress.integrations.haproxy import WATCH_INTERVAL
+
+    c = cluster(MASTER.format(workers=3, host="127.0.0.1", api=str(haproxy.sock)))
+    ports = sorted(c.ready()["ports"])
+    wait_until(lambda: haproxy.live() == ports, message="three servers in haproxy")
+    _pids_through(haproxy.port, 3)
+    for reload in (1, 2):
+        haproxy.reload()  # the new haproxy starts from the config: a backend with no server
+        wait_until(
+            lambda: haproxy.live() == ports,
+            timeout=WATCH_INTERVAL + 3,  # the bound README states, plus the health check that marks them up
+            message=f"the servers back in the reloaded haproxy within {WATCH_INTERVAL} s (reload {reload})",
+        )
+        wait_until(lambda n=reload: c.log().count("lost 3 servers of this master") == n, message="the master saying so")
+        stat = haproxy.stat()
+        assert {stat[f"pw-127.0.0.1-{port}"]["slim"] for port in ports} == {"1"}  # haproxy_maxconn again
+        assert len(_pids_through(haproxy.port, 3)) == 3
+        for _ in range(20):
+            assert get(haproxy.port)[0] == 200

@@ -19,9 +19,9 @@ emit("exited")
 
 
 def test_render_nginx_and_haproxy():
-    assert render([8080, 8081]) == "server 127.0.0.1:8080;\nserver 127.0.0.1:8081;\n"
-    assert render([9000], "0.0.0.0") == "server 127.0.0.1:9000;\n"
-    assert render([9000], "::") == "server [::1]:9000;\n"
+    assert render([8080, 8081]) == "server 127.0.0.1:8080 max_fails=0;\nserver 127.0.0.1:8081 max_fails=0;\n"
+    assert render([9000], "0.0.0.0") == "server 127.0.0.1:9000 max_fails=0;\n"
+    assert render([9000], "::") == "server [::1]:9000 max_fails=0;\n"
     assert render([8080, 8081], "10.0.0.5", "haproxy") == (
         "server w0 10.0.0.5:8080 check maxconn 1\nserver w1 10.0.0.5:8081 check maxconn 1\n"
     )
@@ -38,8 +38,8 @@ def test_the_block_formats_balance_to_the_least_busy_worker():
         "upstream myapp {",
         "least_conn;",
         "zone myapp 64k;",
-        "server 127.0.0.1:8080;",
-        "server 127.0.0.1:8081;",
+        "server 127.0.0.1:8080 max_fails=0;",
+        "server 127.0.0.1:8081 max_fails=0;",
         "keepalive 16;",
         "}",
     ]

@@ -26,6 +26,7 @@ import warnings
 from multiprocessing.connection import Connection
 from typing import Any, Callable, List, NoReturn, Optional, Tuple
 
+from .._os import platform as _platform
 from .._os.adoption import receive_fds
 from .._os.loading import read_until_eof
 from .._os.memory import freeze_heap
@@ -88,7 +89,10 @@ class Template:
 
     def _double_fork(self, order: Order, fds: List[int]) -> int:
         read_end, write_end = os.pipe()
-        with warnings.catch_warnings():
+        # A stop signal the master sends the new worker before it has reset the template's handlers
+        # would run the template's stop (the new worker would boot on, deaf to it): hold them pending
+        # until the new worker's own dispositions are in place (it unblocks them then, as any worker).
+        with warnings.catch_warnings(), _platform.signals_blocked(_platform.handled_signals()):
             warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a threaded process
             intermediate = os.fork()
             if intermediate == 0:

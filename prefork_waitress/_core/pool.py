@@ -156,14 +156,17 @@ class WorkerPool:
     def spawn_or_retry(self, slot: Slot, wanted: Callable[[], bool] = lambda: True) -> Optional[WorkerProcess]:
         """Fork a worker for ``slot``; a failed fork (EMFILE, ENOMEM, EAGAIN) is retried with backoff."""
         try:
-            return self.spawn(slot)
+            worker = self.spawn(slot)
         except OSError as exc:
+            slot.fork_failed = True
             slot.boot_failures += 1
             delay = self.retry_delay(slot.boot_failures)
             fields = {"event": "spawn_failed", "slot": slot.id, "port": slot.port, "error": str(exc), "retry_in": delay}
             log.error("%s; retrying in %.1f s", spawn_failure(slot, exc), delay, extra=fields)
             self._retry_later(slot, delay, wanted)
             return None
+        slot.fork_failed = False
+        return worker
 
     def _retry_later(self, slot: Slot, delay: float, wanted: Callable[[], bool]) -> None:
         def later() -> None:

@@ -110,6 +110,7 @@ class Slot:
         self.retiring = False
         self.passed = False  # its socket came from outside (socket activation): its queue outlives this master
         self.respawn_timer: Optional[Timer] = None
+        self.fork_failed = False  # its last fork failed (out of fds, memory, processes): respawn_timer retries it
 
     def next_generation(self) -> int:
         self.generations += 1

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+import time
+from typing import Any, Callable, Optional
 
 from .._core.events import Events
 from .._core.lifecycle import State
@@ -39,6 +40,8 @@ class RollingReload:
         self.active = False
         self.queued = False
         self.pending = 0
+        self.retry_deadline: Optional[float] = None  # how long it waits for slots retrying a failed fork
+        self.retry_wake: Any = None
 
     def request(self) -> None:
         """Start a reload now, or queue one if a reload (or the first boot) is under way."""
@@ -119,22 +122,46 @@ class RollingReload:
 
         A slot whose worker was forked after the reload began (it left and came back through a scale,
         or was respawned) serves the new code once it is ready: the reload waits for it rather than
-        skipping it, and judges the slot by what it has then (a slot left empty fails the reload).
+        skipping it, and judges the slot by what it has then (a slot left empty fails the reload). A slot
+        waiting to retry a failed fork is waited for too, ``boot_timeout`` at most.
         """
         if not self.active or self.pending:
             return
         if any(slot.current is not None and not slot.current.ready for slot in self.pool.slots):
             return
+        if self._fork_retries_due():
+            return
         self._finish(True)
+
+    def _fork_retries_due(self) -> bool:
+        """True while a slot whose fork failed (out of fds, memory, processes) has its retry scheduled: that
+        worker is forked from the new code, so the reload waits for it, ``boot_timeout`` at most."""
+        if not any(
+            slot.current is None and slot.fork_failed and slot.respawn_timer is not None and not slot.retiring
+            for slot in self.pool.slots
+        ):
+            return False
+        timeout = self.pool.settings.boot_timeout
+        if self.retry_deadline is None:
+            self.retry_deadline = time.monotonic() + timeout
+            self.retry_wake = self.pool.loop.call_later(timeout, lambda: None)  # a loop turn to settle() in
+        return time.monotonic() < self.retry_deadline
 
     def abandon(self, why: str) -> None:
         """Drop the reload in progress without calling the hook (the master is stopping)."""
         if self.active:
             log.info("reload abandoned: %s", why, extra={"event": "reload", "result": "abandoned", "reason": why})
         self.active = self.queued = False
+        self._stop_waiting()
+
+    def _stop_waiting(self) -> None:
+        if self.retry_wake is not None:
+            self.retry_wake.cancel()
+        self.retry_deadline = self.retry_wake = None
 
     def _finish(self, ok: bool) -> None:
         self.active = False
+        self._stop_waiting()
         empty = [slot.id for slot in self.pool.slots if slot.current is None or not slot.current.ready]
         if ok and empty:
             ok = False  # a crash-looping slot was skipped: it serves neither the new code nor the old

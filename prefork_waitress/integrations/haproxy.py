@@ -11,6 +11,14 @@ HAProxy reports no session or queued request on it, then puts it in
 several hosts, or with their own prefixes on one host, share one backend,
 each managing its own; of the others it touches none.
 
+HAProxy forgets servers added at run time when it reloads (its management
+guide: "A dynamic server not present in the configuration won't be restored
+after a reload operation"), and its stats socket tells nobody: the master
+reads the backend again ``WATCH_INTERVAL`` seconds after each sync that left
+it in step (one ``show servers state BACKEND``; commands only when something
+is off) and puts back what is missing, with its maxconn, ready; a reload
+leaves the backend without them for at most that long (plus the commands).
+
 Servers are added with ``maxconn`` (``haproxy_maxconn``, default 1): a
 single-threaded worker runs one request at a time, so HAProxy keeps the rest
 in its queue and hands each to the next free worker. A backend found
@@ -34,6 +42,7 @@ SERVER_SETTINGS = "check inter 2s"  # plus "maxconn N" (haproxy_maxconn)
 LEAST_BUSY = ("leastconn", "first")  # the algorithms that never pick a busy worker while another idles
 DRAIN_POLL = 0.05
 RETRY_START, RETRY_CAP = 0.5, 15.0
+WATCH_INTERVAL = 2.0  # the bound on how long a reloaded HAProxy runs without this master's servers
 Command = Callable[[Optional[str]], None]  # called with the error, or None
 
 
@@ -64,6 +73,8 @@ class HAProxyServers:
         self.syncing = False
         self.again = False
         self.retry: Any = None
+        self.watch: Any = None  # the next look at the backend (a reloaded HAProxy has lost our servers)
+        self.added: Set[str] = set()  # servers of ours HAProxy held at the last sync
         self.retry_delay = RETRY_START
         self.failing = False
         self.closing = False
@@ -104,8 +115,9 @@ class HAProxyServers:
 
     def stopped(self) -> None:
         self.client.close()
-        if self.retry is not None:
-            self.retry.cancel()
+        for timer in (self.retry, self.watch):
+            if timer is not None:
+                timer.cancel()
         for drain in list(self.drains):
             self._end_drain(drain)
 
@@ -150,6 +162,14 @@ class HAProxyServers:
         }
         draining = {port for drain in self.drains for port in drain.ports}
         wanted = {self.name(port): port for port in self.master.ports if port not in draining}
+        lost = sorted(name for name in self.added & set(wanted) if name not in existing)
+        if lost:
+            log.warning(
+                "HAProxy backend %s lost %d servers of this master (HAProxy reloaded?): adding them again",
+                self.backend,
+                len(lost),
+            )
+        self.added = set(wanted)
         commands = []
         for name, port in wanted.items():
             row = existing.get(name)
@@ -181,7 +201,7 @@ class HAProxyServers:
     def _run_all(self, commands: List[str]) -> None:
         failures: List[str] = []
         if not commands:
-            self._sync_done(failures)
+            self._sync_done(failures, changed=False)
             return
         for index, command in enumerate(commands):
             last = index == len(commands) - 1
@@ -194,19 +214,28 @@ class HAProxyServers:
 
             self._command(command, after)
 
-    def _sync_done(self, failures: List[str]) -> None:
+    def _sync_done(self, failures: List[str], changed: bool = True) -> None:
         self.syncing = False
         if failures:
+            self.added = set()  # what HAProxy holds is unsure: the retry reads it again
             self._sync_failed("; ".join(failures))
             return
         if self.failing:
             log.info("HAProxy backend %s is in step again", self.backend)
+        if changed or self.failing:
+            log.info("HAProxy backend %s serves ports %s", self.backend, self.master.ports)
         self.failing = False
         self.retry_delay = RETRY_START
-        log.info("HAProxy backend %s serves ports %s", self.backend, self.master.ports)
         if self.again:
             self.again = False
             self.sync()
+        elif self.watch is None and not self.closing:
+            self.watch = self.master.call_later(WATCH_INTERVAL, self._watch)
+
+    def _watch(self) -> None:
+        """Look at the backend again: HAProxy gives no event when a reload drops the servers added at run time."""
+        self.watch = None
+        self.sync()
 
     def _sync_failed(self, why: str) -> None:
         """Log (once per outage, then at debug) and try again later, backing off: it heals by itself."""
