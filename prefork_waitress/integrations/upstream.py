@@ -68,7 +68,7 @@ def render(
     address = frontend_host(host)
     ports = list(ports)
     if format in ("nginx", "nginx-block"):
-        lines = [f"server {address}:{port} max_fails=0;" for port in ports]  # see README: never "down"
+        lines = [f"server {address}:{port} max_fails=0;" for port in ports]  # docs/guides/frontends.rst: never "down"
     elif format in ("haproxy", "haproxy-block"):
         limit = f" maxconn {maxconn}" if maxconn else ""
         lines = [f"server w{index} {address}:{port} check{limit}" for index, port in enumerate(ports)]
