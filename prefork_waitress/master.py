@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import os
 import socket
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import integrations as _integrations
@@ -20,6 +19,7 @@ from ._core.loop import EventLoop, Timer
 from ._core.pool import Message, WorkerPool
 from ._core.scaling import check_count
 from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit, exit_fields, log_fields
+from ._core.states import SlotState
 from ._os.activation import activated_sockets
 from ._os.handoff import sockets_shared
 from ._os.limits import (
@@ -78,7 +78,7 @@ class Master:
             self._code = CodeReloader(self, app, self.settings.reload, self.settings.reload_extra_file)
         self._pool = self._make_pool()
         self._crashes = CrashLoops()
-        self._replacer = SlotReplacer(self._pool, self._events, lambda: self._state is State.RUNNING)
+        self._replacer = SlotReplacer(self._pool, lambda: self._state is State.RUNNING)
         self._rolling = RollingReload(
             self._pool, self._replacer, self._events, lambda: self._state, self.reload_code, self._crashes.last_error
         )
@@ -103,6 +103,7 @@ class Master:
         pool.on_spawn = lambda worker: self._timeouts.watch()
         pool.retry_delay = backoff_delay
         pool.on_exit = self._exited
+        pool.on_serving = lambda worker: self.emit("worker_started", worker.info())
         pool.handle("ready", lambda worker, message: self._ready(worker, message[2]), deferred=True)
         pool.handle("draining", lambda worker, message: self._replacer.released(worker), deferred=True)
         pool.handle("recycle", lambda worker, message: self._recycler.request(worker, message[2]), deferred=True)
@@ -436,8 +437,6 @@ class Master:
             self._pool.spawn_or_retry(slot, wanted=lambda: self._state.serving)
         retiring = self._pool.remove_slots(n)
         if retiring:
-            for slot in retiring:
-                slot.retiring = True
             self.emit("ports_changed", self.ports)
             self._retirements.begin(retiring)  # each retires once the frontends let go of it
         if self._pending_ports:
@@ -449,40 +448,24 @@ class Master:
         slot = self._retirements.reclaim(slot_id)
         if slot is None:
             return False
-        if slot.sock.fileno() < 0:  # its worker died meanwhile and the socket was closed
+        if slot.state is SlotState.CLOSED:  # its worker died meanwhile and the socket was closed
             return False
-        slot.retiring = False
-        self._pool.slots.append(slot)
+        self._pool.reinstate(slot)
         if slot.current is None:
             self._pool.spawn_or_retry(slot, wanted=lambda: self._state.serving)
         return True
 
     # processes ------------------------------------------------------------
     def _ready(self, worker: WorkerProcess, started_at: float) -> None:
-        if worker.pid not in self._pool.processes or worker.stopping:
+        """A worker reported ready: the pool marks it (and says ``worker_started`` once it serves its slot)."""
+        if not self._pool.mark_ready(worker, started_at):
             return
-        worker.ready = True
-        worker.ready_at = time.monotonic()
-        worker.started_at = started_at
         self._crashes.recovered(worker.slot)
-        worker.cancel_timers()
-        boot_ms = (time.monotonic() - worker.forked_at) * 1000
-        log.info(
-            "worker %d (pid %d, generation %d) serving on port %d, %.1f ms after fork",
-            worker.slot.id,
-            worker.pid,
-            worker.generation,
-            worker.slot.port,
-            boot_ms,
-            extra=log_fields(worker, "worker_ready", boot_ms=round(boot_ms, 1)),
-        )
         succeeded = self._replacer.successor_ready(worker)
         if worker.slot.current is worker:
             self._pool.settle_slot(worker)
-        if succeeded:
-            return
-        self.emit("worker_started", worker.info())
-        self._after_ready()
+        if not succeeded:
+            self._after_ready()
 
     def _after_ready(self) -> None:
         if self._state is State.BOOTING and self._pool.all_ready():
@@ -526,7 +509,7 @@ class Master:
                 extra=fields,
             )
             if reason == "retired":
-                slot.sock.close()
+                self._pool.close_slot(slot)
             return
         if self._replacer.replacing(slot):
             log.warning(

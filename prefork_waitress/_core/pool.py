@@ -1,7 +1,10 @@
 """The worker pool: the slots, their processes, and the hands that fork, stop, kill and reap them.
 
 The master holds one ``WorkerPool`` and decides *when*; the pool knows *how*.
-It is also the one place that writes ``slot.current`` and ``slot.restarts``.
+It is also the registry of states: the one place that writes ``slot.current``,
+``slot.state`` and ``worker.state``, each move checked against the tables of
+:mod:`.states` (an illegal one raises), and the one that reports a worker serving
+its slot (``on_serving``: the ``worker_started`` hook).
 Every message a worker sends goes through one table, :attr:`WorkerPool.handlers`:
 messages that only record a fact (``reply``, ``boot_failed``, ``modules``) are
 handled as soon as they are read, wherever that is (the loop, or a blocking
@@ -17,6 +20,7 @@ import os
 import random
 import signal
 import socket
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._child import run as _child
@@ -35,6 +39,7 @@ from .counters import ClusterCounters
 from .loop import EventLoop
 from .outbox import OutboxFull
 from .slots import Slot, WorkerProcess, bind_socket, log_fields
+from .states import SlotState, WorkerState, move
 
 log = logging.getLogger("prefork_waitress")
 
@@ -71,6 +76,7 @@ class WorkerPool:
         self._reforking: List[Any] = []  # a refork's Pipe ends and memfd until the template answers
         self.counters = ClusterCounters()  # restarts by reason, reloads, exited workers' requests
         self.on_spawn: Callable[[WorkerProcess], None] = lambda worker: None
+        self.on_serving: Callable[[WorkerProcess], None] = lambda worker: None  # it serves its slot now
         self.retry_delay: Callable[[int], float] = lambda failures: 1.0  # seconds after the n-th failed fork
         self.on_exit: Callable[[WorkerProcess, Optional[int]], None] = lambda worker, exitcode: None
         self.handlers: Dict[str, Tuple[Handler, bool]] = {}  # kind -> (handler, deferred)
@@ -90,8 +96,17 @@ class WorkerPool:
         """Add slots up to ``n``, all or none (ports checked and sockets opened first; see scaling)."""
         wanted = self.plan(n)
         added = scaling.open_slots(wanted, self.settings.host, list(self.processes.values()))
+        for slot in added:
+            if slot.state is SlotState.RETIRING:  # taken back: its draining worker finishes alone
+                slot.current = None
+                self._refresh(slot, back=True)
         self.slots.extend(added)
         return added
+
+    def reinstate(self, slot: Slot) -> None:
+        """A slot still waiting for the frontends (scale down) is wanted again: back in the pool, serving on."""
+        self.slots.append(slot)
+        self._refresh(slot, back=True)
 
     def add_slot(self, sock: Optional[socket.socket] = None) -> Slot:
         """A new slot after the last one, bound on base_port + id (or an OS-chosen port), or on ``sock``."""
@@ -105,12 +120,15 @@ class WorkerPool:
     def remove_slots(self, keep: int) -> List[Slot]:
         """Take the slots after the first ``keep`` out of the pool (then :meth:`retire` each)."""
         removed, self.slots[keep:] = self.slots[keep:], []
+        for slot in removed:
+            move(slot, SlotState.RETIRING)
         return removed
 
     def retire(self, slot: Slot) -> None:
         """A slot out of the pool that no frontend sends to any more: its worker serves what still
         arrives until the port is quiet, then drains; its socket closes when it is gone."""
-        slot.retiring = True
+        if slot.state is not SlotState.CLOSED:
+            move(slot, SlotState.RETIRING)
         self.cancel_respawn(slot)
         log.info(
             "retiring worker slot %d (port %d)",
@@ -119,9 +137,30 @@ class WorkerPool:
             extra={"event": "retire", "slot": slot.id, "port": slot.port},
         )
         if slot.current is None:
-            slot.sock.close()
+            self.close_slot(slot)
         else:
             self.stop_process(slot.current, graceful=True, keep_accepting=True)
+
+    def close_slot(self, slot: Slot) -> None:
+        """A retiring slot's worker is gone: close its socket."""
+        slot.sock.close()
+        if slot.state is not SlotState.CLOSED:
+            move(slot, SlotState.CLOSED)
+
+    def _phase(self, slot: Slot) -> SlotState:
+        """The in-pool state that ``slot``'s processes and respawn timer give it."""
+        current = slot.current
+        others = (p for p in self.processes.values() if p.slot is slot and p is not current)
+        if any(p.state is WorkerState.BOOTING for p in others):
+            return SlotState.REPLACING
+        if current is None:
+            return SlotState.EMPTY if slot.respawn_timer is None else SlotState.BACKING_OFF
+        return SlotState.STARTING if current.state is WorkerState.BOOTING else SlotState.SERVING
+
+    def _refresh(self, slot: Slot, back: bool = False) -> None:
+        """Move ``slot`` to the state its processes give it (a retiring slot stays so unless taken ``back``)."""
+        if back or not slot.retiring:
+            move(slot, self._phase(slot), slot=slot.id)
 
     def all_ready(self) -> bool:
         return all(slot.current is not None and slot.current.ready for slot in self.slots)
@@ -134,6 +173,8 @@ class WorkerPool:
         old, slot.current = slot.current, worker
         if old is not None:
             self.counters.replaced(purpose, slot.id)
+        self._refresh(slot)
+        self.on_serving(worker)
         return old
 
     def vacate(self, worker: WorkerProcess) -> bool:
@@ -141,6 +182,30 @@ class WorkerPool:
         if worker.slot.current is not worker:
             return False
         worker.slot.current = None
+        self._refresh(worker.slot)
+        return True
+
+    def mark_ready(self, worker: WorkerProcess, started_at: float) -> bool:
+        """``worker`` reported ready: it serves (False if it is gone or was asked to leave meanwhile)."""
+        if worker.pid not in self.processes or worker.stopping:
+            return False
+        move(worker, WorkerState.READY)
+        worker.ready_at = time.monotonic()
+        worker.started_at = started_at
+        worker.cancel_timers()
+        boot_ms = (worker.ready_at - worker.forked_at) * 1000
+        log.info(
+            "worker %d (pid %d, generation %d) serving on port %d, %.1f ms after fork",
+            worker.slot.id,
+            worker.pid,
+            worker.generation,
+            worker.slot.port,
+            boot_ms,
+            extra=log_fields(worker, "worker_ready", boot_ms=round(boot_ms, 1)),
+        )
+        self._refresh(worker.slot)
+        if worker.slot.current is worker:
+            self.on_serving(worker)
         return True
 
     def respawn(self, slot: Slot, reason: str, delay: float = 0.0, wanted: Callable[[], bool] = lambda: True) -> None:
@@ -168,10 +233,12 @@ class WorkerPool:
     def _retry_later(self, slot: Slot, delay: float, wanted: Callable[[], bool]) -> None:
         def later() -> None:
             slot.respawn_timer = None
+            self._refresh(slot)
             if wanted() and not slot.retiring and slot.current is None:
                 self.spawn_or_retry(slot, wanted)
 
         slot.respawn_timer = self.loop.call_later(delay, later)
+        self._refresh(slot)
 
     def request_counts(self) -> Dict[int, RequestCounts]:
         """Per slot id: exited workers' counts plus the live ones' shared meters."""
@@ -189,6 +256,7 @@ class WorkerPool:
         if slot.respawn_timer is not None:
             slot.respawn_timer.cancel()
             slot.respawn_timer = None
+            self._refresh(slot)
 
     # processes ----------------------------------------------------------------
     def spawn(self, slot: Slot) -> WorkerProcess:
@@ -221,6 +289,7 @@ class WorkerPool:
         worker.timers.append(self.loop.call_later(boot_timeout, lambda: self._boot_timed_out(worker)))
         if worker.slot.current is None:
             worker.slot.current = worker
+        self._refresh(worker.slot)
         self.on_spawn(worker)
         return worker
 
@@ -350,6 +419,8 @@ class WorkerPool:
     def reap(self, worker: WorkerProcess) -> Optional[int]:
         if self.processes.pop(worker.pid, None) is None:
             return worker.process.exitcode
+        move(worker, WorkerState.EXITED)
+        self._refresh(worker.slot)
         worker.cancel_timers()
         worker.outbox.close()
         self.loop.remove_reader(worker.conn)
@@ -376,15 +447,19 @@ class WorkerPool:
         ``keep_accepting`` (a retiring slot: no successor shares its socket): the
         worker is told over its Pipe to serve on until its port has been quiet.
         """
-        worker.stopping = True
+        if worker.state is WorkerState.EXITED:
+            return
         if not graceful:
+            move(worker, WorkerState.STOPPING)
             self.kill(worker)
             return
         if timeout is None:
             # A retiring worker serves on (graceful_timeout / 2 at most) even if it was still booting.
             timeout = self.settings.graceful_timeout if worker.ready or keep_accepting else BOOTING_STOP_TIMEOUT
-        worker.keeps_accepting = keep_accepting and self._tell(worker, ("retire",))
-        if not worker.keeps_accepting and not self._terminate(worker):
+        # One already stopping has stopped accepting: it cannot be told to accept on.
+        retire = keep_accepting and worker.state is not WorkerState.STOPPING and self._tell(worker, ("retire",))
+        move(worker, WorkerState.RETIRING if retire else WorkerState.STOPPING)
+        if not retire and not self._terminate(worker):
             return
         worker.timers.append(self.loop.call_later(timeout, lambda: self.kill(worker, timeout)))
 
@@ -393,7 +468,7 @@ class WorkerPool:
         was scaled down and taken back) stops accepting now and drains, so one process serves the port."""
         for other in list(self.processes.values()):
             if other.slot is worker.slot and other is not worker and other.keeps_accepting:
-                other.keeps_accepting = False
+                move(other, WorkerState.STOPPING)
                 self._terminate(other)  # its kill timer (graceful_timeout) still stands
 
     @staticmethod

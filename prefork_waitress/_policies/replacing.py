@@ -14,7 +14,6 @@ import functools
 import logging
 from typing import Callable, List, Optional
 
-from .._core.events import Events
 from .._core.pool import Adopted, WorkerPool, spawn_failure
 from .._core.slots import Slot, WorkerProcess
 
@@ -42,10 +41,9 @@ class Replacement:
 class SlotReplacer:
     """The queue of replacements and the one in progress."""
 
-    def __init__(self, pool: WorkerPool, events: Events, running: Callable[[], bool]) -> None:
+    def __init__(self, pool: WorkerPool, running: Callable[[], bool]) -> None:
         """``running()``: the master is running (not booting, not stopping), so replacements may start."""
         self.pool = pool
-        self.events = events
         self.running = running
         self.queue: List[Replacement] = []
         self.current: Optional[Replacement] = None
@@ -128,8 +126,7 @@ class SlotReplacer:
             pool.stop_process(worker, graceful=True)
             self._end(job, True)
             return True
-        old = pool.promote(worker, job.purpose)
-        self.events.emit("worker_started", worker.info())
+        old = pool.promote(worker, job.purpose)  # the pool says worker_started
         if old is None or old.pid not in pool.processes:
             self._end(job, True)
             return True
