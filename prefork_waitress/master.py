@@ -35,6 +35,7 @@ from ._os.loading import AppImportError, resolve
 from ._os.memory import freeze_heap, unfreeze_heap
 from ._os.pidfile import PidFile
 from ._policies.backoff import CrashLoops, backoff_delay
+from ._policies.reconcile import Reconciler
 from ._policies.recycling import Recycler
 from ._policies.reforking import Reforker
 from ._policies.replacing import SlotReplacer
@@ -71,7 +72,7 @@ class Master:
         self._events = Events(self, self._loop.guarded)
         self._state = State.NEW
         self._boot_error: Optional[str] = None
-        self._pending_ports: bool = False
+        self._announced: Optional[List[int]] = None  # the ports the frontends were last told (ports_changed)
         self._pidfile = PidFile(self.settings.pidfile) if self.settings.pidfile else None
         self._code: Optional[CodeReloader] = None
         if isinstance(app, str) and (self.settings.preload or self.settings.reload):
@@ -90,6 +91,13 @@ class Master:
             serving=lambda: self._state.serving,
             output=self.settings.output,
             heartbeat_timeout=self.settings.heartbeat_timeout,
+        )
+        self._reconciler = Reconciler(
+            self._pool,
+            self._replacer,
+            self._rolling,
+            serving=lambda: self._state.serving,
+            steps=[self._become_running, self._announce_ports],
         )
         self._recycler = Recycler(self._replacer, self._crashes, self.call_later)
         self._reforker = Reforker(self.settings.refork_after, self._pool, self._replacer)
@@ -288,7 +296,7 @@ class Master:
                 raise StartError(out_of_fds_message("cannot start", exc)) from None
             while self._state is not State.STOPPED:
                 self._loop.run_once()
-                self._rolling.settle()
+                self._reconciler.run()
                 if self._state is State.STOPPING and not self._pool.processes:
                     self._state = State.STOPPED
         finally:
@@ -431,16 +439,13 @@ class Master:
                 "scaling from %d to %d workers", before, n, extra={"event": "scale", "workers": n, "before": before}
             )
         while len(self._pool.slots) < n and self._reinstate():
-            self._pending_ports = True
-        for slot in self._pool.grow(n):
-            self._pending_ports = True
-            self._pool.spawn_or_retry(slot, wanted=lambda: self._state.serving)
+            pass
+        self._pool.grow(n)  # empty slots: the reconcile pass forks their workers, then says ports_changed
         retiring = self._pool.remove_slots(n)
         if retiring:
+            self._announced = self.ports
             self.emit("ports_changed", self.ports)
             self._retirements.begin(retiring)  # each retires once the frontends let go of it
-        if self._pending_ports:
-            self._maybe_announce_ports()
 
     def _reinstate(self) -> bool:
         """Scaling up before a retiring slot was stopped: the next slot is that one, serving on."""
@@ -450,9 +455,7 @@ class Master:
             return False
         if slot.state is SlotState.CLOSED:  # its worker died meanwhile and the socket was closed
             return False
-        self._pool.reinstate(slot)
-        if slot.current is None:
-            self._pool.spawn_or_retry(slot, wanted=lambda: self._state.serving)
+        self._pool.reinstate(slot)  # empty if its worker is gone: the reconcile pass forks one
         return True
 
     # processes ------------------------------------------------------------
@@ -461,32 +464,32 @@ class Master:
         if not self._pool.mark_ready(worker, started_at):
             return
         self._crashes.recovered(worker.slot)
-        succeeded = self._replacer.successor_ready(worker)
+        self._replacer.successor_ready(worker)
         if worker.slot.current is worker:
             self._pool.settle_slot(worker)
-        if not succeeded:
-            self._after_ready()
 
-    def _after_ready(self) -> None:
-        if self._state is State.BOOTING and self._pool.all_ready():
-            self._state = State.RUNNING
-            self._pending_ports = False
-            log.info(
-                "all %d workers serving on ports %s",
-                len(self._pool.slots),
-                self.ports,
-                extra={"event": "running", "workers": len(self._pool.slots), "ports": self.ports},
-            )
-            self.emit("when_ready")
-            self._rolling.start_queued()
-            self._replacer.pump()
-        elif self._pending_ports:
-            self._maybe_announce_ports()
+    def _become_running(self) -> bool:
+        """Reconcile step: booting, and every slot serves: running (when_ready)."""
+        if self._state is not State.BOOTING or not self._pool.all_ready():
+            return False
+        self._state = State.RUNNING
+        self._announced = self.ports
+        log.info(
+            "all %d workers serving on ports %s",
+            len(self._pool.slots),
+            self.ports,
+            extra={"event": "running", "workers": len(self._pool.slots), "ports": self.ports},
+        )
+        self.emit("when_ready")
+        return True
 
-    def _maybe_announce_ports(self) -> None:
-        if self._state is State.RUNNING and self._pool.all_ready():
-            self._pending_ports = False
-            self.emit("ports_changed", self.ports)
+    def _announce_ports(self) -> bool:
+        """Reconcile step: running, every slot serves, and the ports differ from the last told: ports_changed."""
+        if self._state is not State.RUNNING or self._announced == self.ports or not self._pool.all_ready():
+            return False
+        self._announced = self.ports
+        self.emit("ports_changed", self.ports)
+        return True
 
     def _exited(self, worker: WorkerProcess, exitcode: Optional[int]) -> None:
         """A worker was reaped: tell the hooks, refill its slot."""
@@ -520,12 +523,13 @@ class Master:
                 extra=log_fields(worker, "worker_exit", reason="died_while_replaced", **exit_fields(exitcode)),
             )
             return
-        self._refill(slot, worker, exitcode)
+        self._count_death(slot, worker, exitcode)
 
-    def _refill(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int]) -> None:
+    def _count_death(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int]) -> None:
+        """A slot's worker died: count the restart and its backoff (the reconcile pass forks the next one)."""
         if worker.ready:  # at once, unless it keeps crashing soon after it became ready
             delay = self._crashes.died_after_ready(slot, worker, exitcode)
-            self._pool.respawn(slot, exit_reason(exitcode), delay, wanted=lambda: self._state.serving)
+            self._pool.respawn(slot, exit_reason(exitcode), delay)
             return
         if self._state is State.BOOTING:
             self._boot_error, details = worker.boot_failure(exitcode)
@@ -534,7 +538,7 @@ class Master:
             self.stop()
             return
         delay = self._crashes.failed(slot, worker, exitcode)
-        self._pool.respawn(slot, exit_reason(exitcode), delay, wanted=lambda: self._state.serving)
+        self._pool.respawn(slot, exit_reason(exitcode), delay)
 
 
 def _with_accept_queue(worker: Dict[str, Any], queue: Optional[Tuple[int, int]]) -> Dict[str, Any]:

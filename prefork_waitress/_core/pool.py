@@ -153,9 +153,14 @@ class WorkerPool:
         others = (p for p in self.processes.values() if p.slot is slot and p is not current)
         if any(p.state is WorkerState.BOOTING for p in others):
             return SlotState.REPLACING
-        if current is None:
+        if current is None or current.state is WorkerState.EXITED:
             return SlotState.EMPTY if slot.respawn_timer is None else SlotState.BACKING_OFF
         return SlotState.STARTING if current.state is WorkerState.BOOTING else SlotState.SERVING
+
+    def _move(self, worker: WorkerProcess, state: WorkerState) -> None:
+        """Move ``worker`` (see states.WORKER_TRANSITIONS), then its slot to what that makes it."""
+        if move(worker, state, slot=worker.slot.id, worker_pid=worker.pid):
+            self._refresh(worker.slot)
 
     def _refresh(self, slot: Slot, back: bool = False) -> None:
         """Move ``slot`` to the state its processes give it (a retiring slot stays so unless taken ``back``)."""
@@ -189,8 +194,8 @@ class WorkerPool:
         """``worker`` reported ready: it serves (False if it is gone or was asked to leave meanwhile)."""
         if worker.pid not in self.processes or worker.stopping:
             return False
-        move(worker, WorkerState.READY)
         worker.ready_at = time.monotonic()
+        move(worker, WorkerState.READY, slot=worker.slot.id, worker_pid=worker.pid)
         worker.started_at = started_at
         worker.cancel_timers()
         boot_ms = (worker.ready_at - worker.forked_at) * 1000
@@ -208,17 +213,15 @@ class WorkerPool:
             self.on_serving(worker)
         return True
 
-    def respawn(self, slot: Slot, reason: str, delay: float = 0.0, wanted: Callable[[], bool] = lambda: True) -> None:
-        """Count a restart (``reason``: see counters.RESTART_REASONS) and fork a new worker for ``slot``,
-        now or after ``delay`` if still ``wanted()``."""
+    def respawn(self, slot: Slot, reason: str, delay: float = 0.0) -> None:
+        """Count a restart (``reason``: see counters.RESTART_REASONS) of an empty ``slot``; after ``delay``
+        (backing off) it is empty again. The reconcile pass forks the worker of an empty slot."""
         slot.restarts += 1
         self.counters.restarted(reason, slot.id)
-        if not delay:
-            self.spawn_or_retry(slot, wanted)
-            return
-        self._retry_later(slot, delay, wanted)
+        if delay:
+            self._retry_later(slot, delay)
 
-    def spawn_or_retry(self, slot: Slot, wanted: Callable[[], bool] = lambda: True) -> Optional[WorkerProcess]:
+    def spawn_or_retry(self, slot: Slot) -> Optional[WorkerProcess]:
         """Fork a worker for ``slot``; a failed fork (EMFILE, ENOMEM, EAGAIN) is retried with backoff."""
         try:
             return self.spawn(slot)
@@ -227,15 +230,15 @@ class WorkerPool:
             delay = self.retry_delay(slot.boot_failures)
             fields = {"event": "spawn_failed", "slot": slot.id, "port": slot.port, "error": str(exc), "retry_in": delay}
             log.error("%s; retrying in %.1f s", spawn_failure(slot, exc), delay, extra=fields)
-            self._retry_later(slot, delay, wanted)
+            self._retry_later(slot, delay)
             return None
 
-    def _retry_later(self, slot: Slot, delay: float, wanted: Callable[[], bool]) -> None:
+    def _retry_later(self, slot: Slot, delay: float) -> None:
+        """Back off: the slot is empty again (and forked by the reconcile pass) after ``delay``."""
+
         def later() -> None:
             slot.respawn_timer = None
             self._refresh(slot)
-            if wanted() and not slot.retiring and slot.current is None:
-                self.spawn_or_retry(slot, wanted)
 
         slot.respawn_timer = self.loop.call_later(delay, later)
         self._refresh(slot)
@@ -416,11 +419,14 @@ class WorkerPool:
         self.commands.worker_exited(worker)
         self.on_exit(worker, exitcode)
 
-    def reap(self, worker: WorkerProcess) -> Optional[int]:
+    def reap(self, worker: WorkerProcess, leaving: bool = False) -> Optional[int]:
+        """Collect an exited worker (``leaving``: the master is, so its slot's state no longer matters)."""
         if self.processes.pop(worker.pid, None) is None:
             return worker.process.exitcode
-        move(worker, WorkerState.EXITED)
-        self._refresh(worker.slot)
+        if leaving:
+            move(worker, WorkerState.EXITED)
+        else:
+            self._move(worker, WorkerState.EXITED)
         worker.cancel_timers()
         worker.outbox.close()
         self.loop.remove_reader(worker.conn)
@@ -450,7 +456,7 @@ class WorkerPool:
         if worker.state is WorkerState.EXITED:
             return
         if not graceful:
-            move(worker, WorkerState.STOPPING)
+            self._move(worker, WorkerState.STOPPING)
             self.kill(worker)
             return
         if timeout is None:
@@ -458,7 +464,7 @@ class WorkerPool:
             timeout = self.settings.graceful_timeout if worker.ready or keep_accepting else BOOTING_STOP_TIMEOUT
         # One already stopping has stopped accepting: it cannot be told to accept on.
         retire = keep_accepting and worker.state is not WorkerState.STOPPING and self._tell(worker, ("retire",))
-        move(worker, WorkerState.RETIRING if retire else WorkerState.STOPPING)
+        self._move(worker, WorkerState.RETIRING if retire else WorkerState.STOPPING)
         if not retire and not self._terminate(worker):
             return
         worker.timers.append(self.loop.call_later(timeout, lambda: self.kill(worker, timeout)))
@@ -468,7 +474,7 @@ class WorkerPool:
         was scaled down and taken back) stops accepting now and drains, so one process serves the port."""
         for other in list(self.processes.values()):
             if other.slot is worker.slot and other is not worker and other.keeps_accepting:
-                move(other, WorkerState.STOPPING)
+                self._move(other, WorkerState.STOPPING)
                 self._terminate(other)  # its kill timer (graceful_timeout) still stands
 
     @staticmethod
@@ -533,7 +539,7 @@ class WorkerPool:
             set_child_subreaper(False)  # a refork cut short by the stop leaves the process as it found it
         for process in list(self.processes.values()):
             self.kill(process)
-            self.reap(process)
+            self.reap(process, leaving=True)
             process.slot.sock.close()  # a retiring slot is no longer in self.slots
         for slot in self.slots:
             slot.sock.close()

@@ -1,10 +1,10 @@
 """Replacing a slot's worker with no gap: the one mechanism behind rolling reloads and recycling.
 
-One slot at a time: fork the successor on the slot's own socket, wait until
-it serves, make it the slot's worker, stop the old one gracefully, and move
-on once the old one has stopped accepting (or exited). Old and new share the
-socket meanwhile, so no connection is refused, and never two slots are
-being replaced at once.
+One slot at a time (the reconcile pass starts the next): fork the successor
+on the slot's own socket, wait until it serves, make it the slot's worker,
+stop the old one gracefully, and move on once the old one has stopped
+accepting (or exited). Old and new share the socket meanwhile, so no
+connection is refused, and never two slots are being replaced at once.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ class SlotReplacer:
     def add(
         self, slot: Slot, purpose: str, done: Done, only_if: Optional[WorkerProcess] = None, fork: Optional[Fork] = None
     ) -> None:
+        """Queue a replacement of ``slot``'s worker; the reconcile pass starts it (:meth:`pump`)."""
         self.queue.append(Replacement(slot, purpose, done, only_if, fork=fork))
-        self.pump()
 
     def drop(self, purpose: str) -> None:
         """Forget the queued replacements of one purpose (an abandoned reload)."""
@@ -72,9 +72,11 @@ class SlotReplacer:
         self.queue.clear()
         self.current = None
 
-    def pump(self) -> None:
-        """Start the next replacement if none is in progress."""
+    def pump(self) -> bool:
+        """Start the next replacement if none is in progress (the reconcile pass); True if it did anything."""
+        acted = False
         while self.current is None and self.queue and self.running():
+            acted = True
             job = self.queue.pop(0)
             if not self._replaceable(job):
                 job.done(True, None, None)  # retired, respawning or already replaced: nothing to do
@@ -90,6 +92,7 @@ class SlotReplacer:
                 log.error("%s; the old worker keeps serving", spawn_failure(job.slot, exc), extra=fields)
                 self.current = None
                 job.done(False, None, None)
+        return acted
 
     def _adopted(self, job: Replacement, worker: Optional[WorkerProcess], why: str) -> None:
         """A successor forked elsewhere is in the pool (or none came, ``why``)."""
@@ -148,10 +151,8 @@ class SlotReplacer:
             return False
         self.current = None
         job.done(False, worker, exitcode)
-        self.pump()
         return True
 
     def _end(self, job: Replacement, ok: bool) -> None:
         self.current = None
         job.done(ok, None, None)
-        self.pump()

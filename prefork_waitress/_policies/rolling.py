@@ -53,11 +53,16 @@ class RollingReload:
             return
         self._begin()
 
-    def start_queued(self) -> None:
-        """Run a reload that was asked for while none could start."""
-        if self.queued and not self.active and self.state() is State.RUNNING:
+    def reconcile(self) -> bool:
+        """The reconcile pass's part: finish a reload that is done, start one asked for while none could.
+        True if it did either."""
+        if self.active:
+            return self.settle()
+        if self.queued and self.state() is State.RUNNING:
             self.queued = False
             self._begin()
+            return True
+        return False
 
     def _begin(self) -> None:
         log.info(
@@ -110,22 +115,22 @@ class RollingReload:
                 )
             self._finish(False)
             return
-        self.pending -= 1
-        self.settle()
+        self.pending -= 1  # the reconcile pass finishes the reload (settle) once it is the last
 
-    def settle(self) -> None:
+    def settle(self) -> bool:
         """Finish the reload once every slot was replaced and none of the pool's slots has a worker still
-        starting (run at the end of each loop turn).
+        starting (True if it did).
 
         A slot whose worker was forked after the reload began (it left and came back through a scale,
         or was respawned) serves the new code once it is ready: the reload waits for it rather than
         skipping it, and judges the slot by what it has then (a slot left empty fails the reload).
         """
         if not self.active or self.pending:
-            return
+            return False
         if any(slot.current is not None and not slot.current.ready for slot in self.pool.slots):
-            return
+            return False
         self._finish(True)
+        return True
 
     def abandon(self, why: str) -> None:
         """Drop the reload in progress without calling the hook (the master is stopping)."""
@@ -155,4 +160,3 @@ class RollingReload:
                 extra={"event": "reload", "result": "ok", "workers": len(self.pool.slots)},
             )
         self.events.emit("reloaded", ok)
-        self.start_queued()
