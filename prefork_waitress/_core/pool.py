@@ -50,6 +50,9 @@ REFORK_TIMEOUT = 10.0  # seconds a template may take to fork (it waits up to 2 s
 Message = Tuple[Any, ...]
 Handler = Callable[[WorkerProcess, Message], None]
 Adopted = Callable[[Optional[WorkerProcess], str], None]
+# start_process(slot, generation, the child's end of the Pipe) -> a started process (pid, sentinel, exitcode,
+# join, close): how a worker comes to be; the default forks one that runs _child.run (tests give fakes).
+StartProcess = Callable[[Slot, int, Any], Any]
 
 
 class WorkerPool:
@@ -62,14 +65,19 @@ class WorkerPool:
         commands: CommandChannel,
         child_options: Callable[[], Dict[str, Any]],
         master_objects: Callable[[], List[Any]],
+        start_process: Optional[StartProcess] = None,
+        send_signal: Callable[[int, int], None] = os.kill,
     ) -> None:
         """``child_options()`` gives what each fork needs now (app, worker_class, meter, ...);
-        ``master_objects()`` the master's other fds a worker must close."""
+        ``master_objects()`` the master's other fds a worker must close; ``start_process`` and
+        ``send_signal`` replace the fork and ``os.kill`` (tests run the pool on fake processes)."""
         self.settings = settings
         self.loop = loop
         self.commands = commands
         self._child_options = child_options
         self._master_objects = master_objects
+        self._start_process = start_process
+        self._send_signal = send_signal
         self._context = multiprocessing.get_context("fork")
         self.slots: List[Slot] = []
         self.processes: Dict[int, WorkerProcess] = {}
@@ -191,8 +199,9 @@ class WorkerPool:
         return True
 
     def mark_ready(self, worker: WorkerProcess, started_at: float) -> bool:
-        """``worker`` reported ready: it serves (False if it is gone or was asked to leave meanwhile)."""
-        if worker.pid not in self.processes or worker.stopping:
+        """``worker`` reported ready: it serves (False if it is gone, was asked to leave meanwhile, or said so
+        already)."""
+        if worker.pid not in self.processes or worker.state is not WorkerState.BOOTING:
             return False
         worker.ready_at = time.monotonic()
         move(worker, WorkerState.READY, slot=worker.slot.id, worker_pid=worker.pid)
@@ -271,7 +280,11 @@ class WorkerPool:
         options: Dict[str, Any] = {}
         try:
             options = self._child_options()
-            generation, process = self._fork(slot, parent_conn, child_conn, options)
+            if self._start_process is not None:
+                generation = slot.next_generation()
+                process = self._start_process(slot, generation, child_conn)
+            else:
+                generation, process = self._fork(slot, parent_conn, child_conn, options)
         except BaseException:
             for obj in (parent_conn, child_conn, options.get("meter")):
                 if obj is not None:
@@ -279,7 +292,8 @@ class WorkerPool:
             raise
         child_conn.close()
         worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later)
-        worker.sentinel = exit_sentinel(worker.pid, process.sentinel)
+        if self._start_process is None:
+            worker.sentinel = exit_sentinel(worker.pid, process.sentinel)
         return self._add(worker, options.get("meter"))
 
     def _add(self, worker: WorkerProcess, meter: Optional[RequestMeter]) -> WorkerProcess:
@@ -477,10 +491,9 @@ class WorkerPool:
                 self._move(other, WorkerState.STOPPING)
                 self._terminate(other)  # its kill timer (graceful_timeout) still stands
 
-    @staticmethod
-    def _terminate(worker: WorkerProcess) -> bool:
+    def _terminate(self, worker: WorkerProcess) -> bool:
         try:
-            os.kill(worker.pid, signal.SIGTERM)
+            self._send_signal(worker.pid, signal.SIGTERM)
         except ProcessLookupError:
             return False
         return True
@@ -529,7 +542,7 @@ class WorkerPool:
                 extra=fields,
             )
         try:
-            os.kill(worker.pid, signal.SIGKILL)
+            self._send_signal(worker.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
