@@ -1,4 +1,4 @@
-"""The Master: one thread, one event loop, one state machine over the worker slots."""
+"""The Master: one thread, one event loop; the pool owns the slots' states, the reconcile pass acts on them."""
 
 from __future__ import annotations
 
@@ -137,7 +137,8 @@ class Master:
     # public state ---------------------------------------------------------
     @property
     def workers(self) -> List[WorkerInfo]:
-        """One WorkerInfo per slot, in slot order (pid None while respawning)."""
+        """One WorkerInfo per slot, in slot order (pid None while respawning; ``state``: the slot's,
+        ``worker_state``: its process's, see _core.states)."""
         return [slot.info() for slot in self._pool.slots]
 
     @property
