@@ -12,7 +12,8 @@ Worker process::
        |                 |                                             ^
        +-----------------+---------------stop (SIGTERM/SIGKILL)--------+      (any --reaped--> exited)
 
-Slot (a port in or leaving the pool)::
+Slot (a port in or leaving the pool; the usual paths: in the pool, its state follows its processes,
+so it may move between any two in-pool states when a race makes several changes at once)::
 
     empty --fork--> starting --worker ready--> serving --successor forked--> replacing
       ^  \\                                        ^                              |
@@ -69,12 +70,12 @@ WORKER_TRANSITIONS: Mapping[WorkerState, FrozenSet[WorkerState]] = {
 
 _IN_POOL = frozenset({S.EMPTY, S.BACKING_OFF, S.STARTING, S.SERVING, S.REPLACING})
 
+# A slot in the pool is in the state its processes give it (WorkerPool._phase), so it may go from any
+# of those to any other: a scale up taking back a slot while a reload's successor boots for it can
+# make it empty, then serving, in one step. What the table holds: leaving the pool is RETIRING,
+# coming back is only from RETIRING, and CLOSED is final.
 SLOT_TRANSITIONS: Mapping[SlotState, FrozenSet[SlotState]] = {
-    S.EMPTY: frozenset({S.BACKING_OFF, S.STARTING, S.RETIRING}),
-    S.BACKING_OFF: frozenset({S.EMPTY, S.STARTING, S.RETIRING}),
-    S.STARTING: frozenset({S.EMPTY, S.BACKING_OFF, S.SERVING, S.REPLACING, S.RETIRING}),
-    S.SERVING: frozenset({S.EMPTY, S.BACKING_OFF, S.STARTING, S.REPLACING, S.RETIRING}),
-    S.REPLACING: frozenset({S.EMPTY, S.BACKING_OFF, S.STARTING, S.SERVING, S.RETIRING}),
+    **{state: (_IN_POOL - {state}) | {S.RETIRING} for state in _IN_POOL},
     S.RETIRING: _IN_POOL | {S.CLOSED},  # taken back by a scale up, or closed once its worker is gone
     S.CLOSED: frozenset(),
 }
