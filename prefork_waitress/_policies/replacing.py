@@ -16,6 +16,7 @@ from typing import Callable, List, Optional
 
 from .._core.pool import Adopted, WorkerPool, spawn_failure
 from .._core.slots import Slot, WorkerProcess
+from .._core.states import SlotState, WorkerState
 
 log = logging.getLogger("prefork_waitress")
 
@@ -107,16 +108,12 @@ class SlotReplacer:
             return
         job.successor = worker
 
-    def _replaceable(self, job: Replacement) -> bool:
-        slot, worker = job.slot, job.slot.current
-        return (
-            slot in self.pool.slots
-            and not slot.retiring
-            and worker is not None
-            and worker.ready
-            and not worker.stopping
-            and (job.only_if is None or worker is job.only_if)
-        )
+    @staticmethod
+    def _replaceable(job: Replacement) -> bool:
+        """The slot serves (in the pool, its worker ready and not leaving), with the worker ``only_if`` names."""
+        worker = job.slot.current
+        serving = job.slot.state is SlotState.SERVING and worker is not None and worker.state is WorkerState.READY
+        return serving and (job.only_if is None or worker is job.only_if)
 
     def successor_ready(self, worker: WorkerProcess) -> bool:
         """The successor serves: it takes the slot and the old worker is stopped."""
