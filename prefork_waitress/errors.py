@@ -1,4 +1,11 @@
-"""Exceptions of the public API."""
+"""The master's own exceptions (exported from the package).
+
+Others a user may meet live with what raises them: ``AppImportError``
+(``_os.loading``), ``ReloadError`` (``reloading``), ``ControlError``
+(``integrations.control_client``), ``UnknownCommand`` (``worker``),
+``ConfigError`` (``_run.config``) and ``IllegalTransition`` (``_core.states``,
+a bug in the master, never the user's doing).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Master: one thread, one event loop, one state machine over the worker slots."""
+"""The Master: one thread, one event loop; the pool owns the slots' states, the reconcile pass acts on them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import os
 import socket
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import integrations as _integrations
@@ -20,6 +19,7 @@ from ._core.loop import EventLoop, Timer
 from ._core.pool import Message, WorkerPool
 from ._core.scaling import check_count
 from ._core.slots import Slot, WorkerInfo, WorkerProcess, describe_exit, exit_fields, log_fields
+from ._core.states import SlotState
 from ._os.activation import activated_sockets
 from ._os.handoff import sockets_shared
 from ._os.limits import (
@@ -35,6 +35,7 @@ from ._os.loading import AppImportError, resolve
 from ._os.memory import freeze_heap, unfreeze_heap
 from ._os.pidfile import PidFile
 from ._policies.backoff import CrashLoops, backoff_delay
+from ._policies.reconcile import Reconciler
 from ._policies.recycling import Recycler
 from ._policies.reforking import Reforker
 from ._policies.replacing import SlotReplacer
@@ -71,14 +72,14 @@ class Master:
         self._events = Events(self, self._loop.guarded)
         self._state = State.NEW
         self._boot_error: Optional[str] = None
-        self._pending_ports: bool = False
+        self._announced: Optional[List[int]] = None  # the ports the frontends were last told (ports_changed)
         self._pidfile = PidFile(self.settings.pidfile) if self.settings.pidfile else None
         self._code: Optional[CodeReloader] = None
         if isinstance(app, str) and (self.settings.preload or self.settings.reload):
             self._code = CodeReloader(self, app, self.settings.reload, self.settings.reload_extra_file)
         self._pool = self._make_pool()
         self._crashes = CrashLoops()
-        self._replacer = SlotReplacer(self._pool, self._events, lambda: self._state is State.RUNNING)
+        self._replacer = SlotReplacer(self._pool, lambda: self._state is State.RUNNING)
         self._rolling = RollingReload(
             self._pool, self._replacer, self._events, lambda: self._state, self.reload_code, self._crashes.last_error
         )
@@ -90,6 +91,13 @@ class Master:
             serving=lambda: self._state.serving,
             output=self.settings.output,
             heartbeat_timeout=self.settings.heartbeat_timeout,
+        )
+        self._reconciler = Reconciler(
+            self._pool,
+            self._replacer,
+            self._rolling,
+            serving=lambda: self._state.serving,
+            steps=[self._become_running, self._announce_ports],
         )
         self._recycler = Recycler(self._replacer, self._crashes, self.call_later)
         self._reforker = Reforker(self.settings.refork_after, self._pool, self._replacer)
@@ -103,6 +111,7 @@ class Master:
         pool.on_spawn = lambda worker: self._timeouts.watch()
         pool.retry_delay = backoff_delay
         pool.on_exit = self._exited
+        pool.on_serving = lambda worker: self.emit("worker_started", worker.info())
         pool.handle("ready", lambda worker, message: self._ready(worker, message[2]), deferred=True)
         pool.handle("draining", lambda worker, message: self._replacer.released(worker), deferred=True)
         pool.handle("recycle", lambda worker, message: self._recycler.request(worker, message[2]), deferred=True)
@@ -128,7 +137,8 @@ class Master:
     # public state ---------------------------------------------------------
     @property
     def workers(self) -> List[WorkerInfo]:
-        """One WorkerInfo per slot, in slot order (pid None while respawning)."""
+        """One WorkerInfo per slot, in slot order (pid None while respawning; ``state``: the slot's,
+        ``worker_state``: its process's, see _core.states)."""
         return [slot.info() for slot in self._pool.slots]
 
     @property
@@ -287,7 +297,7 @@ class Master:
                 raise StartError(out_of_fds_message("cannot start", exc)) from None
             while self._state is not State.STOPPED:
                 self._loop.run_once()
-                self._rolling.settle()
+                self._reconciler.run()
                 if self._state is State.STOPPING and not self._pool.processes:
                     self._state = State.STOPPED
         finally:
@@ -430,18 +440,13 @@ class Master:
                 "scaling from %d to %d workers", before, n, extra={"event": "scale", "workers": n, "before": before}
             )
         while len(self._pool.slots) < n and self._reinstate():
-            self._pending_ports = True
-        for slot in self._pool.grow(n):
-            self._pending_ports = True
-            self._pool.spawn_or_retry(slot, wanted=lambda: self._state.serving)
+            pass
+        self._pool.grow(n)  # empty slots: the reconcile pass forks their workers, then says ports_changed
         retiring = self._pool.remove_slots(n)
         if retiring:
-            for slot in retiring:
-                slot.retiring = True
+            self._announced = self.ports
             self.emit("ports_changed", self.ports)
             self._retirements.begin(retiring)  # each retires once the frontends let go of it
-        if self._pending_ports:
-            self._maybe_announce_ports()
 
     def _reinstate(self) -> bool:
         """Scaling up before a retiring slot was stopped: the next slot is that one, serving on."""
@@ -449,61 +454,43 @@ class Master:
         slot = self._retirements.reclaim(slot_id)
         if slot is None:
             return False
-        if slot.sock.fileno() < 0:  # its worker died meanwhile and the socket was closed
+        if slot.state is SlotState.CLOSED:  # its worker died meanwhile and the socket was closed
             return False
-        slot.retiring = False
-        self._pool.slots.append(slot)
-        if slot.current is None:
-            self._pool.spawn_or_retry(slot, wanted=lambda: self._state.serving)
+        self._pool.reinstate(slot)  # empty if its worker is gone: the reconcile pass forks one
         return True
 
     # processes ------------------------------------------------------------
     def _ready(self, worker: WorkerProcess, started_at: float) -> None:
-        if worker.pid not in self._pool.processes or worker.stopping:
+        """A worker reported ready: the pool marks it (and says ``worker_started`` once it serves its slot)."""
+        if not self._pool.mark_ready(worker, started_at):
             return
-        worker.ready = True
-        worker.ready_at = time.monotonic()
-        worker.started_at = started_at
         self._crashes.recovered(worker.slot)
-        worker.cancel_timers()
-        boot_ms = (time.monotonic() - worker.forked_at) * 1000
-        log.info(
-            "worker %d (pid %d, generation %d) serving on port %d, %.1f ms after fork",
-            worker.slot.id,
-            worker.pid,
-            worker.generation,
-            worker.slot.port,
-            boot_ms,
-            extra=log_fields(worker, "worker_ready", boot_ms=round(boot_ms, 1)),
-        )
-        succeeded = self._replacer.successor_ready(worker)
+        self._replacer.successor_ready(worker)
         if worker.slot.current is worker:
             self._pool.settle_slot(worker)
-        if succeeded:
-            return
-        self.emit("worker_started", worker.info())
-        self._after_ready()
 
-    def _after_ready(self) -> None:
-        if self._state is State.BOOTING and self._pool.all_ready():
-            self._state = State.RUNNING
-            self._pending_ports = False
-            log.info(
-                "all %d workers serving on ports %s",
-                len(self._pool.slots),
-                self.ports,
-                extra={"event": "running", "workers": len(self._pool.slots), "ports": self.ports},
-            )
-            self.emit("when_ready")
-            self._rolling.start_queued()
-            self._replacer.pump()
-        elif self._pending_ports:
-            self._maybe_announce_ports()
+    def _become_running(self) -> bool:
+        """Reconcile step: booting, and every slot serves: running (when_ready)."""
+        if self._state is not State.BOOTING or not self._pool.all_ready():
+            return False
+        self._state = State.RUNNING
+        self._announced = self.ports
+        log.info(
+            "all %d workers serving on ports %s",
+            len(self._pool.slots),
+            self.ports,
+            extra={"event": "running", "workers": len(self._pool.slots), "ports": self.ports},
+        )
+        self.emit("when_ready")
+        return True
 
-    def _maybe_announce_ports(self) -> None:
-        if self._state is State.RUNNING and self._pool.all_ready():
-            self._pending_ports = False
-            self.emit("ports_changed", self.ports)
+    def _announce_ports(self) -> bool:
+        """Reconcile step: running, every slot serves, and the ports differ from the last told: ports_changed."""
+        if self._state is not State.RUNNING or self._announced == self.ports or not self._pool.all_ready():
+            return False
+        self._announced = self.ports
+        self.emit("ports_changed", self.ports)
+        return True
 
     def _exited(self, worker: WorkerProcess, exitcode: Optional[int]) -> None:
         """A worker was reaped: tell the hooks, refill its slot."""
@@ -526,7 +513,7 @@ class Master:
                 extra=fields,
             )
             if reason == "retired":
-                slot.sock.close()
+                self._pool.close_slot(slot)
             return
         if self._replacer.replacing(slot):
             log.warning(
@@ -537,12 +524,13 @@ class Master:
                 extra=log_fields(worker, "worker_exit", reason="died_while_replaced", **exit_fields(exitcode)),
             )
             return
-        self._refill(slot, worker, exitcode)
+        self._count_death(slot, worker, exitcode)
 
-    def _refill(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int]) -> None:
+    def _count_death(self, slot: Slot, worker: WorkerProcess, exitcode: Optional[int]) -> None:
+        """A slot's worker died: count the restart and its backoff (the reconcile pass forks the next one)."""
         if worker.ready:  # at once, unless it keeps crashing soon after it became ready
             delay = self._crashes.died_after_ready(slot, worker, exitcode)
-            self._pool.respawn(slot, exit_reason(exitcode), delay, wanted=lambda: self._state.serving)
+            self._pool.respawn(slot, exit_reason(exitcode), delay)
             return
         if self._state is State.BOOTING:
             self._boot_error, details = worker.boot_failure(exitcode)
@@ -551,7 +539,7 @@ class Master:
             self.stop()
             return
         delay = self._crashes.failed(slot, worker, exitcode)
-        self._pool.respawn(slot, exit_reason(exitcode), delay, wanted=lambda: self._state.serving)
+        self._pool.respawn(slot, exit_reason(exitcode), delay)
 
 
 def _with_accept_queue(worker: Dict[str, Any], queue: Optional[Tuple[int, int]]) -> Dict[str, Any]:

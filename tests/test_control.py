@@ -202,8 +202,11 @@ def test_ctl_command_line(server, tmp_path):
     assert table.returncode == 0
     lines = table.stdout.splitlines()
     assert lines[0].startswith(f"master pid {s.proc.pid}, running, 2 workers")
-    assert lines[1].split() == ["slot", "port", "pid", "gen", "uptime", "requests", "restarts", "queued"]
+    assert lines[1].split() == [
+        "slot", "port", "state", "pid", "process", "gen", "uptime", "requests", "restarts", "queued"
+    ]  # fmt: skip
     assert [line.split()[0] for line in lines[2:]] == ["0", "1"]
+    assert [line.split()[2] + " " + line.split()[4] for line in lines[2:]] == ["serving ready"] * 2
     assert all(line.split()[-1].startswith("0/") for line in lines[2:])  # nothing waits in the accept queues
     raw = json.loads(ctl(sock, "status", "--json").stdout)
     assert raw["master"]["workers"] == 2 and {"requests_served", "restarts"} <= set(raw["workers"][0])

@@ -52,12 +52,12 @@ def test_crash_loop_backs_off_keeps_others_serving_and_recovers(cluster, tmp_pat
     back = c.wait_event("worker_started", where=lambda e: e["info"]["id"] == 1 and e["info"]["generation"] > 1)
     idle_cpu = cpu_seconds(c.proc.pid) - cpu_before
 
-    # The first retry is immediate (the worker had been serving), then 0.1, 0.2, 0.4, 0.8 s.
+    # Then 0.1, 0.2, 0.4, 0.8 s, never a retry early (a busy box only makes the gaps longer); the exact
+    # schedule is asserted on a virtual clock (test_states.py::test_a_worker_that_keeps_failing_to_boot_...).
     times = [killed["t"]] + [e["t"] for e in failures] + [back["t"]]
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert gaps[0] < 0.5, gaps
     for gap, delay in zip(gaps[1:], (0.1, 0.2, 0.4, 0.8)):
-        assert delay <= gap < delay + 0.5, (gaps, delay)
+        assert delay <= gap, (gaps, delay)
     assert idle_cpu < 0.2, f"the master used {idle_cpu} s of CPU during an 0.8 s backoff"
 
     assert back["info"]["generation"] == 6 and back["info"]["restarts"] == 5

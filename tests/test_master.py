@@ -321,11 +321,10 @@ def test_stop_kills_a_worker_that_ignores_it_after_graceful_timeout(cluster):
     port = ready["ports"][0]
     request = InThread(lambda: get(port, "/slow?s=20"))
     wait_until(lambda: c.order("command", "stats")["result"]["0"]["in_flight"] == 1, message="request in flight")
-    started = time.monotonic()
     c.signal(signal.SIGTERM)
     exited = c.wait_event("worker_exited")
-    assert exited["exitcode"] in (-signal.SIGKILL, 4)
-    assert time.monotonic() - started < 5
+    assert exited["exitcode"] in (-signal.SIGKILL, 4)  # killed, not left to finish its 20 s request
+    # when (graceful_timeout, not before): test_states.py, on a virtual clock
     assert c.wait_exit() == 0
     with pytest.raises(REQUEST_LOST):
         request.result(10)  # the killed worker's request is lost with it

@@ -101,7 +101,6 @@ class Slot:
 class SweptWorker:
     """A worker of the pool: a real process (so the dump signal has a target) and its meter."""
 
-    timed_out = False
     generation = 1
 
     def __init__(self):
@@ -132,7 +131,7 @@ def test_sweep_sleeps_until_the_earliest_deadline_then_replaces_the_stuck_worker
         _START.pack_into(busy.meter._map, 0, before - 10.5)
         sweeps.sweep()
         assert pool.stopped == [(busy, True, KILL_AFTER_DUMP)] and pool.respawned == [(busy.slot, "timeout")]
-        assert busy.timed_out and not idle.timed_out
+        assert sweeps.expired == {busy.pid}  # it is not expired twice
         assert busy.process.wait(10) == -DUMP_SIGNAL  # it was sent the traceback dump signal
         assert f"(pid {busy.pid}, port 8080) request running for 10." in output.read_text()
         busy.meter.finished()

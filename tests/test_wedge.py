@@ -150,9 +150,8 @@ def test_commands_keep_their_order_and_replies_while_another_client_waits(cluste
         daemon=True,
     )
     waiter.start()
-    began = time.monotonic()
     quick = request(path, {"action": "command", "name": "greet", "args": ["al"], "worker": 1}, timeout=5)
     assert quick["result"] == {"1": "noticed al; hello al from 1"}
-    assert not slow and time.monotonic() - began < 3  # answered while the 3 s command still runs
+    assert not slow  # answered while the 3 s command still runs
     waiter.join(10)
     assert slow["result"] == {"0": "slept"}

@@ -1,4 +1,6 @@
-"""Everything that touches waitress internals lives here, and only here.
+"""Everything that touches waitress internals (private attributes, the server loop) lives here, and only here.
+
+(``options.py`` reads waitress's documented ``Adjustments`` arguments, nothing private.)
 
 Waitress has no public graceful-stop API, so a worker runs the waitress
 loop itself and drains it: stop accepting, let in-flight requests finish

@@ -1,4 +1,9 @@
-"""The master's lifecycle states: one Enum instead of strings retyped in every module."""
+"""The master's lifecycle states: one Enum instead of strings retyped in every module.
+
+Inside the package states are compared as members only (an integration that has
+``master.state``, a string, compares ``State(master.state)``). A slot's and a
+worker's states are in :mod:`.states`.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
 """The worker pool: the slots, their processes, and the hands that fork, stop, kill and reap them.
 
 The master holds one ``WorkerPool`` and decides *when*; the pool knows *how*.
-It is also the one place that writes ``slot.current`` and ``slot.restarts``.
+It is also the registry of states: the one place that writes ``slot.current``,
+``slot.state`` and ``worker.state``, each move checked against the tables of
+:mod:`.states` (an illegal one raises), and the one that reports a worker serving
+its slot (``on_serving``: the ``worker_started`` hook).
 Every message a worker sends goes through one table, :attr:`WorkerPool.handlers`:
 messages that only record a fact (``reply``, ``boot_failed``, ``modules``) are
 handled as soon as they are read, wherever that is (the loop, or a blocking
@@ -17,6 +20,7 @@ import os
 import random
 import signal
 import socket
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._child import run as _child
@@ -35,6 +39,7 @@ from .counters import ClusterCounters
 from .loop import EventLoop
 from .outbox import OutboxFull
 from .slots import Slot, WorkerProcess, bind_socket, log_fields
+from .states import SlotState, WorkerState, move
 
 log = logging.getLogger("prefork_waitress")
 
@@ -45,6 +50,9 @@ REFORK_TIMEOUT = 10.0  # seconds a template may take to fork (it waits up to 2 s
 Message = Tuple[Any, ...]
 Handler = Callable[[WorkerProcess, Message], None]
 Adopted = Callable[[Optional[WorkerProcess], str], None]
+# start_process(slot, generation, the child's end of the Pipe) -> a started process (pid, sentinel, exitcode,
+# join, close): how a worker comes to be; the default forks one that runs _child.run (tests give fakes).
+StartProcess = Callable[[Slot, int, Any], Any]
 
 
 class WorkerPool:
@@ -57,20 +65,26 @@ class WorkerPool:
         commands: CommandChannel,
         child_options: Callable[[], Dict[str, Any]],
         master_objects: Callable[[], List[Any]],
+        start_process: Optional[StartProcess] = None,
+        send_signal: Callable[[int, int], None] = os.kill,
     ) -> None:
         """``child_options()`` gives what each fork needs now (app, worker_class, meter, ...);
-        ``master_objects()`` the master's other fds a worker must close."""
+        ``master_objects()`` the master's other fds a worker must close; ``start_process`` and
+        ``send_signal`` replace the fork and ``os.kill`` (tests run the pool on fake processes)."""
         self.settings = settings
         self.loop = loop
         self.commands = commands
         self._child_options = child_options
         self._master_objects = master_objects
+        self._start_process = start_process
+        self._send_signal = send_signal
         self._context = multiprocessing.get_context("fork")
         self.slots: List[Slot] = []
         self.processes: Dict[int, WorkerProcess] = {}
         self._reforking: List[Any] = []  # a refork's Pipe ends and memfd until the template answers
         self.counters = ClusterCounters()  # restarts by reason, reloads, exited workers' requests
         self.on_spawn: Callable[[WorkerProcess], None] = lambda worker: None
+        self.on_serving: Callable[[WorkerProcess], None] = lambda worker: None  # it serves its slot now
         self.retry_delay: Callable[[int], float] = lambda failures: 1.0  # seconds after the n-th failed fork
         self.on_exit: Callable[[WorkerProcess, Optional[int]], None] = lambda worker, exitcode: None
         self.handlers: Dict[str, Tuple[Handler, bool]] = {}  # kind -> (handler, deferred)
@@ -90,8 +104,17 @@ class WorkerPool:
         """Add slots up to ``n``, all or none (ports checked and sockets opened first; see scaling)."""
         wanted = self.plan(n)
         added = scaling.open_slots(wanted, self.settings.host, list(self.processes.values()))
+        for slot in added:
+            if slot.state is SlotState.RETIRING:  # taken back: its draining worker finishes alone
+                slot.current = None
+                self._refresh(slot, back=True)
         self.slots.extend(added)
         return added
+
+    def reinstate(self, slot: Slot) -> None:
+        """A slot still waiting for the frontends (scale down) is wanted again: back in the pool, serving on."""
+        self.slots.append(slot)
+        self._refresh(slot, back=True)
 
     def add_slot(self, sock: Optional[socket.socket] = None) -> Slot:
         """A new slot after the last one, bound on base_port + id (or an OS-chosen port), or on ``sock``."""
@@ -105,12 +128,15 @@ class WorkerPool:
     def remove_slots(self, keep: int) -> List[Slot]:
         """Take the slots after the first ``keep`` out of the pool (then :meth:`retire` each)."""
         removed, self.slots[keep:] = self.slots[keep:], []
+        for slot in removed:
+            move(slot, SlotState.RETIRING)
         return removed
 
     def retire(self, slot: Slot) -> None:
         """A slot out of the pool that no frontend sends to any more: its worker serves what still
         arrives until the port is quiet, then drains; its socket closes when it is gone."""
-        slot.retiring = True
+        if slot.state is not SlotState.CLOSED:
+            move(slot, SlotState.RETIRING)
         self.cancel_respawn(slot)
         log.info(
             "retiring worker slot %d (port %d)",
@@ -119,9 +145,35 @@ class WorkerPool:
             extra={"event": "retire", "slot": slot.id, "port": slot.port},
         )
         if slot.current is None:
-            slot.sock.close()
+            self.close_slot(slot)
         else:
             self.stop_process(slot.current, graceful=True, keep_accepting=True)
+
+    def close_slot(self, slot: Slot) -> None:
+        """A retiring slot's worker is gone: close its socket."""
+        slot.sock.close()
+        if slot.state is not SlotState.CLOSED:
+            move(slot, SlotState.CLOSED)
+
+    def _phase(self, slot: Slot) -> SlotState:
+        """The in-pool state that ``slot``'s processes and respawn timer give it."""
+        current = slot.current
+        others = (p for p in self.processes.values() if p.slot is slot and p is not current)
+        if any(p.state is WorkerState.BOOTING for p in others):
+            return SlotState.REPLACING
+        if current is None or current.state is WorkerState.EXITED:
+            return SlotState.EMPTY if slot.respawn_timer is None else SlotState.BACKING_OFF
+        return SlotState.STARTING if current.state is WorkerState.BOOTING else SlotState.SERVING
+
+    def _move(self, worker: WorkerProcess, state: WorkerState) -> None:
+        """Move ``worker`` (see states.WORKER_TRANSITIONS), then its slot to what that makes it."""
+        if move(worker, state, slot=worker.slot.id, worker_pid=worker.pid):
+            self._refresh(worker.slot)
+
+    def _refresh(self, slot: Slot, back: bool = False) -> None:
+        """Move ``slot`` to the state its processes give it (a retiring slot stays so unless taken ``back``)."""
+        if back or not slot.retiring:
+            move(slot, self._phase(slot), slot=slot.id)
 
     def all_ready(self) -> bool:
         return all(slot.current is not None and slot.current.ready for slot in self.slots)
@@ -134,6 +186,8 @@ class WorkerPool:
         old, slot.current = slot.current, worker
         if old is not None:
             self.counters.replaced(purpose, slot.id)
+        self._refresh(slot)
+        self.on_serving(worker)
         return old
 
     def vacate(self, worker: WorkerProcess) -> bool:
@@ -141,19 +195,42 @@ class WorkerPool:
         if worker.slot.current is not worker:
             return False
         worker.slot.current = None
+        self._refresh(worker.slot)
         return True
 
-    def respawn(self, slot: Slot, reason: str, delay: float = 0.0, wanted: Callable[[], bool] = lambda: True) -> None:
-        """Count a restart (``reason``: see counters.RESTART_REASONS) and fork a new worker for ``slot``,
-        now or after ``delay`` if still ``wanted()``."""
+    def mark_ready(self, worker: WorkerProcess, started_at: float) -> bool:
+        """``worker`` reported ready: it serves (False if it is gone, was asked to leave meanwhile, or said so
+        already)."""
+        if worker.pid not in self.processes or worker.state is not WorkerState.BOOTING:
+            return False
+        worker.ready_at = time.monotonic()
+        move(worker, WorkerState.READY, slot=worker.slot.id, worker_pid=worker.pid)
+        worker.started_at = started_at
+        worker.cancel_timers()
+        boot_ms = (worker.ready_at - worker.forked_at) * 1000
+        log.info(
+            "worker %d (pid %d, generation %d) serving on port %d, %.1f ms after fork",
+            worker.slot.id,
+            worker.pid,
+            worker.generation,
+            worker.slot.port,
+            boot_ms,
+            extra=log_fields(worker, "worker_ready", boot_ms=round(boot_ms, 1)),
+        )
+        self._refresh(worker.slot)
+        if worker.slot.current is worker:
+            self.on_serving(worker)
+        return True
+
+    def respawn(self, slot: Slot, reason: str, delay: float = 0.0) -> None:
+        """Count a restart (``reason``: see counters.RESTART_REASONS) of an empty ``slot``; after ``delay``
+        (backing off) it is empty again. The reconcile pass forks the worker of an empty slot."""
         slot.restarts += 1
         self.counters.restarted(reason, slot.id)
-        if not delay:
-            self.spawn_or_retry(slot, wanted)
-            return
-        self._retry_later(slot, delay, wanted)
+        if delay:
+            self._retry_later(slot, delay)
 
-    def spawn_or_retry(self, slot: Slot, wanted: Callable[[], bool] = lambda: True) -> Optional[WorkerProcess]:
+    def spawn_or_retry(self, slot: Slot) -> Optional[WorkerProcess]:
         """Fork a worker for ``slot``; a failed fork (EMFILE, ENOMEM, EAGAIN) is retried with backoff."""
         try:
             worker = self.spawn(slot)
@@ -163,18 +240,20 @@ class WorkerPool:
             delay = self.retry_delay(slot.boot_failures)
             fields = {"event": "spawn_failed", "slot": slot.id, "port": slot.port, "error": str(exc), "retry_in": delay}
             log.error("%s; retrying in %.1f s", spawn_failure(slot, exc), delay, extra=fields)
-            self._retry_later(slot, delay, wanted)
+            self._retry_later(slot, delay)
             return None
         slot.fork_failed = False
         return worker
 
-    def _retry_later(self, slot: Slot, delay: float, wanted: Callable[[], bool]) -> None:
+    def _retry_later(self, slot: Slot, delay: float) -> None:
+        """Back off: the slot is empty again (and forked by the reconcile pass) after ``delay``."""
+
         def later() -> None:
             slot.respawn_timer = None
-            if wanted() and not slot.retiring and slot.current is None:
-                self.spawn_or_retry(slot, wanted)
+            self._refresh(slot)
 
         slot.respawn_timer = self.loop.call_later(delay, later)
+        self._refresh(slot)
 
     def request_counts(self) -> Dict[int, RequestCounts]:
         """Per slot id: exited workers' counts plus the live ones' shared meters."""
@@ -192,6 +271,7 @@ class WorkerPool:
         if slot.respawn_timer is not None:
             slot.respawn_timer.cancel()
             slot.respawn_timer = None
+            self._refresh(slot)
 
     # processes ----------------------------------------------------------------
     def spawn(self, slot: Slot) -> WorkerProcess:
@@ -203,7 +283,11 @@ class WorkerPool:
         options: Dict[str, Any] = {}
         try:
             options = self._child_options()
-            generation, process = self._fork(slot, parent_conn, child_conn, options)
+            if self._start_process is not None:
+                generation = slot.next_generation()
+                process = self._start_process(slot, generation, child_conn)
+            else:
+                generation, process = self._fork(slot, parent_conn, child_conn, options)
         except BaseException:
             for obj in (parent_conn, child_conn, options.get("meter")):
                 if obj is not None:
@@ -211,7 +295,8 @@ class WorkerPool:
             raise
         child_conn.close()
         worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later)
-        worker.sentinel = exit_sentinel(worker.pid, process.sentinel)
+        if self._start_process is None:
+            worker.sentinel = exit_sentinel(worker.pid, process.sentinel)
         return self._add(worker, options.get("meter"))
 
     def _add(self, worker: WorkerProcess, meter: Optional[RequestMeter]) -> WorkerProcess:
@@ -224,6 +309,7 @@ class WorkerPool:
         worker.timers.append(self.loop.call_later(boot_timeout, lambda: self._boot_timed_out(worker)))
         if worker.slot.current is None:
             worker.slot.current = worker
+        self._refresh(worker.slot)
         self.on_spawn(worker)
         return worker
 
@@ -353,9 +439,14 @@ class WorkerPool:
         self.commands.worker_exited(worker)
         self.on_exit(worker, exitcode)
 
-    def reap(self, worker: WorkerProcess) -> Optional[int]:
+    def reap(self, worker: WorkerProcess, leaving: bool = False) -> Optional[int]:
+        """Collect an exited worker (``leaving``: the master is, so its slot's state no longer matters)."""
         if self.processes.pop(worker.pid, None) is None:
             return worker.process.exitcode
+        if leaving:
+            move(worker, WorkerState.EXITED)
+        else:
+            self._move(worker, WorkerState.EXITED)
         worker.cancel_timers()
         worker.outbox.close()
         self.loop.remove_reader(worker.conn)
@@ -382,15 +473,19 @@ class WorkerPool:
         ``keep_accepting`` (a retiring slot: no successor shares its socket): the
         worker is told over its Pipe to serve on until its port has been quiet.
         """
-        worker.stopping = True
+        if worker.state is WorkerState.EXITED:
+            return
         if not graceful:
+            self._move(worker, WorkerState.STOPPING)
             self.kill(worker)
             return
         if timeout is None:
             # A retiring worker serves on (graceful_timeout / 2 at most) even if it was still booting.
             timeout = self.settings.graceful_timeout if worker.ready or keep_accepting else BOOTING_STOP_TIMEOUT
-        worker.keeps_accepting = keep_accepting and self._tell(worker, ("retire",))
-        if not worker.keeps_accepting and not self._terminate(worker):
+        # One already stopping has stopped accepting: it cannot be told to accept on.
+        retire = keep_accepting and worker.state is not WorkerState.STOPPING and self._tell(worker, ("retire",))
+        self._move(worker, WorkerState.RETIRING if retire else WorkerState.STOPPING)
+        if not retire and not self._terminate(worker):
             return
         worker.timers.append(self.loop.call_later(timeout, lambda: self.kill(worker, timeout)))
 
@@ -399,13 +494,12 @@ class WorkerPool:
         was scaled down and taken back) stops accepting now and drains, so one process serves the port."""
         for other in list(self.processes.values()):
             if other.slot is worker.slot and other is not worker and other.keeps_accepting:
-                other.keeps_accepting = False
+                self._move(other, WorkerState.STOPPING)
                 self._terminate(other)  # its kill timer (graceful_timeout) still stands
 
-    @staticmethod
-    def _terminate(worker: WorkerProcess) -> bool:
+    def _terminate(self, worker: WorkerProcess) -> bool:
         try:
-            os.kill(worker.pid, signal.SIGTERM)
+            self._send_signal(worker.pid, signal.SIGTERM)
         except ProcessLookupError:
             return False
         return True
@@ -454,7 +548,7 @@ class WorkerPool:
                 extra=fields,
             )
         try:
-            os.kill(worker.pid, signal.SIGKILL)
+            self._send_signal(worker.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
@@ -464,7 +558,7 @@ class WorkerPool:
             set_child_subreaper(False)  # a refork cut short by the stop leaves the process as it found it
         for process in list(self.processes.values()):
             self.kill(process)
-            self.reap(process)
+            self.reap(process, leaving=True)
             process.slot.sock.close()  # a retiring slot is no longer in self.slots
         for slot in self.slots:
             slot.sock.close()

@@ -2,17 +2,19 @@
 
 A new slot whose port belongs to a slot still retiring (its worker draining)
 takes that slot back, socket and all, so the port is never bound twice
-(no EADDRINUSE) and no queued connection is reset.
+(no EADDRINUSE) and no queued connection is reset. This module only plans
+and binds; the pool moves the slots' states.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from .._os.limits import is_out_of_fds, out_of_fds_message
 from ..errors import StartError
 from ..options import convert_option
 from .slots import Slot, WorkerProcess, bind_socket
+from .states import SlotState
 
 MAX_PORT = 65535
 
@@ -43,23 +45,21 @@ def plan(slots: List[Slot], n: int, base_port: int) -> List[Tuple[int, int]]:
 
 
 def open_slots(wanted: List[Tuple[int, int]], host: str, draining: List[WorkerProcess]) -> List[Slot]:
-    """The new slots, their sockets bound (or taken back from a retiring slot); on failure none stays open."""
-    retiring: Dict[int, WorkerProcess] = {w.slot.id: w for w in draining if w.slot.retiring}
-    opened: List[Tuple[Slot, Optional[WorkerProcess]]] = []
+    """The new slots, their sockets bound, or a retiring slot to take back (still RETIRING: the pool
+    takes it back, see ``WorkerPool.grow``); on failure none stays open. Writes no slot's state."""
+    retiring: Dict[int, Slot] = {w.slot.id: w.slot for w in draining if w.slot.state is SlotState.RETIRING}
+    opened: List[Tuple[Slot, bool]] = []
     try:
         for slot_id, port in wanted:
             old = retiring.get(slot_id)
-            if old is not None and port in (0, old.slot.port):
-                old.slot.retiring, old.slot.current = False, None  # the draining worker finishes alone
-                opened.append((old.slot, old))
+            if old is not None and port in (0, old.port):
+                opened.append((old, False))
             else:
-                opened.append((Slot(slot_id, bind_socket(host, port)), None))
+                opened.append((Slot(slot_id, bind_socket(host, port)), True))
     except (StartError, OSError) as exc:
-        for slot, old in opened:
-            if old is None:
+        for slot, new in opened:
+            if new:
                 slot.sock.close()
-            else:
-                slot.retiring, slot.current = True, old
         if isinstance(exc, OSError) and is_out_of_fds(exc):
             raise StartError(out_of_fds_message(f"scale: cannot open {len(wanted)} more sockets", exc)) from None
         raise

@@ -15,6 +15,7 @@ from .._os.adoption import AdoptedProcess
 from ..errors import StartError
 from .loop import Timer
 from .outbox import Outbox
+from .states import SlotState, WorkerState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +30,12 @@ class WorkerInfo:
     restarts: int
     reforked_from: Optional[int] = None  # the pid of the template it was forked from (refork_after)
     refork_generation: int = 0  # 0: forked by the master; n: by a template of generation n - 1 (refork_after)
+    state: str = "empty"  # the slot's SlotState value
+    worker_state: Optional[str] = None  # its worker's WorkerState value (None: no worker)
 
 
 class WorkerProcess:
-    """One forked worker: its process, its end of the Pipe, its state."""
+    """One forked worker: its process, its end of the Pipe, its state (written by the pool only)."""
 
     def __init__(
         self,
@@ -55,17 +58,29 @@ class WorkerProcess:
         self.sentinel: int = process.sentinel
         self.forked_at = time.monotonic()
         self.started_at: Optional[float] = None
-        self.ready = False
+        self.state = WorkerState.BOOTING
         self.ready_at: Optional[float] = None  # monotonic, when it reported ready
-        self.stopping = False
-        self.keeps_accepting = False  # told to retire: it accepts until its port is quiet
-        self.timed_out = False  # its request ran past request_timeout
         self.boot_error: Optional[str] = None  # one line: "RuntimeError: database is down"
         self.boot_traceback: Optional[str] = None
         self.timers: "list[Timer]" = []
         self.meter: Any = None
         self.reforked_from = reforked_from
         self.refork_generation = refork_generation
+
+    @property
+    def ready(self) -> bool:
+        """It reported ready (it may be leaving since: see ``state``)."""
+        return self.ready_at is not None
+
+    @property
+    def stopping(self) -> bool:
+        """It was asked to leave (retiring or stopping) or is gone."""
+        return self.state in (WorkerState.RETIRING, WorkerState.STOPPING, WorkerState.EXITED)
+
+    @property
+    def keeps_accepting(self) -> bool:
+        """Told to retire: it accepts until its port is quiet (no successor shares its socket)."""
+        return self.state is WorkerState.RETIRING
 
     def boot_failure(self, exitcode: Optional[int]) -> "tuple[str, str]":
         """Why it never became ready: (one line, the traceback to log after it, or "")."""
@@ -84,6 +99,8 @@ class WorkerProcess:
             restarts=self.slot.restarts,
             reforked_from=self.reforked_from,
             refork_generation=self.refork_generation,
+            state=self.slot.state.value,
+            worker_state=self.state.value,
         )
 
     def cancel_timers(self) -> None:
@@ -92,11 +109,11 @@ class WorkerProcess:
         self.timers.clear()
 
     def __repr__(self) -> str:
-        return f"<worker {self.slot.id} pid={self.pid} gen={self.generation}>"
+        return f"<worker {self.slot.id} pid={self.pid} gen={self.generation} {self.state.value}>"
 
 
 class Slot:
-    """A port and its listening socket; its process is replaced, the slot stays."""
+    """A port and its listening socket; its process is replaced, the slot stays (state: the pool's)."""
 
     def __init__(self, id: int, sock: socket.socket) -> None:
         self.id = id
@@ -107,10 +124,18 @@ class Slot:
         self.restarts = 0
         self.boot_failures = 0
         self.early_crashes = 0  # deaths soon after ready, in a row (crash-after-ready backoff)
-        self.retiring = False
+        self.state = SlotState.EMPTY
         self.passed = False  # its socket came from outside (socket activation): its queue outlives this master
-        self.respawn_timer: Optional[Timer] = None
+        self.respawn_timer: Optional[Timer] = None  # the pending respawn while BACKING_OFF
         self.fork_failed = False  # its last fork failed (out of fds, memory, processes): respawn_timer retries it
+
+    @property
+    def retiring(self) -> bool:
+        """Out of the pool: retiring, or retired and closed."""
+        return self.state in (SlotState.RETIRING, SlotState.CLOSED)
+
+    def __repr__(self) -> str:
+        return f"<slot {self.id} port={self.port} {self.state.value}>"
 
     def next_generation(self) -> int:
         self.generations += 1
@@ -119,7 +144,7 @@ class Slot:
     def info(self) -> WorkerInfo:
         if self.current is not None:
             return self.current.info()
-        return WorkerInfo(self.id, self.port, None, self.generations, None, self.restarts)
+        return WorkerInfo(self.id, self.port, None, self.generations, None, self.restarts, state=self.state.value)
 
 
 def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:

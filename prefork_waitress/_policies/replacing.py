@@ -1,10 +1,10 @@
 """Replacing a slot's worker with no gap: the one mechanism behind rolling reloads and recycling.
 
-One slot at a time: fork the successor on the slot's own socket, wait until
-it serves, make it the slot's worker, stop the old one gracefully, and move
-on once the old one has stopped accepting (or exited). Old and new share the
-socket meanwhile, so no connection is refused, and never two slots are
-being replaced at once.
+One slot at a time (the reconcile pass starts the next): fork the successor
+on the slot's own socket, wait until it serves, make it the slot's worker,
+stop the old one gracefully, and move on once the old one has stopped
+accepting (or exited). Old and new share the socket meanwhile, so no
+connection is refused, and never two slots are being replaced at once.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import functools
 import logging
 from typing import Callable, List, Optional
 
-from .._core.events import Events
 from .._core.pool import Adopted, WorkerPool, spawn_failure
 from .._core.slots import Slot, WorkerProcess
+from .._core.states import SlotState, WorkerState
 
 log = logging.getLogger("prefork_waitress")
 
@@ -42,10 +42,9 @@ class Replacement:
 class SlotReplacer:
     """The queue of replacements and the one in progress."""
 
-    def __init__(self, pool: WorkerPool, events: Events, running: Callable[[], bool]) -> None:
+    def __init__(self, pool: WorkerPool, running: Callable[[], bool]) -> None:
         """``running()``: the master is running (not booting, not stopping), so replacements may start."""
         self.pool = pool
-        self.events = events
         self.running = running
         self.queue: List[Replacement] = []
         self.current: Optional[Replacement] = None
@@ -62,8 +61,8 @@ class SlotReplacer:
     def add(
         self, slot: Slot, purpose: str, done: Done, only_if: Optional[WorkerProcess] = None, fork: Optional[Fork] = None
     ) -> None:
+        """Queue a replacement of ``slot``'s worker; the reconcile pass starts it (:meth:`pump`)."""
         self.queue.append(Replacement(slot, purpose, done, only_if, fork=fork))
-        self.pump()
 
     def drop(self, purpose: str) -> None:
         """Forget the queued replacements of one purpose (an abandoned reload)."""
@@ -74,9 +73,11 @@ class SlotReplacer:
         self.queue.clear()
         self.current = None
 
-    def pump(self) -> None:
-        """Start the next replacement if none is in progress."""
+    def pump(self) -> bool:
+        """Start the next replacement if none is in progress (the reconcile pass); True if it did anything."""
+        acted = False
         while self.current is None and self.queue and self.running():
+            acted = True
             job = self.queue.pop(0)
             if not self._replaceable(job):
                 job.done(True, None, None)  # retired, respawning or already replaced: nothing to do
@@ -92,6 +93,7 @@ class SlotReplacer:
                 log.error("%s; the old worker keeps serving", spawn_failure(job.slot, exc), extra=fields)
                 self.current = None
                 job.done(False, None, None)
+        return acted
 
     def _adopted(self, job: Replacement, worker: Optional[WorkerProcess], why: str) -> None:
         """A successor forked elsewhere is in the pool (or none came, ``why``)."""
@@ -106,16 +108,12 @@ class SlotReplacer:
             return
         job.successor = worker
 
-    def _replaceable(self, job: Replacement) -> bool:
-        slot, worker = job.slot, job.slot.current
-        return (
-            slot in self.pool.slots
-            and not slot.retiring
-            and worker is not None
-            and worker.ready
-            and not worker.stopping
-            and (job.only_if is None or worker is job.only_if)
-        )
+    @staticmethod
+    def _replaceable(job: Replacement) -> bool:
+        """The slot serves (in the pool, its worker ready and not leaving), with the worker ``only_if`` names."""
+        worker = job.slot.current
+        serving = job.slot.state is SlotState.SERVING and worker is not None and worker.state is WorkerState.READY
+        return serving and (job.only_if is None or worker is job.only_if)
 
     def successor_ready(self, worker: WorkerProcess) -> bool:
         """The successor serves: it takes the slot and the old worker is stopped."""
@@ -128,8 +126,7 @@ class SlotReplacer:
             pool.stop_process(worker, graceful=True)
             self._end(job, True)
             return True
-        old = pool.promote(worker, job.purpose)
-        self.events.emit("worker_started", worker.info())
+        old = pool.promote(worker, job.purpose)  # the pool says worker_started
         if old is None or old.pid not in pool.processes:
             self._end(job, True)
             return True
@@ -151,10 +148,8 @@ class SlotReplacer:
             return False
         self.current = None
         job.done(False, worker, exitcode)
-        self.pump()
         return True
 
     def _end(self, job: Replacement, ok: bool) -> None:
         self.current = None
         job.done(ok, None, None)
-        self.pump()

@@ -56,11 +56,16 @@ class RollingReload:
             return
         self._begin()
 
-    def start_queued(self) -> None:
-        """Run a reload that was asked for while none could start."""
-        if self.queued and not self.active and self.state() is State.RUNNING:
+    def reconcile(self) -> bool:
+        """The reconcile pass's part: finish a reload that is done, start one asked for while none could.
+        True if it did either."""
+        if self.active:
+            return self.settle()
+        if self.queued and self.state() is State.RUNNING:
             self.queued = False
             self._begin()
+            return True
+        return False
 
     def _begin(self) -> None:
         log.info(
@@ -113,12 +118,11 @@ class RollingReload:
                 )
             self._finish(False)
             return
-        self.pending -= 1
-        self.settle()
+        self.pending -= 1  # the reconcile pass finishes the reload (settle) once it is the last
 
-    def settle(self) -> None:
+    def settle(self) -> bool:
         """Finish the reload once every slot was replaced and none of the pool's slots has a worker still
-        starting (run at the end of each loop turn).
+        starting (True if it did).
 
         A slot whose worker was forked after the reload began (it left and came back through a scale,
         or was respawned) serves the new code once it is ready: the reload waits for it rather than
@@ -126,12 +130,13 @@ class RollingReload:
         waiting to retry a failed fork is waited for too, ``boot_timeout`` at most.
         """
         if not self.active or self.pending:
-            return
+            return False
         if any(slot.current is not None and not slot.current.ready for slot in self.pool.slots):
-            return
+            return False
         if self._fork_retries_due():
-            return
+            return False
         self._finish(True)
+        return True
 
     def _fork_retries_due(self) -> bool:
         """True while a slot whose fork failed (out of fds, memory, processes) has its retry scheduled: that
@@ -182,4 +187,3 @@ class RollingReload:
                 extra={"event": "reload", "result": "ok", "workers": len(self.pool.slots)},
             )
         self.events.emit("reloaded", ok)
-        self.start_queued()

@@ -26,7 +26,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Set
 
 from .._core.loop import EventLoop, Timer
 from .._core.pool import WorkerPool
@@ -62,6 +62,7 @@ class RequestTimeouts:
         self.output = output
         self.heartbeats = HeartbeatWatch(self, heartbeat_timeout)
         self._timer: Optional[Timer] = None
+        self.expired: Set[int] = set()  # pids of the workers this policy took out of service
 
     def watch(self) -> None:
         """A worker was forked: make sure a sweep is due within one timeout."""
@@ -81,9 +82,10 @@ class RequestTimeouts:
         self._timer = None
         now = time.monotonic()
         next_sweep = now + self.timeout
+        self.expired &= set(self.pool.processes)
         for worker in list(self.pool.processes.values()):
             meter = worker.meter
-            started = meter.read() if meter is not None and not worker.timed_out else 0.0
+            started = meter.read() if meter is not None and worker.pid not in self.expired else 0.0
             if not started:
                 continue
             due = started + self.timeout
@@ -97,7 +99,7 @@ class RequestTimeouts:
 
     def _expire(self, worker: WorkerProcess, elapsed: float) -> None:
         slot = worker.slot
-        worker.timed_out = True
+        self.expired.add(worker.pid)
         log.error(
             "worker %d (pid %d, port %d): request running for %.1f s, over request_timeout (%g s); "
             "writing its traceback to the worker output and replacing it",

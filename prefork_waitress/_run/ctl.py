@@ -20,7 +20,7 @@ from .cli import Parser
 EXIT_OK, EXIT_FAILED = 0, 1
 # The client outwaits the master: a command's reply comes at the latest after its own timeout.
 DEFAULT_TIMEOUTS = {"reload": 600.0, "upgrade": 600.0, "stop": 300.0, "command": MAX_COMMAND_TIMEOUT + 10.0}
-COLUMNS = ("slot", "port", "pid", "gen", "uptime", "requests", "restarts", "queued")
+COLUMNS = ("slot", "port", "state", "pid", "process", "gen", "uptime", "requests", "restarts", "queued")
 REFORK_COLUMN = ("refork",)  # the refork generation, once a worker has one (refork_after)
 
 
@@ -99,7 +99,7 @@ def _queued(worker: Dict[str, Any]) -> str:
 
 
 def format_status(status: Dict[str, Any]) -> str:
-    """A readable table: one line for the master, one row per worker slot."""
+    """A readable table: one line for the master, one row per worker slot (its state, its process's)."""
     master = status["master"]
     lines = [
         f"master pid {master['pid']}, {master['state']}{', reloading' if master.get('reloading') else ''}, "
@@ -115,7 +115,9 @@ def format_status(status: Dict[str, Any]) -> str:
             (
                 worker["id"],
                 worker["port"],
+                worker.get("state", "-"),  # the slot's (SlotState)
                 worker["pid"] if worker["pid"] is not None else "-",
+                worker.get("worker_state") or "-",  # its process's (WorkerState)
                 worker["generation"],
                 _uptime(worker.get("started_at")),
                 requests if requests is not None else "-",

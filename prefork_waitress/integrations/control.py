@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from .._core.handle import MasterHandle
+from .._core.lifecycle import State
 from .._os.activation import claim_inherited
 from .._os.handoff import owns_paths, predecessor_pid
 from ..errors import CommandError, StartError
@@ -367,13 +368,13 @@ class ControlServer:
     # actions --------------------------------------------------------------
     def _do_status(self, client: _Client, message: Dict[str, Any]) -> Any:
         status = self.master.status()
-        if self.master.state != "running" or all(w["pid"] is None for w in status["workers"]):
+        if State(self.master.state) is not State.RUNNING or all(w["pid"] is None for w in status["workers"]):
             return _with_stats(status, {})
         self._reply_later(client, "stats", [], None, STATS_TIMEOUT, lambda stats: _with_stats(status, stats))
         return PENDING
 
     def _do_reload(self, client: _Client, message: Dict[str, Any]) -> Any:
-        if self.master.state in ("stopping", "stopped"):
+        if State(self.master.state).ending:
             raise RuntimeError(f"cannot reload: the master is {self.master.state}")
         client.waiting = True
         self.reload_waiters.append(_ReloadWaiter(client))

@@ -20,6 +20,7 @@ from typing import Any, Dict, List
 from .._child.meter import BUCKETS, RequestCounts
 from .._core.counters import RESTART_REASONS
 from .._core.handle import MasterHandle
+from .._core.lifecycle import State
 from .._os.activation import claim_inherited
 from .._os.handoff import predecessor_pid
 from .._os.memory import resident_bytes
@@ -69,9 +70,10 @@ def collect(master: MasterHandle) -> List[exposition.Family]:
     queues = [({"slot": str(i), "port": str(ports[i])}, q) for i, q in master.accept_queues().items() if q]
     counters = master.counters
     gauge, counter, histogram = exposition.gauge, exposition.counter, exposition.histogram
+    running = State(info["state"]) is State.RUNNING
     return [
         gauge(P + "build_info", "Versions of prefork_waitress, waitress and Python (value 1).", [(_versions(), 1)]),
-        gauge(P + "up", "1 while the master is running (all slots started).", [({}, int(info["state"] == "running"))]),
+        gauge(P + "up", "1 while the master is running (all slots started).", [({}, int(running))]),
         gauge(P + "master_start_time_seconds", "When the master started, Unix time.", [({}, _STARTED)]),
         gauge(P + "master_resident_memory_bytes", "The master's RSS.", _known([({}, resident_bytes())])),
         gauge(P + "workers", "Worker slots.", [({}, len(slots))]),

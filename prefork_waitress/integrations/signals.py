@@ -17,6 +17,7 @@ import os
 import signal
 
 from .._core.handle import MasterHandle
+from .._core.lifecycle import State
 from .._os.output import redirect_stdio
 from ..errors import CommandError
 
@@ -50,7 +51,7 @@ def upgrade(master: MasterHandle) -> None:
 
 def interrupt(master: MasterHandle) -> None:
     """SIGINT (Ctrl-C): a graceful stop; a second one while stopping: at once."""
-    if master.state == "stopping":
+    if State(master.state) is State.STOPPING:
         log.warning("interrupted again: stopping at once")
         master.stop(graceful=False)
     else:
@@ -63,7 +64,7 @@ def scale_by(master: MasterHandle, delta: int) -> None:
     if wanted < 1:
         log.warning("not removing the last worker (SIGTTOU ignored)")
         return
-    if master.state != "running":
+    if State(master.state) is not State.RUNNING:
         log.warning("scale to %d ignored: the master is %s", wanted, master.state)
         return
     log.info("scaling to %d workers", wanted)

@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._core.handle import MasterHandle
+from .._core.lifecycle import State
 from .._core.slots import describe_exit
 from .._os import handoff
 from .._os.activation import forget_inherited
@@ -71,7 +72,7 @@ class Upgrader:
         Raises RuntimeError if this master is not running (or the last new master is still exiting);
         asked again while one is under way, the caller joins it.
         """
-        if self.master.state != "running":
+        if State(self.master.state) is not State.RUNNING:
             raise RuntimeError(f"cannot upgrade: the master is {self.master.state}")
         current = self.successor
         if current is not None and not current.decided:
@@ -169,7 +170,7 @@ class Upgrader:
         if successor.deadline is not None:
             successor.deadline.cancel()
         if error is not None:
-            going_on = "stops too" if self.master.state in ("stopping", "stopped") else "keeps serving"
+            going_on = "stops too" if State(self.master.state).ending else "keeps serving"
             log.error("upgrade failed: %s; this master (pid %d) %s", error, os.getpid(), going_on)
         self.master.emit("upgraded", error is None)  # first: the control socket stops accepting before ctl hears
         callbacks, successor.callbacks = successor.callbacks, []
