@@ -22,7 +22,7 @@ generation is gone: nothing left to drain).
                    master has exited.
   gunicorn-quit    the same with QUIT to the old master, as many deploy scripts (and the
                    nginx/unicorn habit) do; for gunicorn QUIT is a *quick* shutdown.
-  uwsgi-chain      uWSGI --master --lazy-apps, ``c`` written to its master FIFO: the
+  uwsgi-chain      uWSGI --http11-socket (keep-alive, as wrk speaks) --master --lazy-apps, ``c`` written to its master FIFO: the
                    workers are reloaded one after the other (uWSGI's "chain reload"; it has
                    no master re-exec that keeps the sockets except ``--touch-reload`` of the
                    whole instance). serving = complete: N worker pids, none of the old ones.
@@ -197,7 +197,7 @@ class UwsgiChain(Contender):
         self.ports = [port]
         self.fifo = os.path.join(self.tmp, "master.fifo")
         module, _, attr = self.args.app.partition(":")
-        argv = [self.find(), "--http-socket", f"127.0.0.1:{port}", "--master", "--processes", str(self.args.workers),
+        argv = [self.find(), "--http11-socket", f"127.0.0.1:{port}", "--master", "--processes", str(self.args.workers),
                 "--lazy-apps", "--master-fifo", self.fifo, "--pidfile", self.pidfile, "--disable-logging",
                 "--module", f"{module}:{attr}", "--pythonpath", common.REPO_ROOT, "--die-on-term"]
         self.server = common.Server(self.name, argv, self.ports)
