@@ -27,6 +27,22 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ---------------------------------------------------------------- ports
 
 
+def children(pid):
+    """The pids of ``pid``'s children (from every thread's /proc children list); empty if it is gone."""
+    kids = set()
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids.update(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return kids
+
+
 def free_port(host=HOST):
     with socket.socket() as s:
         s.bind((host, 0))

@@ -38,20 +38,11 @@ def cpu(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def children(pid):
-    kids = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids.update(int(x) for x in f.read().split())
-        except OSError:
-            pass
-    return sorted(kids)
 
 
 def worker_pids(contender, servers):
     if throughput.is_prefork(contender):
-        return children(servers[0].pid)
+        return sorted(common.children(servers[0].pid))
     return [s.pid for s in servers]
 
 

@@ -22,7 +22,8 @@ generation is gone: nothing left to drain).
                    master has exited.
   gunicorn-quit    the same with QUIT to the old master, as many deploy scripts (and the
                    nginx/unicorn habit) do; for gunicorn QUIT is a *quick* shutdown.
-  uwsgi-chain      uWSGI --http11-socket (keep-alive, as wrk speaks) --master --lazy-apps, ``c`` written to its master FIFO: the
+  uwsgi-chain      uWSGI --http11-socket (keep-alive, as wrk speaks) --master --lazy-apps,
+                   ``c`` written to its master FIFO: the
                    workers are reloaded one after the other (uWSGI's "chain reload"; it has
                    no master re-exec that keeps the sockets except ``--touch-reload`` of the
                    whole instance). serving = complete: N worker pids, none of the old ones.
@@ -45,8 +46,10 @@ import time
 
 try:
     from bench import common
+    from bench._harness import pid_alive
 except ImportError:  # python bench/deploy.py
     import common
+    from _harness import pid_alive
 
 sys.path.insert(0, common.REPO_ROOT)
 from prefork_waitress.control import request as control_request  # noqa: E402
@@ -56,27 +59,8 @@ POLL = 0.005
 CONTENDERS = ("prefork", "gunicorn-term", "gunicorn-quit", "uwsgi-chain")
 
 
-def children(pid):
-    kids = set()
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids.update(int(x) for x in f.read().split())
-        except OSError:
-            pass
-    return kids
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def read_pid(path, deadline):
@@ -93,7 +77,7 @@ def read_pid(path, deadline):
 
 
 def wait_gone(pid, start, timeout):
-    while alive(pid):
+    while pid_alive(pid):
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"pid {pid} still there after {timeout} s")
         time.sleep(POLL)
@@ -159,18 +143,18 @@ class Gunicorn(Contender):
                 ready = {int(line) for line in f.read().split()}
         except OSError:
             return False
-        workers = children(master)
+        workers = common.children(master)
         return len(workers) >= self.args.workers and len(workers & ready) >= self.args.workers
 
     def deploy(self):
         old = read_pid(self.pidfile, time.monotonic() + 10)
-        old_workers = children(old)
+        old_workers = common.children(old)
         start = time.monotonic()
         os.kill(old, signal.SIGUSR2)
         new = None
         while time.monotonic() - start < 120:
             if new is None:
-                fresh = [pid for pid in children(old) - old_workers if children(pid)]
+                fresh = [pid for pid in common.children(old) - old_workers if common.children(pid)]
                 new = fresh[0] if fresh else None
             if new is not None and self._initialised(new):
                 break
@@ -205,13 +189,13 @@ class UwsgiChain(Contender):
 
     def deploy(self):
         master = read_pid(self.pidfile, time.monotonic() + 10)
-        old = children(master)
+        old = common.children(master)
         start = time.monotonic()
         with open(self.fifo, "w") as f:
             f.write("c")
         while time.monotonic() - start < 300:
-            now = children(master)
-            if len(now) >= self.args.workers and not (now & old) and not any(alive(p) for p in old):
+            now = common.children(master)
+            if len(now) >= self.args.workers and not (now & old) and not any(pid_alive(p) for p in old):
                 done = time.monotonic() - start
                 return done, done
             time.sleep(POLL)

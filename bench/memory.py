@@ -69,15 +69,6 @@ def rollup(pid):
     return {"pss": out.get("Pss", 0.0), "private": out.get("Private_Clean", 0.0) + out.get("Private_Dirty", 0.0)}
 
 
-def children(pid):
-    kids = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return sorted(set(kids))
 
 
 def hit(job):
@@ -128,12 +119,12 @@ def settled(server, workers, quiet=2.0, timeout=30.0):
     """The worker pids once there are ``workers`` of them and none changed for ``quiet`` s (a refork
     round in progress replaces one slot after the other)."""
     deadline = time.monotonic() + timeout
-    kids, since = children(server.pid), time.monotonic()
+    kids, since = sorted(common.children(server.pid)), time.monotonic()
     while len(kids) != workers or time.monotonic() - since < quiet:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{server.name}: expected {workers} settled workers, found {kids}")
         time.sleep(0.2)
-        now = children(server.pid)
+        now = sorted(common.children(server.pid))
         if now != kids:
             kids, since = now, time.monotonic()
     return kids

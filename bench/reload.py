@@ -35,33 +35,16 @@ import time
 
 try:
     from bench import common
+    from bench._harness import pid_alive
 except ImportError:  # python bench/reload.py
     import common
+    from _harness import pid_alive
 
 N = 4
 
 
-def children(pid):
-    kids = set()
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids.update(int(x) for x in f.read().split())
-        except OSError:
-            pass
-    return kids
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def start_prefork(app, extra=(), env=None):
@@ -90,11 +73,11 @@ def prefork_reload_done(server, hup_at, timeout=60.0):
 
 
 def gunicorn_reload_done(server, hup_at, timeout=60.0):
-    old = children(server.pid)
+    old = common.children(server.pid)
     os.kill(server.pid, signal.SIGHUP)
     while time.monotonic() - hup_at < timeout:
-        now = children(server.pid)
-        if len(now) == N and not (now & old) and not any(alive(p) for p in old):
+        now = common.children(server.pid)
+        if len(now) == N and not (now & old) and not any(pid_alive(p) for p in old):
             return time.monotonic() - hup_at
         time.sleep(0.005)
     raise TimeoutError("gunicorn: old workers still there")
