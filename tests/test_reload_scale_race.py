@@ -49,7 +49,8 @@ def test_reload_racing_a_scale_down_and_up_of_one_slot_reloads_it_and_leaves_one
             c.signal(signal.SIGTTIN)
             time.sleep(0.05)
         storm_end = time.monotonic()
-        wait_until(lambda: _settled(c), timeout=25, message="3 slots, one process each, no reload running")
+        # retiring workers under load drain until their port is quiet, up to half of graceful_timeout (15 s)
+        wait_until(lambda: _settled(c), timeout=60, message="3 slots, one process each, no reload running")
         # A worker of the flapping slot that was still booting got BOOTING_STOP_TIMEOUT: look past it.
         time.sleep(max(0.0, storm_end + BOOTING_STOP_TIMEOUT + 1.0 - time.monotonic()))
         settled = _settled(c)
