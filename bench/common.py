@@ -200,11 +200,12 @@ def python_server(name, script_args, ports, env=None):
     return Server(name, [sys.executable] + list(script_args), ports, env=env)
 
 
-_NGINX_CONF = """\
+_NGINX_MAIN = """\
 worker_processes %(workers)d;
 daemon off;
 pid %(dir)s/nginx.pid;
 error_log stderr warn;
+%(user)s
 events { worker_connections 4096; }
 http {
     access_log off;
@@ -213,6 +214,11 @@ http {
     fastcgi_temp_path %(dir)s/fastcgi;
     uwsgi_temp_path %(dir)s/uwsgi;
     scgi_temp_path %(dir)s/scgi;
+%(http)s
+}
+"""
+
+_NGINX_PROXY = """\
     upstream app {
 %(servers)s
         keepalive 64;
@@ -224,9 +230,13 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
-    }
-}
-"""
+    }"""
+
+
+def nginx_conf(workers, conf_dir, http, user=""):
+    """A whole nginx.conf for a bench nginx in ``conf_dir`` (its pid and temp files there): ``http`` is
+    what goes inside the http {} block; ``user`` e.g. "user root;"."""
+    return _NGINX_MAIN % {"workers": workers, "dir": conf_dir, "http": http, "user": user}
 
 
 def nginx_path():
@@ -247,8 +257,7 @@ def nginx_server(name, upstream_ports, workers=1, host=HOST):
     servers = "\n".join(f"        server {host}:{p};" for p in upstream_ports)
     conf = os.path.join(conf_dir, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(_NGINX_CONF % {"workers": workers, "dir": conf_dir, "servers": servers,
-                               "host": host, "port": port})
+        f.write(nginx_conf(workers, conf_dir, _NGINX_PROXY % {"servers": servers, "host": host, "port": port}))
     srv = Server(name, [binary, "-p", conf_dir, "-c", conf], [port])
     srv.cleanup_dirs.append(conf_dir)
     return srv

@@ -50,25 +50,6 @@ APP = "bench.apps:mixed"
 CONTENDERS = ("nginx", "nginx-rr", "haproxy", "haproxy-rr", "gunicorn-sync", "gunicorn-gthread")
 EXAMPLES = os.path.join(common.REPO_ROOT, "examples")
 
-_NGINX_MAIN = """\
-worker_processes %(workers)d;
-daemon off;
-pid %(dir)s/nginx.pid;
-error_log stderr warn;
-%(user)s
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
-%(site)s
-}
-"""
-
-
 def _example(name):
     with open(os.path.join(EXAMPLES, name)) as f:
         return f.read()
@@ -102,8 +83,7 @@ def nginx_front(name, upstream_file, workers, round_robin=False):
         site = _substitute(site, r"\n *zone prefork_app 64k;", "")
     conf = os.path.join(conf_dir, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(_NGINX_MAIN % {"workers": workers, "dir": conf_dir, "site": site,
-                               "user": "user root;" if os.geteuid() == 0 else ""})
+        f.write(common.nginx_conf(workers, conf_dir, site, user="user root;" if os.geteuid() == 0 else ""))
     srv = common.Server(name, [binary, "-p", conf_dir, "-c", conf], [port])
     srv.cleanup_dirs.append(conf_dir)
     return srv

@@ -53,24 +53,10 @@ APPS = {
 }
 
 _NGINX_200 = """\
-worker_processes %(workers)d;
-daemon off;
-pid %(dir)s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    fastcgi_temp_path %(dir)s/fastcgi;
-    uwsgi_temp_path %(dir)s/uwsgi;
-    scgi_temp_path %(dir)s/scgi;
     server {
         listen 127.0.0.1:%(port)d;
         location / { default_type text/plain; return 200 "Hello, world!\\n"; }
-    }
-}
-"""
+    }"""
 
 
 def _tool(name):
@@ -120,7 +106,7 @@ def start(contender, n, app):
         os.chmod(conf_dir, 0o755)
         conf = os.path.join(conf_dir, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(_NGINX_200 % {"workers": n, "dir": conf_dir, "port": port})
+            f.write(common.nginx_conf(n, conf_dir, _NGINX_200 % {"port": port}))
         srv = common.Server("nginx-200", [common.nginx_path(), "-p", conf_dir, "-c", conf], [port])
         srv.cleanup_dirs.append(conf_dir)
         return [srv], [port]
@@ -135,7 +121,7 @@ def tree(pid):
     while todo:
         p = todo.pop()
         out.append(p)
-        todo.extend(cpu_per_request.children(p))
+        todo.extend(common.children(p))
     return out
 
 
