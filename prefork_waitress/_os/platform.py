@@ -120,6 +120,17 @@ def unblock_signals(signums: Iterable[int]) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted)
 
 
+def receive_some(sock: socket.socket, size: int) -> Optional[bytes]:
+    """What a non-blocking socket has, up to ``size`` bytes: None if nothing yet, b"" at its end
+    (EOF or an error: either way the peer is gone)."""
+    try:
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 def move_to_lowest_fd(sock: socket.socket) -> socket.socket:
     """The same socket on the lowest free descriptor (the original is closed).
 

@@ -21,6 +21,7 @@ from .._core.handle import MasterHandle
 from .._core.lifecycle import State
 from .._os.activation import claim_inherited
 from .._os.handoff import owns_paths, predecessor_pid
+from .._os.platform import receive_some
 from ..errors import CommandError, StartError
 from .control_client import ControlError, request
 
@@ -289,12 +290,9 @@ class ControlServer:
         return lambda _sock: self._readable(client)
 
     def _readable(self, client: _Client) -> None:
-        try:
-            data = client.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = receive_some(client.sock, 65536)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._close(client)
             return

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._core.handle import MasterHandle
 from .._core.slots import bind_socket
+from .._os.platform import receive_some
 
 __all__ = ["HttpServer", "Reply", "Route", "response"]
 
@@ -154,12 +155,9 @@ class HttpServer:
             self._close(conn)
 
     def _readable(self, conn: _Connection) -> None:
-        try:
-            data = conn.sock.recv(MAX_REQUEST_BYTES)
-        except (BlockingIOError, InterruptedError):
+        data = receive_some(conn.sock, MAX_REQUEST_BYTES)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._close(conn)
             return
