@@ -38,3 +38,18 @@ def children_of(pid):
             if int(fields[1]) == pid:
                 found[int(entry)] = fields[0]
     return found
+
+
+def threads_of(pid):
+    """The thread ids of a process, its main thread (tid == pid) first."""
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    return sorted(tids, key=lambda tid: tid != pid)
+
+
+def signal_thread(pid, tid, signum):
+    """tgkill(2): hand a signal to one thread of a process, as the kernel may do with any kill()."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(234 if os.uname().machine == "x86_64" else 131, pid, tid, signum) != 0:  # SYS_tgkill
+        raise OSError(ctypes.get_errno(), f"tgkill({pid}, {tid}, {signum})")

@@ -24,14 +24,6 @@ CI_FLAGS: list = []  # every fault kind on
 MISSING = [name for name in ("nginx", "haproxy") if not (shutil.which(name) or os.path.exists(f"/usr/sbin/{name}"))]
 
 
-# Known defect, found on the last day of the round: on Python 3.13 a worker forked from a refork template
-# and then recycled (max_requests) does not stop when told to, and the master SIGKILLs it after 10 s; the
-# run reports those kills and the requests nginx had on them. Its own issue; 3.9 and 3.11 pass this run.
-@pytest.mark.xfail(
-    sys.version_info >= (3, 13),
-    reason="3.13: recycled reforked workers do not stop and are SIGKILLed (known defect)",
-    strict=False,
-)
 @pytest.mark.timeout(SECONDS + 180)
 def test_a_minute_of_seeded_chaos_behind_nginx_and_haproxy_finds_no_defect(tmp_path):
     if MISSING:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from conftest import REQUEST_LOST, InThread, LoadLoop, get, pid_alive, port_is_free, wait_until
-from procfs import children_of, stat_fields
+from procfs import children_of, signal_thread, stat_fields, threads_of
 from test_memory import fresh_interpreter_freeze_count
 from test_wedge import frozen
 
@@ -106,6 +106,20 @@ def test_reforked_workers_answer_commands_are_respawned_when_killed_and_die_with
     c.wait_exit()
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=5, message="every worker gone")
     wait_until(lambda: all(port_is_free(p) for p in ready["ports"]), timeout=5, message="ports free")
+
+
+def test_a_reforked_worker_stops_on_sigterm_whichever_of_its_threads_the_kernel_hands_it_to(cluster):
+    """On 3.13 a worker forked from the template's command thread never ran its SIGTERM handler
+    when the signal landed on one of its other threads: the master SIGKILLed it after graceful_timeout."""
+    c, ready, infos = refork_from_slot_0(cluster, workers_count=2)
+    pid = infos[1]["pid"]
+    main, *others = threads_of(pid)
+    assert main == pid and others, "a worker has its command thread besides the loop thread"
+    signal_thread(pid, others[-1], signal.SIGTERM)
+    exited = c.wait_event("worker_exited", 5, where=lambda e: e["info"]["pid"] == pid)  # graceful_timeout is 10 s
+    assert exited["exitcode"] == 0
+    c.wait_event("worker_started", 10, where=lambda e: e["info"]["id"] == 1 and e["info"]["pid"] != pid)
+    assert get(ready["ports"][1])[0] == 200
 
 
 def test_a_reforked_worker_finishes_its_request_on_a_graceful_stop(cluster):

@@ -31,9 +31,6 @@ def rounds(s):
     return [tuple(map(int, match)) for match in ROUND.findall(s.log())]
 
 
-# Intermittent on 3.13 (a reset under load, the same recycled-reforked-worker defect as test_chaos's):
-# rerun, so a steady failure still fails.
-@pytest.mark.flaky(reruns=2)
 def test_two_generations_under_load_the_second_from_a_worker_of_the_first_with_no_failed_request(server, tmp_path):
     sock = tmp_path / "ctl.sock"
     s = server(

@@ -33,6 +33,9 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import InternalServerError
 
+from .idle_calls import TICK as IDLE_TICK
+from .idle_calls import IdleCalls
+
 # A connection with no request in progress is closed once it has been quiet
 # this long during a drain: long enough for a keep-alive client under load to
 # send its next request (answered with Connection: close), short enough to
@@ -347,6 +350,7 @@ class DrainableServer:
         self._accept_until = 0.0
         self._last_busy = 0.0
         self._next_sweep = 0.0
+        self._idle_calls = IdleCalls(self._wake)
 
     @property
     def in_flight(self) -> int:
@@ -368,9 +372,17 @@ class DrainableServer:
             self._last_busy = now
         self._stop_requested = True
         self.server.pw_closing = True
+        self._wake()
+
+    def call_when_idle(self, fn: Callable[[], Any], wait: float) -> Any:
+        """From another thread: run ``fn()`` on the loop thread between two turns with no request
+        queued or running, and return its result; RuntimeError if none comes within ``wait`` s."""
+        return self._idle_calls.call(fn, wait)
+
+    def _wake(self) -> None:
+        # No thunk: a thunk takes the trigger's lock, which a signal
+        # handler interrupting the loop thread could already hold.
         try:
-            # No thunk: a thunk takes the trigger's lock, which a signal
-            # handler interrupting the loop thread could already hold.
             self.server.trigger.pull_trigger()
         except OSError:
             pass
@@ -392,9 +404,13 @@ class DrainableServer:
                 self._drop_stalled(now)
             timeout = DRAIN_TICK if self._stop_requested else adj.asyncore_loop_timeout
             timeout = min(timeout, self._next_sweep - now)  # wake up when a stall is due
+            if self._idle_calls:
+                timeout = min(timeout, IDLE_TICK)  # a request in flight ends without waking the loop
             wasyncore.loop(timeout=timeout, map=self._map, use_poll=adj.asyncore_use_poll, count=1)
             if self._inline is not None and self._inline.queue:
                 self._inline.run_pending()
+            if self._idle_calls and not self.in_flight:
+                self._idle_calls.run()
             if not self._stop_requested:
                 continue
             if self._drain_started is None:

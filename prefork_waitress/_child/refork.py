@@ -2,10 +2,12 @@
 
 The master sends the template :data:`REFORK` with the new slot's facts and,
 as SCM_RIGHTS right behind it, three fds: the slot's listening socket, the
-worker's end of a new Pipe and the memory file of its meter. The template
-forks an intermediate process that forks the new worker and exits at once,
-so the new worker is re-parented to the master (a child subreaper for the
-duration); the template replies with the new worker's pid.
+worker's end of a new Pipe and the memory file of its meter. The command
+thread hands the fork to the loop thread (see :mod:`.idle_calls` for why),
+which, at a turn with no request in flight, forks an intermediate process
+that forks the new worker and exits at once, so the new worker is
+re-parented to the master (a child subreaper for the duration); the
+template replies with the new worker's pid.
 
 With ``gc_freeze`` the template collects and freezes its heap before each
 fork, so neither its own collections nor the new workers' ever traverse
@@ -37,7 +39,7 @@ from .spec import ChildSpec
 
 REFORK = "__refork__"  # the command name; not a valid child_<name>, so no app can shadow it
 FDS = 3  # socket, pipe, meter
-IDLE_WAIT = 2.0  # seconds the template waits for a moment with no request in flight
+IDLE_WAIT = 2.0  # seconds the template waits for a loop turn with no request in flight
 REPARENT_WAIT = 5.0  # seconds the new worker waits for its intermediate parent to exit
 
 # (slot id, port, generation, cpus, max_requests)
@@ -52,40 +54,33 @@ class Template:
         spec: ChildSpec,
         app: Any,
         server: DrainableServer,
-        busy: Callable[[], bool],
         own: Callable[[], List[Any]],
         boot: Callable[[ChildSpec], NoReturn],
     ) -> None:
-        """``busy()``: a request is in flight; ``own()``: this worker's other open objects (access log);
-        ``boot(spec)``: run a worker process (never returns)."""
+        """``own()``: this worker's other open objects (access log); ``boot(spec)``: run a worker
+        process (never returns)."""
         self.spec = spec
         self.app = app
         self.server = server
-        self.busy = busy
         self.own = own
         self.boot = boot
 
     def fork(self, order: Order) -> int:
-        """Receive the fds, fork the new worker once idle; returns its pid."""
+        """Receive the fds, fork the new worker from the loop thread once idle; returns its pid."""
         fds = receive_fds(self.spec.conn.fileno(), FDS)
         try:
-            self._wait_until_idle()
-            if self.spec.freeze:
-                # Garbage out, then freeze what the reforked workers will share: the template's own
-                # collections (before the next fork, too) then traverse, so copy, none of it.
-                freeze_heap()
-            return self._double_fork(order, fds)
+            return int(self.server.call_when_idle(lambda: self._fork(order, fds), IDLE_WAIT))
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _wait_until_idle(self) -> None:
-        """The forking thread is the only one the child keeps: fork when no request holds app locks."""
-        deadline = time.monotonic() + IDLE_WAIT
-        while self.busy():
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"the template was never idle within {IDLE_WAIT:g} s; not forking")
-            time.sleep(0.001)
+    def _fork(self, order: Order, fds: List[int]) -> int:
+        """On the loop thread, with no request in flight (none holds the app's locks at the fork)."""
+        if self.spec.freeze:
+            # Garbage out, then freeze what the reforked workers will share: the template's own
+            # collections (before the next fork, too) then traverse, so copy, none of it.
+            freeze_heap()
+        return self._double_fork(order, fds)
 
     def _double_fork(self, order: Order, fds: List[int]) -> int:
         read_end, write_end = os.pipe()

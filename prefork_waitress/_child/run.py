@@ -284,7 +284,7 @@ def _run(spec: ChildSpec) -> int:
     stop = _install_stop(worker, server, spec)
     requests.on_limit = lambda why: _ask_to_recycle(channel, worker, stop, why)
     retire = lambda: stop(keep_accepting=True)  # noqa: E731
-    template = Template(spec, worker.app, server, lambda: worker.in_flight > 0, lambda: _own_files(requests), run)
+    template = Template(spec, worker.app, server, lambda: _own_files(requests), run)
     commands = threading.Thread(
         target=_serve_commands,
         args=(worker, channel, stop, retire, spec.meter, {REFORK: template.fork}),
