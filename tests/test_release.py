@@ -6,7 +6,7 @@ import signal
 import socket
 
 import pytest
-from clitools import run_cli
+from clitools import ctl, run_cli
 from conftest import get, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -112,3 +112,28 @@ def test_check_config_fails_with_the_import_error(tmp_path):
 def test_check_config_reports_a_bad_option_as_usage(tmp_path):
     done = run_cli("--check-config", "--workers", "zero", "apps:app", cwd=tmp_path)
     assert done.returncode == 2 and "option workers: expected a number" in done.stderr
+
+
+def test_a_link_that_names_nothing_abandons_the_reload_and_the_old_release_serves_on(server, tmp_path):
+    make_release(tmp_path, "r1")
+    point_current(tmp_path, "r1")
+    s = server(
+        *("--workers", "2", "--base-port", "0", "--control-socket", tmp_path / "ctl.sock"),
+        *("--chdir", tmp_path / "current", "--pythonpath", "lib", "relapp:app"),
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    before = s.status(tmp_path / "ctl.sock")
+    ports = before["master"]["ports"]
+    point_current(tmp_path, "r2")  # a deploy that moved the link before unpacking the release
+    reply = ctl(tmp_path / "ctl.sock", "reload")
+    assert reply.returncode != 0 and f"cannot enter {tmp_path / 'current'}" in reply.stderr, reply
+    assert f"reload abandoned: cannot enter {tmp_path / 'current'}" in s.log()
+    assert "rolling reload done" not in s.log()
+    after = s.status(tmp_path / "ctl.sock")
+    assert [w["pid"] for w in after["workers"]] == [w["pid"] for w in before["workers"]], "the old workers serve on"
+    assert answers(ports) == ["r1 data-r1 lib-r1"] * 2
+
+    make_release(tmp_path, "r2")  # the release arrives: the next reload takes it
+    s.signal(signal.SIGHUP)
+    wait_until(lambda: "rolling reload done" in s.log(), timeout=30, message="the reload to finish")
+    assert answers(ports) == ["r2 data-r2 lib-r2"] * 2

@@ -70,12 +70,16 @@ class ReleasePaths:
             log.info("release paths now resolve to %s", ", ".join(resolved))
         return moved
 
-    def reloading(self) -> None:
-        """Master hook: a rolling reload begins; the new workers (and a preload) use the paths as they resolve now."""
+    def preparing_reload(self) -> None:
+        """Master point: a rolling reload begins; the new workers (and a preload) use the paths as they resolve now.
+
+        A link that names nothing (or no directory) abandons the reload, the old workers serving on:
+        new workers started where the old ones are would not be the release asked for.
+        """
         try:
             self.enter()
-        except OSError as exc:  # the link points nowhere: keep serving from where we are
-            log.error("cannot enter %s again (%s); the reload uses the previous release", self.chdir, exc)
+        except OSError as exc:
+            raise OSError(f"cannot enter {self.chdir} ({exc.strerror or exc}): fix the link and reload again") from exc
 
 
 _entered: Optional[ReleasePaths] = None

@@ -75,6 +75,14 @@ class RollingReload:
         )
         self.events.emit("reloading")
         try:
+            self.events.tell("preparing_reload", guarded=False)  # e.g. enter the release a link names now
+        except Exception as exc:  # an operator's mistake (a link to nothing): one line, no traceback
+            message = f"reload abandoned: {exc}; the old workers keep serving"
+            log.error(message, extra={"event": "reload", "result": "failed", "reason": "prepare"})
+            self.pool.counters.reload_failed(message)
+            self._finish(False)
+            return
+        try:
             self.reload_code()
         except Exception as exc:
             log.exception(
