@@ -512,8 +512,8 @@ class Master:
                 why,
                 extra=fields,
             )
-            if reason == "retired":
-                self._pool.close_slot(slot)
+            if slot.retiring:
+                self._pool.close_if_vacant(slot)
             return
         if self._replacer.replacing(slot):
             log.warning(

@@ -181,6 +181,28 @@ def test_scale_down_and_up_while_the_retiring_worker_drains_takes_its_socket_bac
     wait_until(lambda: get(base + 2)[0] == 200, 10, message="slot 2 serving again")
 
 
+def test_a_slot_flapped_twice_while_its_old_worker_drains_keeps_its_socket(cluster):
+    """The second scale-down stops the slot's new worker; the old one, still draining, keeps the slot,
+    so the next scale-up takes it back again on its socket (before: the master closed it and bound a
+    new one: with OS-chosen ports, a new port, and every client of the old one refused)."""
+    c, ready = start(cluster, workers=3, base_port=0)
+    ports, old = ready["ports"], ready["workers"][2]["pid"]
+    slow = {}
+    client = threading.Thread(target=lambda: slow.update(reply=get(ports[2], "/slow?s=4")), daemon=True)
+    client.start()
+    wait_until(lambda: c.order("command", "stats", worker=2)["result"]["2"]["in_flight"] == 1, 5, message="in flight")
+    c.order("scale", 2)
+    assert "error" not in c.order("scale", 3), c.events[-1]
+    new = c.wait_event("worker_started", 10, where=lambda e: e["info"]["id"] == 2 and e["info"]["pid"] != old)
+    c.order("scale", 2)
+    c.wait_event("worker_exited", 10, where=lambda e: e["info"]["pid"] == new["info"]["pid"])
+    assert "error" not in c.order("scale", 3), c.events[-1]
+    assert c.order("status")["result"]["master"]["ports"] == ports
+    client.join(10)
+    assert slow["reply"][0] == 200 and int(slow["reply"][1].split()[0]) == old
+    wait_until(lambda: get(ports[2])[0] == 200, 10, message="slot 2 serving again")
+
+
 def test_scale_past_port_65535_or_the_workers_bound_is_refused_before_anything_is_bound(cluster):
     """Point 8: no wrap-around to low ports, and the same upper bound as the workers option."""
     c, ready = start(cluster, workers=1, base_port=65534)

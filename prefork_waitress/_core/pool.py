@@ -145,9 +145,15 @@ class WorkerPool:
             extra={"event": "retire", "slot": slot.id, "port": slot.port},
         )
         if slot.current is None:
-            self.close_slot(slot)
+            self.close_if_vacant(slot)
         else:
             self.stop_process(slot.current, graceful=True, keep_accepting=True)
+
+    def close_if_vacant(self, slot: Slot) -> None:
+        """A retiring slot's socket closes once none of its processes is left: a worker still draining
+        from before a take-back keeps the slot, so a scale-up takes it back again on the same socket."""
+        if slot.state is SlotState.RETIRING and not any(p.slot is slot for p in self.processes.values()):
+            self.close_slot(slot)
 
     def close_slot(self, slot: Slot) -> None:
         """A retiring slot's worker is gone: close its socket."""
