@@ -4,7 +4,7 @@ Run from the repo root:
     python bench/profile_worker.py [--requests 40000] [--conns 8] [--close] [--app bench.apps:hello]
         [--inline] [--meter] [--py-spy] [--compare DIR,DIR] [--no-profile] [--top 25]
 
-One process runs the worker's real request path (``_child._waitress.DrainableServer``
+One process runs the worker's real request path (``_child._waitress_server.DrainableServer``
 with ``_child.run.WorkerRequests`` on a ``Worker``, pinned to CPU 0 like slot 0),
 wrk loads it from CPU 1, and after exactly ``--requests`` requests the server
 drains and the figures are divided by that count.
@@ -236,6 +236,10 @@ def serve(args, port, sock):
         from prefork_waitress import _waitress
         from prefork_waitress._child import WorkerRequests
 
+    try:
+        from prefork_waitress._child._waitress_server import DrainableServer
+    except ImportError:  # before the server had its own module
+        DrainableServer = _waitress.DrainableServer
     if args.inline:
         _waitress.INLINE_TASKS = True
     os.sched_setaffinity(0, {0})
@@ -259,7 +263,7 @@ def serve(args, port, sock):
 
     worker = Worker(0, port, 0, app)
     requests = WorkerRequests(worker, 0, RequestMeter() if args.meter else None)
-    server = _waitress.DrainableServer(app, sock, requests, {})
+    server = DrainableServer(app, sock, requests, {})
     marks = {}
     finished = requests.request_finished
 

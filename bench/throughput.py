@@ -33,7 +33,7 @@ Contenders for each worker count N:
                      -metrics   metrics_port set (the master serves /metrics)
                      -accesslog access_log= a temporary file (removed at exit)
                      -nofix     a temporary copy of the library without the
-                                _DrainAwareChannel._flush_some/writable
+                                DrainAwareChannel._flush_some/writable
                                 overrides (the I/O-loop spin fix, A/B;
                                 not used with -inline)
                      -inline    a copy with INLINE_TASKS = True: requests
@@ -93,7 +93,7 @@ def is_prefork(contender):
 
 def _cut_spin_fix(text):
     start = text.index("    def _flush_some(self")
-    end = text.index("\ndef _has_pending_bytes")
+    end = text.index("\nclass InlineChannel")
     return text[:start] + "    pass\n\n" + text[end:]
 
 
@@ -108,7 +108,7 @@ def _replace(old, new):
 
 # variant suffix -> (edit of _waitress.py, a check run on the copy)
 PATCHES = {
-    "nofix": (_cut_spin_fix, "from prefork_waitress.{module} import _DrainAwareChannel as C; "
+    "nofix": (_cut_spin_fix, "from prefork_waitress.{module} import DrainAwareChannel as C; "
                              "assert '_flush_some' not in C.__dict__ and 'writable' not in C.__dict__"),
     "inline": (_replace("INLINE_TASKS = False", "INLINE_TASKS = True"),
                "import prefork_waitress.{module} as w; assert w.INLINE_TASKS is True"),

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, NoReturn
 from ._os.output import flush_stdio
 from ._run.paste_reload import IniApp, IniReloader
 from ._run.serve import configure_logging, log_formatter, serve
-from .master import Master
+from .master import Master, handle_of
 from .options import PROGRAM_OPTIONS, as_bool, as_log_level, as_paths, make_settings
 
 __all__ = ["serve_paste", "server_factory"]
@@ -121,7 +121,7 @@ def serve_paste(wsgi_app: Any, global_conf: Mapping[str, Any], **kw: Any) -> Non
         app = IniApp(wsgi_app) if reload else wsgi_app
         master = Master(app, **kw)
         if reload:
-            reloader = IniReloader(master, app, str(ini_path), global_conf, extra_files)
+            reloader = IniReloader(handle_of(master), app, str(ini_path), global_conf, extra_files)
     except (ValueError, TypeError, ImportError) as exc:
         _fail(str(exc))
     if reloader is not None:

@@ -63,4 +63,4 @@ def test_master_rejects_a_non_app_and_bad_options_before_doing_anything():
         Master(42)
     with pytest.raises(ValueError, match="option workers"):
         Master("tests.apps:app", workers=-1)
-    assert Master("x:y", worker_class=Worker).worker_class is Worker
+    assert Master("x:y", worker_class=Worker).settings.worker_class is Worker

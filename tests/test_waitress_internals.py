@@ -14,7 +14,8 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import Task, ThreadedTaskDispatcher, WSGITask
 
-from prefork_waitress._child._waitress import DrainableServer, RequestHooks
+from prefork_waitress._child._waitress import RequestHooks
+from prefork_waitress._child._waitress_server import DrainableServer
 
 both_paths = pytest.mark.parametrize("inline", [False, True], ids=["task-thread", "inline"])
 

@@ -33,7 +33,7 @@ from .._os.adoption import receive_fds
 from .._os.loading import read_until_eof
 from .._os.memory import freeze_heap
 from .._os.output import forget_reopeners
-from ._waitress import DrainableServer
+from ._waitress_server import DrainableServer
 from .meter import RequestMeter
 from .spec import ChildSpec
 

@@ -22,7 +22,8 @@ from .._os.memory import MIB, RssLimit
 from .._os.output import flush_stdio, redirect_stdio
 from ..reloading import NewDataFiles, NewModules
 from ..worker import Worker
-from ._waitress import DrainableServer, RequestFacts, RequestHooks
+from ._waitress import RequestFacts, RequestHooks
+from ._waitress_server import DrainableServer
 from .access_log import AccessLog
 from .refork import REFORK, Template
 from .spec import ChildSpec

@@ -13,7 +13,7 @@ from .loop import Timer
 
 
 class MasterHandle(Protocol):
-    """What an integration may do with the master (``Master`` implements it)."""
+    """What an integration may do with the master (its ``Cluster`` implements it: ``master.handle_of``)."""
 
     settings: Settings
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, NamedTuple, NoReturn, Optional, Sequence, Se
 from .. import __version__
 from .._os import release
 from .._os.loading import FACTORY_SUFFIX, probe
-from ..master import Master
+from ..master import Master, handle_of
 from ..options import OPTIONS, PROGRAM_OPTION_BY_NAME, PROGRAM_OPTIONS, Option, waitress_defaults
 from . import config as _config
 from .config import ConfigError, Given
@@ -254,7 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(exc))
     if runner["check_config"]:
         return check_config(app, master)
-    master.add_listener(paths)  # each reload enters the release the paths name then
+    handle_of(master).add_listener(paths)  # each reload enters the release the paths name then
     if not master.settings.preload:
         problem = probe(app, timeout=master.settings.boot_timeout)
         if problem is not None:

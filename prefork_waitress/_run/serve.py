@@ -19,7 +19,7 @@ from .._os.logformat import JsonFormatter
 from .._os.output import redirect_stdio
 from ..errors import BootError, StartError
 from ..integrations.signals import reopen_output
-from ..master import Master
+from ..master import Master, handle_of
 
 log = logging.getLogger("prefork_waitress")
 
@@ -55,7 +55,7 @@ def serve(master: Master) -> int:
                 return fail(f"cannot open output file {output}: {exc.strerror or exc}", terminal)
         if isinstance(output, str) and master.settings.handle_signals:
             # this program sent its own stdio to the file too: reopen it here as well
-            master.add_signal_handler(signal.SIGUSR1, lambda: reopen_output(master, own_stdio=True))
+            master.add_signal_handler(signal.SIGUSR1, lambda: reopen_output(handle_of(master), own_stdio=True))
         _platform.set_process_name("pw-master")  # workers name themselves pw-slot-N
         master.start()
     except (StartError, BootError, AppImportError) as exc:
