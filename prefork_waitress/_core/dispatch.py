@@ -9,7 +9,7 @@ from .slots import WorkerProcess
 
 log = logging.getLogger("prefork_waitress")
 
-M = TypeVar("M", bound=tuple)  # type: ignore[type-arg]
+M = TypeVar("M", bound=Tuple[Any, ...])  # a message type of _wire.messages (a NamedTuple)
 Handler = Callable[[WorkerProcess, Any], None]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Any, Callable, Iterable, Optional, Type, TypeVar
+from typing import Any, Callable, Iterable, Optional, Tuple, Type, TypeVar
 
 from .._os import handoff
 from .._os.adoption import set_child_subreaper
@@ -33,7 +33,7 @@ log = logging.getLogger("prefork_waitress")
 
 BOOTING_STOP_TIMEOUT = 5.0  # seconds a worker not yet serving may take to leave
 
-M = TypeVar("M", bound=tuple)  # type: ignore[type-arg]
+M = TypeVar("M", bound=Tuple[Any, ...])  # a message type of _wire.messages (a NamedTuple)
 
 
 class ProcessHands(SlotRegistry):
