@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from prefork_waitress._child._waitress import RequestFacts  # noqa: E402
 from prefork_waitress._child.access_log import AccessLog, _Clock, format_line  # noqa: E402
-from prefork_waitress._child.meter import RequestMeter  # noqa: E402
+from prefork_waitress._wire.meter import RequestMeter  # noqa: E402
 
 _START = struct.Struct("d")
 
@@ -46,7 +46,9 @@ class OldClock:
 
 def reference_meter(checkout):
     """The RequestMeter class of another checkout (meter.py imports only the standard library)."""
-    path = os.path.join(checkout, "prefork_waitress", "_child", "meter.py")
+    path = os.path.join(checkout, "prefork_waitress", "_wire", "meter.py")
+    if not os.path.exists(path):  # a checkout from before the wire layer (issue 19)
+        path = os.path.join(checkout, "prefork_waitress", "_child", "meter.py")
     spec = importlib.util.spec_from_file_location("reference_meter", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["reference_meter"] = module  # dataclasses looks the module up

@@ -229,7 +229,7 @@ def serve(args, port, sock):
     try:
         from prefork_waitress._child import _waitress
         from prefork_waitress._child.run import WorkerRequests
-        from prefork_waitress._policies.timeouts import RequestMeter
+        from prefork_waitress._wire.meter import RequestMeter
     except ImportError:  # a checkout from before the layers (issue 9), for --compare
         from prefork_waitress._timeouts import RequestMeter
 

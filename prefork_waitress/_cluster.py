@@ -16,14 +16,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import integrations as _integrations
 from ._boot import load_app, open_slots, preload
-from ._child.meter import RequestCounts, RequestMeter
+from ._child.run import run as run_worker
 from ._core.activity import slot_activity
 from ._core.commands import Callback, CommandChannel, Replies, targets
 from ._core.counters import ClusterCounters
 from ._core.events import Events
 from ._core.lifecycle import State
 from ._core.loop import EventLoop, Timer
-from ._core.pool import Message, WorkerPool
+from ._core.pool import WorkerPool
 from ._core.scaling import check_count
 from ._core.slots import Slot, WorkerInfo, WorkerProcess
 from ._core.states import SlotState
@@ -47,6 +47,8 @@ from ._policies.retiring import Retirements
 from ._policies.rolling import RollingReload
 from ._policies.shutdown import ShutdownDelay
 from ._policies.timeouts import RequestTimeouts
+from ._wire.messages import Draining, Modules, Ready, Recycle, Warm
+from ._wire.meter import RequestCounts, RequestMeter
 from ._worker_events import WorkerEvents
 from .errors import BootError, StartError
 from .integrations.autoreload import CodeReloader
@@ -112,16 +114,23 @@ class Cluster(WorkerEvents):
         self._upgrader = _integrations.attach(self)
 
     def _make_pool(self) -> WorkerPool:
-        pool = WorkerPool(self.settings, self._loop, self._commands, self._child_options, self._master_objects)
+        pool = WorkerPool(
+            self.settings,
+            self._loop,
+            self._commands,
+            self._child_options,
+            self._master_objects,
+            child_main=run_worker,  # _core knows no _child: the master says what a forked worker runs
+        )
         pool.on_spawn = lambda worker: self._timeouts.watch()
         pool.retry_delay = backoff_delay
         pool.on_exit = self._exited
         pool.on_serving = lambda worker: self.emit("worker_started", worker.info())
-        pool.handle("ready", lambda worker, message: self._ready(worker, message[2]), deferred=True)
-        pool.handle("draining", lambda worker, message: self._replacer.released(worker), deferred=True)
-        pool.handle("recycle", lambda worker, message: self._recycler.request(worker, message[2]), deferred=True)
-        pool.handle("warm", lambda worker, message: self._reforker.warm(worker, message[1]), deferred=True)
-        pool.handle("modules", self._adopt_modules)
+        pool.handle(Ready, lambda worker, ready: self._ready(worker, ready.started_at), deferred=True)
+        pool.handle(Draining, lambda worker, draining: self._replacer.released(worker), deferred=True)
+        pool.handle(Recycle, lambda worker, recycle: self._recycler.request(worker, recycle.why), deferred=True)
+        pool.handle(Warm, lambda worker, warm: self._reforker.warm(worker, warm.served), deferred=True)
+        pool.handle(Modules, self._adopt_modules)
         return pool
 
     def _child_options(self) -> Dict[str, Any]:
@@ -135,9 +144,9 @@ class Cluster(WorkerEvents):
     def _master_objects(self) -> List[Any]:
         return list(self._io_handlers) + self._owned
 
-    def _adopt_modules(self, worker: WorkerProcess, message: Message) -> None:
+    def _adopt_modules(self, worker: WorkerProcess, message: Modules) -> None:
         if self._code is not None:
-            self._code.adopt(message[1], message[2])
+            self._code.adopt(message.fresh, message.data_files)
 
     # public state ---------------------------------------------------------
     @property

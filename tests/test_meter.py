@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from prefork_waitress._child.meter import BUCKETS, TEXT_MAX, RequestCounts, RequestMeter
 from prefork_waitress._core.counters import RESTART_REASONS, ClusterCounters, exit_reason
+from prefork_waitress._wire.meter import BUCKETS, TEXT_MAX, RequestCounts, RequestMeter
 
 pytestmark = pytest.mark.timeout(20)
 

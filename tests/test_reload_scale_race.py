@@ -14,7 +14,7 @@ import pytest
 from conftest import LoadLoop, wait_until
 from procfs import children_of
 
-from prefork_waitress._core.pool import BOOTING_STOP_TIMEOUT
+from prefork_waitress._core.processes import BOOTING_STOP_TIMEOUT
 
 SLOW_APP = """
 import time

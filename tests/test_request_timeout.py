@@ -9,8 +9,8 @@ import time
 import pytest
 from conftest import REQUEST_LOST, InThread, get, wait_until
 
-from prefork_waitress._child.meter import _START, RequestMeter
 from prefork_waitress._policies.timeouts import DUMP_SIGNAL, KILL_AFTER_DUMP, RequestTimeouts
+from prefork_waitress._wire.meter import _START, RequestMeter
 
 BODY = """
 RecordingMaster("apps:app", workers=2, base_port=0, request_timeout=1, output={out!r}, graceful_timeout=10).start()

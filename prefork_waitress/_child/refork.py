@@ -1,6 +1,7 @@
 """A warm worker as a template: it forks a new worker for another slot, which the master adopts.
 
-The master sends the template :data:`REFORK` with the new slot's facts and,
+The master sends the template the command :data:`~.._wire.messages.REFORK` with
+a :class:`~.._wire.messages.ReforkOrder` (the new slot's facts) and,
 as SCM_RIGHTS right behind it, three fds: the slot's listening socket, the
 worker's end of a new Pipe and the memory file of its meter. The command
 thread hands the fork to the loop thread (see :mod:`.idle_calls` for why),
@@ -26,24 +27,20 @@ import socket
 import time
 import warnings
 from multiprocessing.connection import Connection
-from typing import Any, Callable, List, NoReturn, Optional, Tuple
+from typing import Any, Callable, List, NoReturn
 
 from .._os import platform as _platform
 from .._os.adoption import receive_fds
 from .._os.loading import read_until_eof
 from .._os.memory import freeze_heap
 from .._os.output import forget_reopeners
+from .._wire.messages import REFORK_FDS, ReforkOrder
+from .._wire.meter import RequestMeter
+from .._wire.spec import ChildSpec
 from ._waitress_server import DrainableServer
-from .meter import RequestMeter
-from .spec import ChildSpec
 
-REFORK = "__refork__"  # the command name; not a valid child_<name>, so no app can shadow it
-FDS = 3  # socket, pipe, meter
 IDLE_WAIT = 2.0  # seconds the template waits for a loop turn with no request in flight
 REPARENT_WAIT = 5.0  # seconds the new worker waits for its intermediate parent to exit
-
-# (slot id, port, generation, cpus, max_requests)
-Order = Tuple[int, int, int, Optional[Tuple[int, ...]], int]
 
 
 class Template:
@@ -65,16 +62,16 @@ class Template:
         self.own = own
         self.boot = boot
 
-    def fork(self, order: Order) -> int:
+    def fork(self, order: ReforkOrder) -> int:
         """Receive the fds, fork the new worker from the loop thread once idle; returns its pid."""
-        fds = receive_fds(self.spec.conn.fileno(), FDS)
+        fds = receive_fds(self.spec.conn.fileno(), REFORK_FDS)
         try:
             return int(self.server.call_when_idle(lambda: self._fork(order, fds), IDLE_WAIT))
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _fork(self, order: Order, fds: List[int]) -> int:
+    def _fork(self, order: ReforkOrder, fds: List[int]) -> int:
         """On the loop thread, with no request in flight (none holds the app's locks at the fork)."""
         if self.spec.freeze:
             # Garbage out, then freeze what the reforked workers will share: the template's own
@@ -82,7 +79,7 @@ class Template:
             freeze_heap()
         return self._double_fork(order, fds)
 
-    def _double_fork(self, order: Order, fds: List[int]) -> int:
+    def _double_fork(self, order: ReforkOrder, fds: List[int]) -> int:
         read_end, write_end = os.pipe()
         # A stop signal the master sends the new worker before it has reset the template's handlers
         # would run the template's stop (the new worker would boot on, deaf to it): hold them pending
@@ -110,12 +107,11 @@ class Template:
             raise OSError("the intermediate process could not fork the new worker")
         return int(answer)
 
-    def _become_worker(self, order: Order, fds: List[int]) -> NoReturn:
+    def _become_worker(self, order: ReforkOrder, fds: List[int]) -> NoReturn:
         """In the new worker: wait to be the master's child, drop the template's fds, boot."""
         try:
             master_pid = self.spec.master_pid
             _wait_for_reparenting(master_pid)
-            slot_id, port, generation, cpus, max_requests = order
             sock_fd, conn_fd, meter_fd = fds
             meter = RequestMeter(meter_fd)
             os.close(meter_fd)
@@ -123,14 +119,14 @@ class Template:
             forget_reopeners()
             spec = dataclasses.replace(
                 self.spec,
-                slot_id=slot_id,
-                port=port,
-                generation=generation,
+                slot_id=order.slot_id,
+                port=order.port,
+                generation=order.generation,
                 sock=socket.socket(fileno=sock_fd),
                 conn=Connection(conn_fd),
                 app=self.app,
-                cpus=cpus,
-                max_requests=max_requests,
+                cpus=order.cpus,
+                max_requests=order.max_requests,
                 meter=meter,
                 inherited=[self.spec.conn, self.spec.sock, *self.own()],
             )

@@ -20,13 +20,14 @@ from .._os.loading import resolve
 from .._os.logformat import set_process_slot
 from .._os.memory import MIB, RssLimit
 from .._os.output import flush_stdio, redirect_stdio
+from .._wire.messages import REFORK, BootFailed, Command, Draining, Modules, Ready, Recycle, Reply, Retire, Warm
+from .._wire.spec import ChildSpec
 from ..reloading import NewDataFiles, NewModules
 from ..worker import Worker
 from ._waitress import RequestFacts, RequestHooks
 from ._waitress_server import DrainableServer
 from .access_log import AccessLog
-from .refork import REFORK, Template
-from .spec import ChildSpec
+from .refork import Template
 
 BEAT_EVERY = 1.0  # the command thread's heartbeat; the I/O loop beats on every turn of its loop
 
@@ -90,7 +91,7 @@ class WorkerRequests(RequestHooks):
         """A refork threshold reached: the master may make this worker a template."""
         self.next_warm = self.warm_at.pop(0) if self.warm_at else 0
         if self.channel is not None:
-            self.channel.send(("warm", served))
+            self.channel.send(Warm(served))
 
     def request_logged(self, facts: RequestFacts, duration: Optional[float]) -> None:
         if self.access_log is not None:
@@ -99,7 +100,7 @@ class WorkerRequests(RequestHooks):
     def stopped_accepting(self) -> None:
         """Tell the master: new connections now go to the other process(es) on the socket."""
         if self.channel is not None:
-            self.channel.send(("draining",))
+            self.channel.send(Draining())
 
 
 class Channel:
@@ -110,6 +111,7 @@ class Channel:
         self.lock = threading.Lock()
 
     def send(self, message: Tuple[Any, ...]) -> bool:
+        """Send one message of :mod:`.._wire.messages`; False if the master is gone."""
         try:
             with self.lock:
                 self.conn.send(message)
@@ -202,38 +204,35 @@ def _serve_commands(
         except Exception as exc:  # an unpicklable message: answer nothing, keep going
             log.error("worker %d: unreadable message from the master: %s", worker.id, exc)
             continue
-        if message[0] == "retire":
+        if isinstance(message, Retire):
             on_retire()
             continue
-        _, seq, name, args, kwargs = message
-        try:
-            run = internal.get(name)
-            result = run(*args) if run is not None else worker.run_command(name, args, kwargs)
-            reply: Tuple[Any, ...] = ("reply", seq, True, result)
-        except BaseException as exc:
-            reply = ("reply", seq, False, _describe_error(exc))
-        if not _send_reply(channel, reply):
+        if not _send_reply(channel, _run_command(worker, internal, message)):
             return
+
+
+def _run_command(worker: Worker, internal: Dict[str, Callable[..., Any]], command: Command) -> Reply:
+    """Run one command (the library's own, or the Worker's ``child_<name>``): its Reply, ok or the error."""
+    try:
+        run = internal.get(command.name)
+        if run is not None:
+            result = run(*command.args)
+        else:
+            result = worker.run_command(command.name, command.args, command.kwargs)
+        return Reply(command.seq, True, result)
+    except BaseException as exc:
+        return Reply(command.seq, False, _describe_error(exc))
 
 
 def _describe_error(exc: BaseException) -> Tuple[str, str, str]:
     return (type(exc).__name__, str(exc), traceback.format_exc())
 
 
-def _send_reply(channel: Channel, reply: Tuple[Any, ...]) -> bool:
+def _send_reply(channel: Channel, reply: Reply) -> bool:
     try:
         pickle.dumps(reply)
     except Exception as exc:
-        reply = (
-            "reply",
-            reply[1],
-            False,
-            (
-                "PicklingError",
-                f"the reply cannot be sent to the master: {exc}",
-                "",
-            ),
-        )
+        reply = Reply(reply.seq, False, ("PicklingError", f"the reply cannot be sent to the master: {exc}", ""))
     return channel.send(reply)
 
 
@@ -254,7 +253,7 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
 def _report_boot_failure(channel: Channel, exc: BaseException) -> None:
     """Tell the master why (it logs the traceback, once per distinct error); log here if it is gone."""
     message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    if not channel.send(("boot_failed", message, traceback.format_exc())):
+    if not channel.send(BootFailed(message, traceback.format_exc())):
         log.error("worker failed to start: %s", message, exc_info=True)
 
 
@@ -293,7 +292,7 @@ def _run(spec: ChildSpec) -> int:
         daemon=True,
     )
     commands.start()
-    channel.send(("ready", worker.pid, worker.started_at))
+    channel.send(Ready(worker.pid, worker.started_at))
     if spec.report_modules:
         requests.after_request = _module_reporter(channel)
         requests.after_request()
@@ -318,7 +317,7 @@ def _module_reporter(channel: Channel) -> Callable[[], None]:
     def report() -> None:
         fresh = new_modules.since_last()
         if fresh:
-            channel.send(("modules", fresh, new_data_files.since_last()))
+            channel.send(Modules(fresh, new_data_files.since_last()))
 
     return report
 
@@ -344,7 +343,7 @@ def _ask_to_recycle(channel: Channel, worker: Worker, stop: Callable[[], None], 
     Until then this worker keeps serving, so the slot is never without one;
     the master recycles one slot at a time. Without a master, just stop.
     """
-    if not channel.send(("recycle", worker.requests_served, why)):
+    if not channel.send(Recycle(worker.requests_served, why)):
         stop()
 
 

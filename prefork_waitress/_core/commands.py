@@ -1,7 +1,7 @@
 """Commands to workers: requests with ids, replies matched by id, deadlines on loop timers.
 
-A command goes to each chosen worker as ``("command", seq, name, args, {})``;
-the worker answers ``("reply", seq, ok, payload)`` on its Pipe, which the
+A command goes to each chosen worker as a :class:`~.._wire.messages.Command`;
+the worker answers a :class:`~.._wire.messages.Reply` on its Pipe, which the
 pool's message table hands to :meth:`CommandChannel.reply`. A request is
 complete when every worker answered, exited or missed the deadline; its
 callback then runs from the loop (never inside whatever read the reply).
@@ -15,6 +15,7 @@ import time
 from multiprocessing.connection import wait
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from .._wire.messages import Command
 from ..errors import CommandError
 from .loop import EventLoop, Timer
 from .outbox import RETRY_FIRST, OutboxFull
@@ -83,7 +84,7 @@ class CommandChannel:
             return
         seq = next(self._seq)
         try:
-            queued = process.outbox.send(("command", seq, name, args, {}), fds)
+            queued = process.outbox.send(Command(seq, name, args, {}), fds)
         except OutboxFull as exc:
             request.results[slot.id] = _error(
                 f"worker {slot.id} is not reading its commands ({exc}); it may be frozen or stuck "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Optional, Tuple
 
-from .._child.meter import RequestCounts
+from .._wire.meter import RequestCounts
 
 __all__ = ["RESTART_REASONS", "ClusterCounters", "exit_reason"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
-from .._child.meter import RequestCounts
+from .._wire.meter import RequestCounts
 from ..options import Settings
 from .commands import Callback, Replies
 from .counters import ClusterCounters

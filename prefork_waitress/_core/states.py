@@ -1,10 +1,10 @@
 """The states of a slot and of a worker process, and the transitions each may take.
 
-The tables below are the whole state machine: :class:`~.pool.WorkerPool` (the
-registry) is the one writer of ``slot.state`` and ``worker.state``, and every move
+The tables below are the whole state machine: :class:`~.registry.SlotRegistry` (the
+pool's base) is the one writer of ``slot.state`` and ``worker.state``, and every move
 goes through :func:`move`, which refuses a move the table does not list
 (:class:`IllegalTransition`). A new state goes in its Enum and its row here; the
-pool method that enters it is the only place that may.
+registry method that enters it is the only place that may.
 
 Worker process::
 

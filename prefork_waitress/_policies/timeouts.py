@@ -1,6 +1,6 @@
 """request_timeout: a worker whose request runs too long is replaced.
 
-The clock: each worker process has a :class:`~.._child.meter.RequestMeter`
+The clock: each worker process has a :class:`~.._wire.meter.RequestMeter`
 (shared memory, written by its task thread) holding ``time.monotonic()`` at
 the start of the request it is running, or 0.0 when it is idle.
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 from .._core.handle import MasterHandle
 from .._core.loop import Timer
@@ -79,7 +79,7 @@ class CodeReloader:
             if timer is not None:
                 timer.cancel()
 
-    def adopt(self, modules: Dict[str, Optional[str]], data_files: List[str]) -> None:
+    def adopt(self, modules: Mapping[str, Optional[str]], data_files: List[str]) -> None:
         """A worker reports what it imported (at boot, after requests): watch the app's part."""
         added = self.project.adopt(modules) + self.project.add_data_files(data_files)
         if added and self.watcher is not None:

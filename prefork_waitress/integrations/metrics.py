@@ -17,13 +17,13 @@ import platform
 import time
 from typing import Any, Dict, List
 
-from .._child.meter import BUCKETS, RequestCounts
 from .._core.counters import RESTART_REASONS
 from .._core.handle import MasterHandle
 from .._core.lifecycle import State
 from .._os.activation import claim_inherited
 from .._os.handoff import predecessor_pid
 from .._os.memory import resident_bytes
+from .._wire.meter import BUCKETS, RequestCounts
 from . import exposition
 from .http_server import HttpServer, Reply
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from typing import Any, Dict
 
-from .._child.meter import BUCKETS, RequestCounts
 from .._core.handle import MasterHandle
 from .._os.memory import resident_bytes
+from .._wire.meter import BUCKETS, RequestCounts
 
 __all__ = ["top_snapshot"]
 
