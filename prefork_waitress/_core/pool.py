@@ -294,7 +294,7 @@ class WorkerPool:
                     obj.close()
             raise
         child_conn.close()
-        worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later)
+        worker = WorkerProcess(slot, generation, process, parent_conn, self.loop)
         if self._start_process is None:
             worker.sentinel = exit_sentinel(worker.pid, process.sentinel)
         return self._add(worker, options.get("meter"))
@@ -348,9 +348,7 @@ class WorkerPool:
                 meter.close()
                 done(None, str(exc))
                 return
-            worker = WorkerProcess(
-                slot, generation, process, parent_conn, self.loop.call_later, template.pid, refork_generation
-            )
+            worker = WorkerProcess(slot, generation, process, parent_conn, self.loop, template.pid, refork_generation)
             done(self._add(worker, meter), "")
 
         self._reforking += handed  # a worker the master forks meanwhile must not keep them
@@ -412,6 +410,7 @@ class WorkerPool:
             message = worker.conn.recv()
         except (EOFError, OSError):
             self.loop.remove_reader(worker.conn)
+            worker.outbox.close()
             worker.conn.close()
             return
         entry = self.handlers.get(message[0])
