@@ -75,6 +75,7 @@ class Cluster(WorkerEvents):
         self._loop = EventLoop()
         self._commands = CommandChannel(self._loop)
         self._io_handlers: Dict[Any, Callable[[Any], None]] = {}
+        self._write_handlers: Dict[Any, Callable[[Any], None]] = {}
         self._owned: List[Any] = []  # other master-only objects a worker must close
         self._events = Events(owner, self._loop.guarded)
         self._state = State.NEW
@@ -142,7 +143,7 @@ class Cluster(WorkerEvents):
         }
 
     def _master_objects(self) -> List[Any]:
-        return list(self._io_handlers) + self._owned
+        return list(self._io_handlers) + list(self._write_handlers) + self._owned
 
     def _adopt_modules(self, worker: WorkerProcess, message: Modules) -> None:
         if self._code is not None:
@@ -223,6 +224,15 @@ class Cluster(WorkerEvents):
     def remove_io_handler(self, fileobj: Any) -> None:
         self._io_handlers.pop(fileobj, None)
         self._loop.remove_reader(fileobj)
+
+    def add_write_handler(self, fileobj: Any, callback: Callable[[Any], None]) -> None:
+        """Run ``callback(fileobj)`` in the master loop whenever ``fileobj`` is writable (remove it when done)."""
+        self._write_handlers[fileobj] = callback
+        self._loop.add_writer(fileobj, callback)
+
+    def remove_write_handler(self, fileobj: Any) -> None:
+        self._write_handlers.pop(fileobj, None)
+        self._loop.remove_writer(fileobj)
 
     def add_signal_handler(self, signum: int, callback: Callable[[], None]) -> None:
         """Run ``callback()`` in the master loop when ``signum`` arrives (replaces the default)."""

@@ -152,6 +152,15 @@ class Master:
         """Stop watching ``fileobj`` (added by :meth:`add_io_handler`)."""
         self.__cluster.remove_io_handler(fileobj)
 
+    def add_write_handler(self, fileobj: Any, callback: Callable[[Any], None]) -> None:
+        """Run ``callback(fileobj)`` in the master loop whenever ``fileobj`` is writable; remove it once
+        nothing waits to be written, or it runs every turn."""
+        self.__cluster.add_write_handler(fileobj, callback)
+
+    def remove_write_handler(self, fileobj: Any) -> None:
+        """Stop watching ``fileobj`` for room (added by :meth:`add_write_handler`)."""
+        self.__cluster.remove_write_handler(fileobj)
+
     def add_signal_handler(self, signum: int, callback: Callable[[], None]) -> None:
         """Run ``callback()`` in the master loop when ``signum`` arrives (replaces the default)."""
         self.__cluster.add_signal_handler(signum, callback)

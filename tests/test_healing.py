@@ -19,13 +19,13 @@ from conftest import ENV, free_ports, get, wait_until
 STARVING = """
 from support import StarvingMaster
 StarvingMaster({app!r}, workers={workers}, base_port={base_port}, worker_class=apps.TestWorker,
-               control_socket="ctl.sock", graceful_timeout=5).start()
+               control_socket="ctl.sock", graceful_timeout=5{extra}).start()
 emit("exited")
 """
 
 
-def start(cluster, app="apps:app", workers=2, base_port=0):
-    c = cluster(STARVING.format(app=app, workers=workers, base_port=base_port))
+def start(cluster, app="apps:app", workers=2, base_port=0, extra=""):
+    c = cluster(STARVING.format(app=app, workers=workers, base_port=base_port, extra=extra))
     return c, c.ready()
 
 
@@ -138,6 +138,25 @@ def _session_alive(pgid):
     except ProcessLookupError:
         return False
     return True
+
+
+def test_emfile_on_metrics_accept_backs_off_like_the_control_socket(cluster):
+    """The metrics/health server shares the control socket's accept back-off: a probe it cannot accept does
+    not spin the master, and is answered once fds are back."""
+    metrics_port = free_ports(1)
+    c, ready = start(cluster, extra=f", metrics_port={metrics_port}")
+    c.order("starve")
+    pending = socket.create_connection(("127.0.0.1", metrics_port), timeout=10)
+    try:
+        cpu, began = _cpu_seconds(c.proc.pid), time.monotonic()
+        wait_until(lambda: time.monotonic() - began >= 2.0, 5, message="2 s of EMFILE")  # the measured window
+        assert _cpu_seconds(c.proc.pid) - cpu < 0.5
+        assert 1 <= c.log().count("accept failed") <= 4
+        c.order("feed")
+        pending.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert pending.recv(65536).startswith(b"HTTP/1.1 ")  # answered
+    finally:
+        pending.close()
 
 
 def _cpu_seconds(pid):

@@ -26,7 +26,9 @@ CONTROL = {
     "command",
     "command_async",
     "add_io_handler",
+    "add_write_handler",
     "remove_io_handler",
+    "remove_write_handler",
     "add_signal_handler",
     "call_later",
 }

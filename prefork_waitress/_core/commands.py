@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import selectors
 import time
-from multiprocessing.connection import wait
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._wire.messages import Command
 from ..errors import CommandError
 from .loop import EventLoop, Timer
-from .outbox import RETRY_FIRST, OutboxFull
+from .outbox import OutboxFull
 from .slots import Slot, WorkerProcess
 
 log = logging.getLogger("prefork_waitress")
@@ -160,29 +160,37 @@ class CommandChannel:
             if remaining <= 0:
                 self.expire(request)
                 break
-            by_object: Dict[Any, WorkerProcess] = {}
-            for process in request.pending.values():
-                remaining = min(remaining, _flush_while_waiting(process))
-                by_object[process.sentinel] = process
-                if not process.conn.closed:
-                    by_object[process.conn] = process
-            for obj in wait(list(by_object), remaining):
-                process = by_object[obj]
-                if obj is process.conn and not process.conn.closed:
-                    receive(process)
-                elif obj is process.sentinel:
+            with selectors.PollSelector() as selector:  # its commands may wait in the outbox: wait to write them too
+                for process in request.pending.values():
+                    _register(selector, process)
+                ready = selector.select(remaining)
+            for key, events in ready:
+                process = key.data
+                if key.fd == process.sentinel:  # it exited
                     _read_all(process, receive)
                     self.worker_exited(process)
+                    continue
+                if events & selectors.EVENT_WRITE:
+                    _flush(process)
+                if events & selectors.EVENT_READ and not process.conn.closed:
+                    receive(process)
         return request.replies()
 
 
-def _flush_while_waiting(process: WorkerProcess) -> float:
-    """A blocking wait runs no timers: push the worker's queued commands itself; how soon to look again."""
+def _register(selector: selectors.BaseSelector, process: WorkerProcess) -> None:
+    """Watch the worker's sentinel, and its Pipe for replies (and for room, while commands wait to go)."""
+    selector.register(process.sentinel, selectors.EVENT_READ, process)
+    if not process.conn.closed:
+        writing = selectors.EVENT_WRITE if _flush(process) is False else 0
+        selector.register(process.conn, selectors.EVENT_READ | writing, process)
+
+
+def _flush(process: WorkerProcess) -> Optional[bool]:
+    """A blocking wait runs no loop: write the worker's queued commands itself (None: its Pipe is gone)."""
     try:
-        done = process.outbox.flush()
+        return process.outbox.flush()
     except OSError:
-        return 1.0
-    return 1.0 if done else RETRY_FIRST
+        return None
 
 
 def _read_all(process: WorkerProcess, receive: Callable[[WorkerProcess], None]) -> None:

@@ -1,7 +1,7 @@
-"""The master's single-threaded event loop: readable objects, timers, signals.
+"""The master's single-threaded event loop: readable and writable objects, timers, signals.
 
-Everything waits in one :func:`multiprocessing.connection.wait` call whose
-timeout is the next timer deadline, so an idle master sleeps in the kernel.
+Everything waits in one :func:`select.poll` call whose timeout is the next
+timer deadline, so an idle master sleeps in the kernel.
 Signals arrive through :func:`signal.set_wakeup_fd` and their callbacks run
 in the loop, never inside the signal handler.
 """
@@ -12,10 +12,11 @@ import errno
 import heapq
 import itertools
 import logging
+import math
+import select
 import signal
 import socket
 import time
-from multiprocessing.connection import wait
 from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -30,6 +31,9 @@ Callback = Callable[[], None]
 WAIT_FAILURES = (errno.EINVAL, errno.EMFILE, errno.ENFILE, errno.ENOMEM)
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
+_READ = select.POLLIN | select.POLLPRI
+_WRITE = select.POLLOUT
+_GONE = select.POLLHUP | select.POLLERR  # both sides' callbacks learn it from their recv/send
 
 
 def _ignore_signal(signum: int, frame: Optional[FrameType]) -> None:
@@ -51,10 +55,11 @@ class Timer:
 
 
 class EventLoop:
-    """Dispatches readable objects, due timers and received signals."""
+    """Dispatches readable and writable objects, due timers and received signals."""
 
     def __init__(self) -> None:
         self._readers: Dict[Any, Callable[[Any], None]] = {}
+        self._writers: Dict[Any, Callable[[Any], None]] = {}
         self._timers: List[Tuple[float, int, Timer]] = []
         self._counter = itertools.count()
         self._signal_callbacks: Dict[int, Callback] = {}
@@ -76,6 +81,20 @@ class EventLoop:
 
     def readers(self) -> List[Any]:
         return list(self._readers)
+
+    # writable objects -------------------------------------------------
+    def add_writer(self, obj: Any, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(obj)`` whenever ``obj`` is writable (a connect done, room in its buffer).
+
+        Level-triggered: remove it once nothing waits to be written, or it runs every turn.
+        """
+        self._writers[obj] = callback
+
+    def remove_writer(self, obj: Any) -> None:
+        self._writers.pop(obj, None)
+
+    def writers(self) -> List[Any]:
+        return list(self._writers)
 
     # timers -------------------------------------------------------------
     def call_at(self, deadline: float, callback: Callback) -> Timer:
@@ -160,32 +179,72 @@ class EventLoop:
     def run_once(self) -> None:
         """Wait for the next event(s) and dispatch them."""
         timeout = self._next_timeout()
+        watched = self._watched()
         try:
-            ready = wait(list(self._readers), timeout) if self._readers else []
+            readable, writable = self._poll(watched, timeout) if watched else ([], [])
         except OSError as exc:
             if exc.errno not in WAIT_FAILURES:
                 raise
-            ready = self._wait_failed(exc, timeout)
+            readable, writable = self._wait_failed(exc, timeout), []
         else:
             if self._failing_since is not None:
                 log.info("the loop waits again (after %.1f s)", time.monotonic() - self._failing_since)
                 self._failing_since = None
                 self._retry_in = RETRY_FIRST
-        if not self._readers and timeout is not None:
+        if not watched and timeout is not None:
             time.sleep(timeout)
         # Signals first: a stop request must win over a respawn of the same turn.
-        if self._wakeup_r is not None and self._wakeup_r in ready:
+        if self._wakeup_r is not None and self._wakeup_r in readable:
             self._read_signals(self._wakeup_r)
-        for obj in ready:
-            if obj is self._wakeup_r:
-                continue
-            callback = self._readers.get(obj)
-            if callback is not None:
-                self.guarded(callback, obj)
+        for ready, callbacks in ((readable, self._readers), (writable, self._writers)):
+            for obj in ready:
+                callback = callbacks.get(obj)  # looked up now: an earlier callback may have removed it
+                if callback is not None and obj is not self._wakeup_r:
+                    self.guarded(callback, obj)
         soon, self._soon = self._soon, []
         for deferred in soon:
             self.guarded(deferred)
         self._run_due_timers()
+
+    def _watched(self) -> Dict[int, Tuple[List[Any], List[Any]]]:
+        """fd -> (its readers, its writers); an object already closed is dropped with a warning, so it
+        can neither stop the poll (fd -1) nor be reported ready every turn."""
+        watched: Dict[int, Tuple[List[Any], List[Any]]] = {}
+        for index, objects in enumerate((self._readers, self._writers)):
+            for obj in list(objects):
+                fd = _fileno(obj)
+                if fd < 0:
+                    self._forget(obj, "closed")
+                    continue
+                watched.setdefault(fd, ([], []))[index].append(obj)
+        return watched
+
+    def _poll(
+        self, watched: Dict[int, Tuple[List[Any], List[Any]]], timeout: Optional[float]
+    ) -> Tuple[List[Any], List[Any]]:
+        poller = select.poll()
+        for fd, (readers, writers) in watched.items():
+            poller.register(fd, (_READ if readers else 0) | (_WRITE if writers else 0))
+        # Rounded up: a timer due in 0.4 ms must not make a 0 ms poll spin until it is due.
+        events = poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+        readable: List[Any] = []
+        writable: List[Any] = []
+        for fd, mask in events:
+            readers, writers = watched[fd]
+            if mask & select.POLLNVAL:  # closed under us without being removed
+                for obj in readers + writers:
+                    self._forget(obj, "not open")
+                continue
+            if mask & (_READ | _GONE):
+                readable.extend(readers)
+            if mask & (_WRITE | _GONE):
+                writable.extend(writers)
+        return readable, writable
+
+    def _forget(self, obj: Any, why: str) -> None:
+        if self._readers.pop(obj, None) is not None or self._writers.pop(obj, None) is not None:
+            self._writers.pop(obj, None)
+            log.warning("the loop stops watching %r: its descriptor is %s (closed without being removed)", obj, why)
 
     def _wait_failed(self, exc: OSError, timeout: Optional[float]) -> List[Any]:
         """poll() refused (an fd limit lowered below the fds watched, memory): log once, back off, retry.
@@ -198,7 +257,7 @@ class EventLoop:
             log.error(
                 "the loop cannot wait on its %d fds (%s; fd limit %s): retrying with backoff, "
                 "the workers keep serving; restore the limit (`prlimit --nofile`) if it was lowered",
-                len(self._readers),
+                len(self._readers) + len(self._writers),
                 exc.strerror or exc,
                 fd_limit_text(),
             )
@@ -214,3 +273,13 @@ class EventLoop:
             callback(*args)
         except Exception:
             log.exception("error in master callback %r", callback)
+
+
+def _fileno(obj: Any) -> int:
+    """The fd of ``obj`` (an int or anything with fileno()), -1 once it is closed."""
+    if isinstance(obj, int):
+        return obj
+    try:
+        return int(obj.fileno())
+    except (OSError, ValueError):  # a closed Connection raises, a closed socket says -1
+        return -1

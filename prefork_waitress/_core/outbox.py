@@ -4,7 +4,8 @@
 worker stops reading its commands (frozen, deadlocked command thread). An
 :class:`Outbox` writes the same frames (``multiprocessing``'s 4-byte length
 and pickle) with ``MSG_DONTWAIT``, keeps what the socket did not take, and
-retries on a master timer; past its bound it refuses at once. A message
+writes it when the master loop sees the pipe writable again; past its bound
+it refuses at once. A message
 may carry file descriptors: they follow its frame as one byte with
 ``SCM_RIGHTS`` (the worker reads them right after the message).
 """
@@ -16,13 +17,12 @@ import socket
 import struct
 from collections import deque
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Deque, List, Optional, Sequence, Union
+from typing import Any, Callable, Deque, List, Optional, Protocol, Sequence, Union
 
 from .._os.adoption import send_fds
 
 MAX_MESSAGES = 64
 MAX_BYTES = 256 * 1024
-RETRY_FIRST, RETRY_CAP = 0.01, 0.2
 _LENGTH = struct.Struct("!i")
 
 
@@ -44,28 +44,29 @@ class _Fds:
 _Item = Union[memoryview, _Fds]
 
 
+class Writers(Protocol):
+    """What the outbox needs of the loop (EventLoop has it)."""
+
+    def add_writer(self, obj: Any, callback: Callable[[Any], None]) -> None: ...
+
+    def remove_writer(self, obj: Any) -> None: ...
+
+
 class OutboxFull(Exception):
     """The worker has not read what was sent to it; nothing more is queued."""
 
 
 class Outbox:
-    """Non-blocking, ordered sends to one worker; ``call_later(delay, fn)`` retries what waits."""
+    """Non-blocking, ordered sends to one worker; what waits goes once ``loop`` sees the pipe writable."""
 
-    def __init__(
-        self,
-        conn: Any,
-        call_later: Callable[[float, Callable[[], None]], Any],
-        max_messages: int = MAX_MESSAGES,
-        max_bytes: int = MAX_BYTES,
-    ) -> None:
+    def __init__(self, conn: Any, loop: Writers, max_messages: int = MAX_MESSAGES, max_bytes: int = MAX_BYTES) -> None:
         self.conn = conn
-        self.call_later = call_later
+        self.loop = loop
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self._queue: Deque[_Item] = deque()
         self._queued_bytes = 0
-        self._timer: Any = None
-        self._retry = RETRY_FIRST
+        self._watching = False  # registered as a writer of the loop
 
     @property
     def waiting(self) -> int:
@@ -121,14 +122,12 @@ class Outbox:
                 self._queue[0] = head[sent:]
                 return False
             self._queue.popleft()
-        self._retry = RETRY_FIRST
+        self._unwatch()
         return True
 
     def close(self) -> None:
-        """The worker is gone: drop what waits, stop retrying."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """The worker is gone: drop what waits, stop watching its pipe."""
+        self._unwatch()
         while self._queue:
             self._drop(0)
         self._queued_bytes = 0
@@ -143,22 +142,20 @@ class Outbox:
     def _enqueue(self, data: _Item) -> None:
         self._queue.append(data)
         self._queued_bytes += len(data)
-        self._arm()
+        if not self._watching:
+            self._watching = True
+            self.loop.add_writer(self.conn, self._writable)
 
-    def _arm(self) -> None:
-        if self._timer is None:
-            self._timer = self.call_later(self._retry, self._retry_flush)
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            self.loop.remove_writer(self.conn)
 
-    def _retry_flush(self) -> None:
-        self._timer = None
+    def _writable(self, _conn: Any) -> None:
         try:
-            done = self.flush()
+            self.flush()
         except OSError:
             self.close()
-            return
-        if not done:
-            self._retry = min(RETRY_CAP, self._retry * 2)
-            self._arm()
 
     def _write(self, data: memoryview) -> int:
         sock = self._socket()

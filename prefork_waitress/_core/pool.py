@@ -108,7 +108,7 @@ class WorkerPool(ProcessHands):
                     obj.close()
             raise
         child_conn.close()
-        worker = WorkerProcess(slot, generation, process, parent_conn, self.loop.call_later)
+        worker = WorkerProcess(slot, generation, process, parent_conn, self.loop)
         if self._start_process is None:
             worker.sentinel = exit_sentinel(worker.pid, process.sentinel)
         return self._add(worker, options.get("meter"))
@@ -159,9 +159,7 @@ class WorkerPool(ProcessHands):
                 meter.close()
                 done(None, str(exc))
                 return
-            worker = WorkerProcess(
-                slot, generation, process, parent_conn, self.loop.call_later, template.pid, refork_generation
-            )
+            worker = WorkerProcess(slot, generation, process, parent_conn, self.loop, template.pid, refork_generation)
             done(self._add(worker, meter), "")
 
         self._reforking += handed  # a worker the master forks meanwhile must not keep them

@@ -70,6 +70,7 @@ class ProcessHands(SlotRegistry):
             message = worker.conn.recv()
         except (EOFError, OSError):
             self.loop.remove_reader(worker.conn)
+            worker.outbox.close()
             worker.conn.close()
             return
         self.messages.dispatch(worker, message)

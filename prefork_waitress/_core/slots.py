@@ -9,12 +9,12 @@ import socket
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from .._os.adoption import AdoptedProcess
 from ..errors import StartError
 from .loop import Timer
-from .outbox import Outbox
+from .outbox import Outbox, Writers
 from .states import SlotState, WorkerState
 
 
@@ -43,7 +43,7 @@ class WorkerProcess:
         generation: int,
         process: Union[BaseProcess, AdoptedProcess],
         conn: Connection,
-        call_later: Callable[[float, Callable[[], None]], Any],
+        loop: Writers,
         reforked_from: Optional[int] = None,
         refork_generation: int = 0,
     ) -> None:
@@ -53,7 +53,7 @@ class WorkerProcess:
         self.generation = generation
         self.process = process
         self.conn = conn
-        self.outbox = Outbox(conn, call_later)  # commands go here, never straight to conn (it may block)
+        self.outbox = Outbox(conn, loop)  # commands go here, never straight to conn (it may block)
         self.pid: int = process.pid or 0
         self.sentinel: int = process.sentinel
         self.forked_at = time.monotonic()

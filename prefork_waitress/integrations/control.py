@@ -9,21 +9,19 @@ blocking on a client; :func:`request` is the client ``prefork-waitress ctl`` use
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import stat
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 from .._core.handle import MasterHandle
 from .._core.lifecycle import State
 from .._os.activation import claim_inherited
 from .._os.handoff import owns_paths, predecessor_pid
-from .._os.platform import receive_some
-from ..errors import CommandError, StartError
-from .control_client import ControlError, request
+from ..errors import StartError
+from ._connection import Connection, ConnectionServer
+from .control_client import ControlError, decode_request, encode, jsonable_replies, request
 
 __all__ = ["ControlError", "ControlServer", "request", "jsonable_replies"]
 
@@ -35,35 +33,22 @@ BACKLOG = 64  # a burst of connections waits in the kernel while the loop is bus
 IDLE_TIMEOUT = 60.0
 HEAD_TIMEOUT = 5.0  # seconds a new connection has to send its first complete request line
 SEND_TIMEOUT = 10.0
-SEND_RETRY = 0.05
 MAX_COMMAND_TIMEOUT = 60.0
 STATS_TIMEOUT = 1.0
 MAX_LINES_PER_TURN = 16  # lines of one client handled per loop turn, so no client holds the loop
-MAX_DIGITS = 30  # longer numbers in a request are refused (no slot id, count or timeout is that long)
-ACCEPT_BACKOFF_START, ACCEPT_BACKOFF_CAP = 0.05, 1.0
-ACCEPT_LOG_INTERVAL = 1.0
 PENDING = object()  # a handler's result when the reply comes later (reload)
 Reply = Callable[[Optional[str], Any], None]  # a deferred action's answer: (error or None, result)
 
 
-class _Client:
-    """One accepted connection: its buffers, timers and whether a reply is outstanding."""
+class _Client(Connection):
+    """One accepted connection and whether a reply is outstanding (a request line is its head)."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.inbuf = b""
-        self.outbuf = b""
+    def __init__(self, server: ConnectionServer, sock: socket.socket) -> None:
+        super().__init__(server, sock)
         self.waiting = False  # a reload reply is outstanding; later lines wait
         self.keep_open = False  # asked to stop: kept open until the master is gone (EOF = stopped)
-        self.close_when_sent = False
-        self.closed = False
-        self.paused = False  # not read while its unhandled lines exceed MAX_LINE
         self.continuing = False  # the rest of its lines are scheduled for the next loop turn
-        self.requested = False  # it has sent a complete request line
         self.idle_timer: Any = None
-        self.head_timer: Any = None
-        self.send_timer: Any = None
-        self.send_deadline: Optional[float] = None
 
     @property
     def idle(self) -> bool:
@@ -80,20 +65,23 @@ class _ReloadWaiter:
         self.begun = False
 
 
-class ControlServer:
+class ControlServer(ConnectionServer):
     """Master listener serving the control socket in the master's loop."""
 
+    label = "control socket"
+    max_connections = accepts_per_turn = MAX_CLIENTS
+    max_buffer = MAX_LINE
+    head_timeout = HEAD_TIMEOUT
+    send_timeout = SEND_TIMEOUT
+    refusal = encode({"ok": False, "error": f"too many control connections (max {MAX_CLIENTS})"})
+    eviction = encode({"ok": False, "error": f"closed: {MAX_CLIENTS} control connections are open and a new one came"})
+
     def __init__(self, master: MasterHandle, path: str) -> None:
-        self.master = master
+        super().__init__(master)
         self.path = path
-        self.sock: Optional[socket.socket] = None
-        self.clients: List[_Client] = []
         self.reload_waiters: List[_ReloadWaiter] = []
         self._inode: Optional[int] = None
         self._deferred = False
-        self._accept_backoff = 0.0
-        self._accept_logged_at = float("-inf")
-        self._accept_errors_unlogged = 0
         self.actions: Dict[str, Callable[[_Client, Dict[str, Any]], Any]] = {
             "status": self._do_status,
             "reload": self._do_reload,
@@ -128,20 +116,18 @@ class ControlServer:
         sock = _inherited(self.path)  # an upgrade: the old master's socket, same file, same queue
         if sock is None:
             sock = self._bind()
-        sock.setblocking(False)
+        self.listen_on(sock)
         self._inode = os.stat(self.path).st_ino
-        self.sock = sock
-        self.master.own(sock)
         self._deferred = predecessor_pid() is not None  # an upgrade's new master: the old one answers for now
         if not self._deferred:
-            self.master.add_io_handler(sock, self._accept)
+            self.start_accepting()
             log.info("control socket listening on %s", self.path)
 
     def when_ready(self) -> None:
         """A new master (upgrade) answers on the old master's socket once it has taken over."""
         if self._deferred and self.sock is not None:
             self._deferred = False
-            self.master.add_io_handler(self.sock, self._accept)
+            self.start_accepting()
             log.info("control socket %s: answering from now on (taken over from the old master)", self.path)
 
     def _bind(self) -> socket.socket:
@@ -160,10 +146,8 @@ class ControlServer:
 
     def upgraded(self, ok: bool) -> None:
         """A new master took over the (shared) socket: new connections are its own from now on."""
-        if ok and self.sock is not None:
-            self.master.remove_io_handler(self.sock)
-            self.sock.close()
-            self.sock = None
+        if ok:
+            self.let_go()
 
     def reloading(self) -> None:
         for waiter in self.reload_waiters:
@@ -186,12 +170,9 @@ class ControlServer:
 
     def stopped(self) -> None:
         """Close every connection (a waiting ``ctl stop`` sees EOF) and remove the socket file."""
-        for client in list(self.clients):
-            self._close(client)
+        self.close_connections()
         if self.sock is not None:
-            self.master.remove_io_handler(self.sock)
-            self.sock.close()
-            self.sock = None
+            self.let_go()
             try:  # not after an upgrade handed it over, nor in a new master that never took over
                 if owns_paths() and os.stat(self.path).st_ino == self._inode:
                     os.unlink(self.path)
@@ -218,87 +199,29 @@ class ControlServer:
         raise StartError(f"control socket {self.path} is in use by a running master; stop it first")
 
     # connections ----------------------------------------------------------
-    def _accept(self, sock: Any) -> None:
-        for _ in range(MAX_CLIENTS):
-            try:
-                conn, _ = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._accept_failed(exc)
-                return
-            self._accept_backoff = 0.0
-            conn.setblocking(False)
-            if len(self.clients) >= MAX_CLIENTS and not self._evict():
-                try:
-                    conn.send(_encode({"ok": False, "error": f"too many control connections (max {MAX_CLIENTS})"}))
-                except OSError:
-                    pass
-                conn.close()
-                continue
-            client = _Client(conn)
-            self.clients.append(client)
-            self.master.add_io_handler(conn, self._reader_for(client))
-            self._arm_idle(client)
-            client.head_timer = self.master.call_later(HEAD_TIMEOUT, self._head_deadline_for(client))
+    def connection(self, sock: socket.socket) -> Connection:
+        return _Client(self, sock)
 
-    def _evict(self) -> bool:
-        """Full: close the oldest idle client, one that never sent a request first; False if all are busy."""
-        idle = [client for client in self.clients if client.idle]
-        never = [client for client in idle if not client.requested]
-        if not idle:
-            return False
-        self._drop((never or idle)[0], f"closed: {MAX_CLIENTS} control connections are open and a new one came")
-        return True
+    def opened(self, conn: Connection) -> None:
+        self._arm_idle(_client(conn))
 
-    def _head_deadline_for(self, client: _Client) -> Callable[[], None]:
-        return lambda: self._head_timed_out(client)
+    def victim(self) -> Optional[Connection]:
+        """Full: the oldest idle client, one that never sent a request first; None if all are busy."""
+        idle = [client for client in self.connections if _client(client).idle]
+        never = [client for client in idle if not client.headed]
+        return (never or idle)[0] if idle else None
 
-    def _head_timed_out(self, client: _Client) -> None:
-        if not client.requested and client.idle:
-            self._drop(client, f"no request line within {HEAD_TIMEOUT:g} s")
+    def head_timed_out(self, conn: Connection) -> None:
+        if _client(conn).idle:
+            conn.close(encode({"ok": False, "error": f"no request line within {HEAD_TIMEOUT:g} s"}))
 
-    def _drop(self, client: _Client, error: str) -> None:
-        """Say why in one line if the socket takes it now, and close at once."""
-        try:
-            client.sock.send(_encode({"ok": False, "error": error}))
-        except OSError:
-            pass
-        self._close(client)
+    def closed(self, conn: Connection) -> None:
+        self.reload_waiters = [w for w in self.reload_waiters if w.client is not conn]
 
-    def _accept_failed(self, exc: OSError) -> None:
-        """EMFILE and the like: stop watching the socket for a growing while, log at most once a second."""
-        self._accept_backoff = min(ACCEPT_BACKOFF_CAP, max(ACCEPT_BACKOFF_START, self._accept_backoff * 2))
-        now = time.monotonic()
-        if now - self._accept_logged_at >= ACCEPT_LOG_INTERVAL:
-            also = (
-                f" ({self._accept_errors_unlogged} more since the last report)" if self._accept_errors_unlogged else ""
-            )
-            log.warning("control socket: accept failed: %s%s; retrying in %.2f s", exc, also, self._accept_backoff)
-            self._accept_logged_at, self._accept_errors_unlogged = now, 0
-        else:
-            self._accept_errors_unlogged += 1
-        if self.sock is not None:
-            self.master.remove_io_handler(self.sock)
-            self.master.call_later(self._accept_backoff, self._resume_accepting)
-
-    def _resume_accepting(self) -> None:
-        if self.sock is not None:
-            self.master.add_io_handler(self.sock, self._accept)
-
-    def _reader_for(self, client: _Client) -> Callable[[Any], None]:
-        return lambda _sock: self._readable(client)
-
-    def _readable(self, client: _Client) -> None:
-        data = receive_some(client.sock, 65536)
-        if data is None:
-            return
-        if not data:
-            self._close(client)
-            return
-        client.inbuf += data
+    def received(self, conn: Connection) -> None:
+        client = _client(conn)
         self._arm_idle(client)
-        if client.waiting and len(client.inbuf) > MAX_LINE:
+        if client.waiting and client.overflowing:
             self._fail(client, f"more than {MAX_LINE} bytes sent while a reply is pending")
             return
         if not client.continuing:  # else the next turn goes on with its lines
@@ -321,21 +244,17 @@ class ControlServer:
                 break
             client.inbuf = rest
             if line.strip():
-                client.requested = True
+                client.headed = True
                 handled += 1
                 self._handle(client, line)
         self._pause_or_resume(client)
 
     def _pause_or_resume(self, client: _Client) -> None:
         """Stop reading a client whose unhandled lines pile up; read it again once they are handled."""
-        backlog = len(client.inbuf) > MAX_LINE and client.continuing
-        if client.closed or backlog == client.paused:
-            return
-        client.paused = backlog
-        if backlog:
-            self.master.remove_io_handler(client.sock)
+        if client.overflowing and client.continuing:
+            client.pause()
         else:
-            self.master.add_io_handler(client.sock, self._reader_for(client))
+            client.resume()
 
     def _handle(self, client: _Client, line: bytes) -> None:
         try:
@@ -425,71 +344,30 @@ class ControlServer:
     # replies and closing --------------------------------------------------
     def _answer(self, client: _Client, reply: Dict[str, Any]) -> None:
         was_waiting, client.waiting = client.waiting, False
-        self._send(client, _encode(reply))
+        client.send(encode(reply))
         if was_waiting and client.inbuf and not client.closed and not client.continuing:
             client.continuing = True  # lines that came while a reload was pending; later, so
             self.master.call_later(0, lambda: self._process(client))  # no action runs inside a hook
 
     def _fail(self, client: _Client, error: str) -> None:
         """Malformed input: reply with the error, then close the connection."""
-        client.close_when_sent = True
-        self._send(client, _encode({"ok": False, "error": error}))
-
-    def _send(self, client: _Client, data: bytes) -> None:
-        if client.closed:
-            return
-        client.outbuf += data
-        self._flush(client)
-
-    def _flush(self, client: _Client) -> None:
-        """Send what the socket takes now; retry on a timer, give up on a client that never reads."""
-        client.send_timer = None
-        while client.outbuf:
-            try:
-                sent = client.sock.send(client.outbuf)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self._close(client)
-                return
-            client.outbuf = client.outbuf[sent:]
-        if not client.outbuf:
-            client.send_deadline = None
-            if client.close_when_sent:
-                self._close(client)
-            return
-        now = time.monotonic()
-        if client.send_deadline is None:
-            client.send_deadline = now + SEND_TIMEOUT
-        if now > client.send_deadline:
-            log.warning("control socket: a client did not read its reply within %g s; closing it", SEND_TIMEOUT)
-            self._close(client)
-            return
-        client.send_timer = self.master.call_later(SEND_RETRY, lambda: self._flush(client))
+        client.finish(encode({"ok": False, "error": error}))
 
     def _arm_idle(self, client: _Client) -> None:
         if client.idle_timer is not None:
             client.idle_timer.cancel()
-        client.idle_timer = self.master.call_later(IDLE_TIMEOUT, lambda: self._idle(client))
+        client.idle_timer = client.call_later(IDLE_TIMEOUT, lambda: self._idle(client))
 
     def _idle(self, client: _Client) -> None:
         if client.waiting or client.keep_open:
             self._arm_idle(client)
         else:
-            self._close(client)
+            client.close()
 
-    def _close(self, client: _Client) -> None:
-        if client.closed:
-            return
-        client.closed = True
-        for timer in (client.idle_timer, client.head_timer, client.send_timer):
-            if timer is not None:
-                timer.cancel()
-        self.reload_waiters = [w for w in self.reload_waiters if w.client is not client]
-        self.master.remove_io_handler(client.sock)
-        client.sock.close()
-        if client in self.clients:
-            self.clients.remove(client)
+
+def _client(conn: Connection) -> _Client:
+    assert isinstance(conn, _Client)
+    return conn
 
 
 def _inherited(path: str) -> Optional[socket.socket]:
@@ -510,39 +388,3 @@ def _with_stats(status: Dict[str, Any], stats: Dict[int, Any]) -> Dict[str, Any]
         for key in ("requests_served", "in_flight", "rss"):
             worker[key] = reply.get(key)
     return status
-
-
-def jsonable_replies(replies: Dict[int, Any]) -> Dict[str, Any]:
-    """Replies by slot id as JSON shows them (slot ids as strings)."""
-    return {str(slot): jsonable(reply) for slot, reply in replies.items()}
-
-
-def jsonable(reply: Any) -> Any:
-    """A worker's reply as JSON shows it: a CommandError becomes {"error": ..., "type": ...}."""
-    return reply.as_json() if isinstance(reply, CommandError) else reply
-
-
-def _encode(message: Dict[str, Any]) -> bytes:
-    try:
-        return (json.dumps(message, default=repr) + "\n").encode("utf-8")
-    except (ValueError, RecursionError) as exc:  # e.g. a worker's reply nested too deeply for JSON
-        return (json.dumps({"ok": False, "error": f"the reply cannot be sent as JSON: {exc}"}) + "\n").encode()
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_DIGITS:
-        raise ValueError(f"a number with more than {MAX_DIGITS} digits")
-    return int(text)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def decode_request(line: bytes) -> Any:
-    """Parse one request line: UTF-8 JSON, no NaN/Infinity, no absurdly long number.
-
-    Raises ValueError (or RecursionError for nesting too deep to parse) for
-    anything else, so the caller replies with an error and closes.
-    """
-    return json.loads(line.decode("utf-8"), parse_int=_bounded_int, parse_constant=_no_constant)

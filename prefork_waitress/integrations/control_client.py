@@ -1,4 +1,7 @@
-"""The control socket's client side: one JSON line out, one back (what ``prefork-waitress ctl`` uses)."""
+"""The control socket's wire (JSON lines, never pickle) and its client side: one line out, one back.
+
+:func:`request` is what ``prefork-waitress ctl`` uses; the codec below is shared with the server.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,11 @@ import json
 import socket
 from typing import Any, Dict, Optional
 
-__all__ = ["ControlError", "request"]
+from ..errors import CommandError
+
+__all__ = ["ControlError", "request", "decode_request", "encode", "jsonable", "jsonable_replies"]
+
+MAX_DIGITS = 30  # longer numbers in a request are refused (no slot id, count or timeout is that long)
 
 
 class ControlError(Exception):
@@ -60,3 +67,40 @@ def _wait_for_eof(sock: socket.socket, path: str, timeout: Optional[float]) -> N
         raise ControlError(f"the master on {path} is still stopping after {timeout} s") from None
     except OSError:
         pass
+
+
+def encode(message: Dict[str, Any]) -> bytes:
+    """One reply line; a reply JSON cannot carry becomes an error reply."""
+    try:
+        return (json.dumps(message, default=repr) + "\n").encode("utf-8")
+    except (ValueError, RecursionError) as exc:  # e.g. a worker's reply nested too deeply for JSON
+        return (json.dumps({"ok": False, "error": f"the reply cannot be sent as JSON: {exc}"}) + "\n").encode()
+
+
+def jsonable_replies(replies: Dict[int, Any]) -> Dict[str, Any]:
+    """Replies by slot id as JSON shows them (slot ids as strings)."""
+    return {str(slot): jsonable(reply) for slot, reply in replies.items()}
+
+
+def jsonable(reply: Any) -> Any:
+    """A worker's reply as JSON shows it: a CommandError becomes {"error": ..., "type": ...}."""
+    return reply.as_json() if isinstance(reply, CommandError) else reply
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"a number with more than {MAX_DIGITS} digits")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def decode_request(line: bytes) -> Any:
+    """Parse one request line: UTF-8 JSON, no NaN/Infinity, no absurdly long number.
+
+    Raises ValueError (or RecursionError for nesting too deep to parse) for
+    anything else, so the caller replies with an error and closes.
+    """
+    return json.loads(line.decode("utf-8"), parse_int=_bounded_int, parse_constant=_no_constant)

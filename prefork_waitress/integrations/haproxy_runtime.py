@@ -3,22 +3,20 @@
 One command per connection, as HAProxy's non-interactive mode expects: connect,
 send the line, read until HAProxy closes. Commands run one after the other, in
 the order given, each with a deadline; nothing here ever blocks the loop (a
-connect in progress is finished from a timer, replies are read from an io
-handler).
+connect in progress is finished once the loop sees the socket writable,
+replies are read from an io handler).
 """
 
 from __future__ import annotations
 
 import collections
 import errno
-import select
 import socket
 from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple
 
 __all__ = ["RuntimeClient", "parse_address", "reply_error", "servers_state", "server_sessions", "backend_algorithm"]
 
 Reply = Callable[[Optional[str], Optional[str]], None]  # (reply, error): one of them is None
-CONNECT_POLL = 0.005
 COMMAND_TIMEOUT = 5.0
 
 
@@ -30,6 +28,10 @@ class Loop(Protocol):
     def add_io_handler(self, fileobj: Any, callback: Callable[[Any], None]) -> None: ...
 
     def remove_io_handler(self, fileobj: Any) -> None: ...
+
+    def add_write_handler(self, fileobj: Any, callback: Callable[[Any], None]) -> None: ...
+
+    def remove_write_handler(self, fileobj: Any) -> None: ...
 
 
 def parse_address(address: str) -> Tuple[int, Any]:
@@ -105,7 +107,6 @@ class _Call:
         self.sock: Optional[socket.socket] = None
         self.received: List[bytes] = []
         self.deadline: Any = None
-        self.poll: Any = None
 
 
 class RuntimeClient:
@@ -149,18 +150,15 @@ class RuntimeClient:
         if code in (0, errno.EISCONN):
             self._send(call)
         elif code in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
-            call.poll = self.loop.call_later(CONNECT_POLL, lambda: self._connecting(call))
+            self.loop.add_write_handler(call.sock, lambda sock: self._connected(call))
         else:
             self._fail(call, f"cannot connect to {self.address}: {errno.errorcode.get(code, code)}")
 
-    def _connecting(self, call: _Call) -> None:
+    def _connected(self, call: _Call) -> None:
+        """The connect in progress ended (writable): sent the command, or failed."""
         if call is not self.current or call.sock is None:
             return
-        poller = select.poll()
-        poller.register(call.sock, select.POLLOUT)
-        if not poller.poll(0):
-            call.poll = self.loop.call_later(CONNECT_POLL, lambda: self._connecting(call))
-            return
+        self.loop.remove_write_handler(call.sock)
         code = call.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             self._fail(call, f"cannot connect to {self.address}: {errno.errorcode.get(code, code)}")
@@ -205,10 +203,10 @@ class RuntimeClient:
             self._next()
 
     def _dispose(self, call: _Call) -> None:
-        for timer in (call.deadline, call.poll):
-            if timer is not None:
-                timer.cancel()
+        if call.deadline is not None:
+            call.deadline.cancel()
         if call.sock is not None:
+            self.loop.remove_write_handler(call.sock)
             self.loop.remove_io_handler(call.sock)
             call.sock.close()
             call.sock = None
