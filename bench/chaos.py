@@ -46,8 +46,8 @@ STALL_LIMIT = 10.0  # seconds with no request answered: a stuck cluster (a SIGST
 FD_SLACK = 4  # the master's fds may differ this much between two settled moments (a control client, a scrape)
 KILL_GRACE = 0.5  # a request sent this soon after a SIGKILL may still reach the killed worker's connection
 # HAProxy drops the servers added at run time when it reloads (its documented behaviour) and the master puts
-# them back within WATCH_INTERVAL (README's bound); the slack covers HAProxy's own start and the commands
-RELOAD_GAP = WATCH_INTERVAL + 1.5
+# them back within WATCH_INTERVAL (README's bound); the slack covers HAProxy's start, the commands, a busy box
+RELOAD_GAP = WATCH_INTERVAL + 3.0
 NO_SERVER = "No server is available"
 FAULTS = (
     "kill",
