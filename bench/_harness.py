@@ -20,6 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASTER_SCRIPT = r"""
 import json, logging, os, sys, time
 sys.path.insert(0, sys.argv[1])
+if os.environ.get("PREFORK_TRACEMALLOC"):
+    from bench import tracemalloc_hook
+    tracemalloc_hook.start(os.environ["PREFORK_TRACEMALLOC"])
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
 from prefork_waitress import Master
 

@@ -46,8 +46,8 @@ STALL_LIMIT = 10.0  # seconds with no request answered: a stuck cluster (a SIGST
 FD_SLACK = 4  # the master's fds may differ this much between two settled moments (a control client, a scrape)
 KILL_GRACE = 0.5  # a request sent this soon after a SIGKILL may still reach the killed worker's connection
 # HAProxy drops the servers added at run time when it reloads (its documented behaviour) and the master puts
-# them back within WATCH_INTERVAL (README's bound); the slack covers HAProxy's own start and the commands
-RELOAD_GAP = WATCH_INTERVAL + 1.5
+# them back within WATCH_INTERVAL (README's bound); the slack covers HAProxy's start, the commands, a busy box
+RELOAD_GAP = WATCH_INTERVAL + 3.0
 NO_SERVER = "No server is available"
 FAULTS = (
     "kill",
@@ -645,6 +645,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         default=True,
         help="a metrics scrape or control request refused while idle connections are open is a defect",
     )
+    parser.add_argument("--faults", help="only these kinds, comma-separated: which drives a trend")
     parser.add_argument("--json", help="write the report here as JSON")
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else 60.0 * (args.minutes if args.minutes is not None else 10.0)
@@ -652,6 +653,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     kinds = [k for k in FAULTS if (k != "fd_dip" or args.fd_dips) and (k != "haproxy_reload" or args.haproxy_reloads)]
     if not args.full_log:
         kinds.remove("full_log")
+    if args.faults:
+        wanted = args.faults.split(",")
+        unknown = sorted(set(wanted) - set(FAULTS))
+        if unknown:
+            parser.error(f"--faults: unknown kinds {unknown}; known: {', '.join(FAULTS)}")
+        kinds = [k for k in kinds if k in wanted]
     plan = schedule(seed, seconds, kinds)
     print(f"chaos: seed {seed}, {seconds:g} s, {len(plan)} faults of {', '.join(kinds)}", flush=True)
     workdir = tempfile.mkdtemp(prefix="prefork-chaos-")

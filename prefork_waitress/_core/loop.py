@@ -34,6 +34,13 @@ RETRY_MAX = 1.0
 _READ = select.POLLIN | select.POLLPRI
 _WRITE = select.POLLOUT
 _GONE = select.POLLHUP | select.POLLERR  # both sides' callbacks learn it from their recv/send
+# The timer heap is rebuilt without its cancelled timers once it holds this many, or twice as many as the
+# last rebuild kept: a cancelled timer (a worker's boot or stop deadline) would else stay until its deadline.
+COMPACT_AT = 64
+
+
+def _cancelled_callback() -> None:
+    """What a cancelled timer holds instead of its callback, so the objects that one referred to can go."""
 
 
 def _ignore_signal(signum: int, frame: Optional[FrameType]) -> None:
@@ -52,6 +59,7 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = _cancelled_callback  # drop the closure (and the worker it holds) now, not at the deadline
 
 
 class EventLoop:
@@ -62,6 +70,7 @@ class EventLoop:
         self._writers: Dict[Any, Callable[[Any], None]] = {}
         self._timers: List[Tuple[float, int, Timer]] = []
         self._counter = itertools.count()
+        self._compact_at = COMPACT_AT
         self._signal_callbacks: Dict[int, Callback] = {}
         self._previous_handlers: Dict[int, Any] = {}
         self._wakeup_r: Optional[socket.socket] = None
@@ -101,7 +110,15 @@ class EventLoop:
         """Run ``callback`` once ``time.monotonic()`` reaches ``deadline``."""
         timer = Timer(deadline, callback)
         heapq.heappush(self._timers, (deadline, next(self._counter), timer))
+        if len(self._timers) >= self._compact_at:
+            self._compact()
         return timer
+
+    def _compact(self) -> None:
+        """Drop the cancelled timers from the heap (amortised: the next rebuild waits for twice as many)."""
+        self._timers = [entry for entry in self._timers if not entry[2].cancelled]
+        heapq.heapify(self._timers)
+        self._compact_at = max(COMPACT_AT, 2 * len(self._timers))
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
         return self.call_at(time.monotonic() + delay, callback)

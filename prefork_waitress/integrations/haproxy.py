@@ -42,7 +42,7 @@ SERVER_SETTINGS = "check inter 2s"  # plus "maxconn N" (haproxy_maxconn)
 LEAST_BUSY = ("leastconn", "first")  # the algorithms that never pick a busy worker while another idles
 DRAIN_POLL = 0.05
 RETRY_START, RETRY_CAP = 0.5, 15.0
-WATCH_INTERVAL = 2.0  # the bound on how long a reloaded HAProxy runs without this master's servers
+WATCH_INTERVAL = 0.5  # the bound on how long a reloaded HAProxy runs without this master's servers
 Command = Callable[[Optional[str]], None]  # called with the error, or None
 
 
