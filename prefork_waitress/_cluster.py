@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import os
 import socket
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import integrations as _integrations
 from ._boot import load_app, open_slots, preload
@@ -22,11 +22,12 @@ from ._core.commands import Callback, CommandChannel, Replies, targets
 from ._core.counters import ClusterCounters
 from ._core.events import Events
 from ._core.lifecycle import State
-from ._core.loop import EventLoop, Timer
+from ._core.loop import EventLoop
 from ._core.pool import WorkerPool
 from ._core.scaling import check_count
 from ._core.slots import Slot, WorkerInfo, WorkerProcess
 from ._core.states import SlotState
+from ._loop_handlers import LoopHandlers
 from ._os.handoff import sockets_shared
 from ._os.limits import (
     StopRequested,
@@ -60,7 +61,7 @@ from .worker import Worker
 log = logging.getLogger("prefork_waitress")
 
 
-class Cluster(WorkerEvents):
+class Cluster(WorkerEvents, LoopHandlers):
     """Everything of one master but its hooks: ``owner`` (the Master) gets the hooks' calls."""
 
     def __init__(self, owner: Any, app: Any, settings: Settings) -> None:
@@ -74,9 +75,7 @@ class Cluster(WorkerEvents):
         self._worker_class = self.settings.worker_class or Worker
         self._loop = EventLoop()
         self._commands = CommandChannel(self._loop)
-        self._io_handlers: Dict[Any, Callable[[Any], None]] = {}
-        self._write_handlers: Dict[Any, Callable[[Any], None]] = {}
-        self._owned: List[Any] = []  # other master-only objects a worker must close
+        self._init_handlers()
         self._events = Events(owner, self._loop.guarded)
         self._state = State.NEW
         self._boot_error: Optional[str] = None
@@ -141,9 +140,6 @@ class Cluster(WorkerEvents):
             "meter": RequestMeter(),  # request_timeout's clock and the metrics' counts
             "report_modules": self.settings.reload,
         }
-
-    def _master_objects(self) -> List[Any]:
-        return list(self._io_handlers) + list(self._write_handlers) + self._owned
 
     def _adopt_modules(self, worker: WorkerProcess, message: Modules) -> None:
         if self._code is not None:
@@ -214,38 +210,6 @@ class Cluster(WorkerEvents):
         self._events.add(listener)
 
     # control --------------------------------------------------------------
-    def add_io_handler(self, fileobj: Any, callback: Callable[[Any], None]) -> None:
-        """Run ``callback(fileobj)`` in the master loop whenever ``fileobj`` is readable."""
-        if not (isinstance(fileobj, int) or hasattr(fileobj, "fileno")):
-            raise TypeError(f"add_io_handler: {fileobj!r} has no fileno()")
-        self._io_handlers[fileobj] = callback
-        self._loop.add_reader(fileobj, callback)
-
-    def remove_io_handler(self, fileobj: Any) -> None:
-        self._io_handlers.pop(fileobj, None)
-        self._loop.remove_reader(fileobj)
-
-    def add_write_handler(self, fileobj: Any, callback: Callable[[Any], None]) -> None:
-        """Run ``callback(fileobj)`` in the master loop whenever ``fileobj`` is writable (remove it when done)."""
-        self._write_handlers[fileobj] = callback
-        self._loop.add_writer(fileobj, callback)
-
-    def remove_write_handler(self, fileobj: Any) -> None:
-        self._write_handlers.pop(fileobj, None)
-        self._loop.remove_writer(fileobj)
-
-    def add_signal_handler(self, signum: int, callback: Callable[[], None]) -> None:
-        """Run ``callback()`` in the master loop when ``signum`` arrives (replaces the default)."""
-        self._loop.add_signal(signum, callback)
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        """Run ``callback()`` in the master loop after ``delay`` seconds; returns a cancellable timer."""
-        return self._loop.call_later(delay, callback)
-
-    def own(self, obj: Any) -> None:
-        """Mark an fd or object as the master's, so every worker closes its copy."""
-        self._owned.append(obj)
-
     def command(self, name: str, *args: Any, worker: Optional[int] = None, timeout: float = 5.0) -> Replies:
         """Run command ``name`` in the chosen workers and wait for their replies (see Master.command)."""
         request = self._commands.send(targets(self._pool.slots, worker), name, args, timeout, None)

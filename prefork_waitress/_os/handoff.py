@@ -71,17 +71,7 @@ def spawn(argv: Sequence[str], sockets: Sequence[Tuple[str, socket.socket]], rep
     reaps it if it fails; it has no parent-death signal, so it outlives the
     master once it has taken over.
     """
-    env = dict(os.environ)
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        env.pop(name, None)
-    count = len(sockets)
-    target_report = 3 + count
-    env.update(
-        LISTEN_FDS=str(count),
-        LISTEN_FDNAMES=":".join(name for name, _ in sockets),
-        PWD=LAUNCH_DIR,
-        **{ENV: f"{os.getpid()}:{target_report}"},
-    )
+    env = _activation_env(sockets)
     sources = [sock.fileno() for _, sock in sockets] + [report_fd]
     # Signals wait until the child has its default handlers back: one caught by this process's Python
     # handler in the child would be lost at the exec (a SIGTERM forwarded at once must stop it).
@@ -116,6 +106,21 @@ def spawn(argv: Sequence[str], sockets: Sequence[Tuple[str, socket.socket]], rep
         finally:
             os._exit(127)
     raise AssertionError("unreachable")
+
+
+def _activation_env(sockets: Sequence[Tuple[str, socket.socket]]) -> Dict[str, str]:
+    """This environment, with socket activation's variables for ``sockets`` on fds 3.. and the report fd after."""
+    env = dict(os.environ)
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(name, None)
+    count = len(sockets)
+    env.update(
+        LISTEN_FDS=str(count),
+        LISTEN_FDNAMES=":".join(name for name, _ in sockets),
+        PWD=LAUNCH_DIR,
+        **{ENV: f"{os.getpid()}:{3 + count}"},
+    )
+    return env
 
 
 def _line(message: Dict[str, Any]) -> bytes:

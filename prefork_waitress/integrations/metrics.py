@@ -62,15 +62,20 @@ def _dist_version(name: str) -> str:
 def collect(master: MasterHandle) -> List[exposition.Family]:
     """Every metric family, read now."""
     status = master.status()
-    info = status["master"]
     slots = [({"slot": str(w["id"])}, w["pid"]) for w in status["workers"]]
     by_slot = [({"slot": str(slot_id)}, counts) for slot_id, counts in master.request_counts().items()]
-    cluster = sum((counts for _, counts in by_slot), RequestCounts())
-    ports = dict(zip((w["id"] for w in status["workers"]), info["ports"]))
+    ports = dict(zip((w["id"] for w in status["workers"]), status["master"]["ports"]))
     queues = [({"slot": str(i), "port": str(ports[i])}, q) for i, q in master.accept_queues().items() if q]
-    counters = master.counters
-    gauge, counter, histogram = exposition.gauge, exposition.counter, exposition.histogram
-    running = State(info["state"]) is State.RUNNING
+    return [
+        *_cluster_families(status, slots),
+        *_request_families(by_slot),
+        *_worker_families(master.counters, status, slots, queues),
+    ]
+
+
+def _cluster_families(status: Dict[str, Any], slots: List[Any]) -> List[exposition.Family]:
+    gauge = exposition.gauge
+    running = State(status["master"]["state"]) is State.RUNNING
     return [
         gauge(P + "build_info", "Versions of prefork_waitress, waitress and Python (value 1).", [(_versions(), 1)]),
         gauge(P + "up", "1 while the master is running (all slots started).", [({}, int(running))]),
@@ -78,6 +83,13 @@ def collect(master: MasterHandle) -> List[exposition.Family]:
         gauge(P + "master_resident_memory_bytes", "The master's RSS.", _known([({}, resident_bytes())])),
         gauge(P + "workers", "Worker slots.", [({}, len(slots))]),
         gauge(P + "workers_serving", "Slots whose worker process is up.", [({}, sum(p is not None for _, p in slots))]),
+    ]
+
+
+def _request_families(by_slot: List[Any]) -> List[exposition.Family]:
+    gauge, counter, histogram = exposition.gauge, exposition.counter, exposition.histogram
+    cluster = sum((counts for _, counts in by_slot), RequestCounts())
+    return [
         counter(P + "requests_total", "Requests served by the slot.", [(s, n.requests) for s, n in by_slot]),
         counter(P + "cluster_requests_total", "Requests served by every slot.", [({}, cluster.requests)]),
         gauge(P + "requests_in_flight", "Requests running in the slot.", [(s, n.in_flight) for s, n in by_slot]),
@@ -94,6 +106,15 @@ def collect(master: MasterHandle) -> List[exposition.Family]:
             BUCKETS,
             [({}, cluster.buckets, cluster.duration_sum)],
         ),
+    ]
+
+
+def _worker_families(
+    counters: Any, status: Dict[str, Any], slots: List[Any], queues: List[Any]
+) -> List[exposition.Family]:
+    gauge, counter = exposition.gauge, exposition.counter
+    slot_ids = sorted({w["id"] for w in status["workers"]} | set(counters.slot_restarts))
+    return [
         gauge(
             P + "worker_resident_memory_bytes",
             "RSS of the slot's current worker process.",
@@ -109,7 +130,7 @@ def collect(master: MasterHandle) -> List[exposition.Family]:
             "New worker processes of the slot, by reason (as worker_restarts_total).",
             [
                 ({"slot": str(slot_id), "reason": reason}, counters.slot_restarts.get(slot_id, {}).get(reason, 0))
-                for slot_id in sorted({w["id"] for w in status["workers"]} | set(counters.slot_restarts))
+                for slot_id in slot_ids
                 for reason in RESTART_REASONS
             ],
         ),
