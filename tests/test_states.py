@@ -187,3 +187,21 @@ def test_a_scale_down_retires_the_slot_and_closes_it_once_its_worker_is_gone(clu
     assert retiring.state is SlotState.CLOSED and len(c.pool.slots) == 1
     with pytest.raises(IllegalTransition):
         move(retiring, SlotState.SERVING)
+
+
+def test_a_command_gets_each_reply_a_timeout_at_its_deadline_not_before_and_an_exit_at_once(cluster):
+    c = cluster(3)
+    c.boot_all()
+    got = []
+    request = c.commands.send(c.pool.slots, "ping", (), 5.0, got.append)
+    seq = {process.slot.id: s for s, process in request.pending.items()}
+    c.commands.reply(seq[0], True, "pong")
+    c.exit(c.pool.slots[2].current, -9)  # its sentinel fires: what it owed is an error now, not at the deadline
+    c.advance(4.999)
+    assert got == []
+    c.advance(0.001)
+    c.turn()
+    (replies,) = got
+    assert replies[0] == "pong"
+    assert replies[1].exc_type == "Timeout" and "within 5 s" in replies[1].message
+    assert replies[2].exc_type == "WorkerExited"

@@ -8,8 +8,10 @@ Reconciler on it, with fake processes given through the pool's constructor: no f
 
 import heapq
 import itertools
+import os
 import signal
 import socket
+from multiprocessing.connection import Connection
 
 from prefork_waitress._core.commands import CommandChannel
 from prefork_waitress._core.lifecycle import State
@@ -86,12 +88,13 @@ class FakeProcess:
         self.pid = next(self._pids)
         self.sentinel = self.pid
         self.exitcode = None
+        self.conn = Connection(os.dup(conn.fileno()))  # the worker's end of its Pipe, kept open as a worker does
 
     def join(self):
         pass
 
     def close(self):
-        pass
+        self.conn.close()
 
 
 class Events:
@@ -114,10 +117,11 @@ class Cluster:
         self.signals = []  # (pid, signal) the pool sent
         self.state = State.BOOTING
         self.events = Events()
+        self.commands = CommandChannel(self.loop)
         self.pool = WorkerPool(
             self.settings,
             self.loop,
-            CommandChannel(self.loop),
+            self.commands,
             child_options=lambda: {},
             master_objects=lambda: [],
             start_process=FakeProcess,
