@@ -25,7 +25,8 @@ setup(
         # The frameworks are test dependencies only (tests/test_frameworks.py runs them);
         # Trac 1.6 imports pkg_resources, which setuptools 81 removed.
         "testing": [
-            *("pytest", "pytest-timeout", "pytest-rerunfailures", "hypothesis", "PasteDeploy", "prometheus_client"),
+            *("pytest", "pytest-timeout", "pytest-rerunfailures", "pytest-xdist"),  # xdist: tox.ini's parallel pass
+            *("hypothesis", "PasteDeploy", "prometheus_client"),
             *("Django", "Flask", "pyramid", "Trac", "setuptools<81"),
         ],
         # bench/peers.py and bench/profile_worker.py; uwsgi and bjoern compile C

@@ -398,3 +398,13 @@ class LoadLoop:
             return self.ok >= start + count
 
         wait_until(done, timeout, message=f"{count} more requests")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """tox runs the suite in two passes split by ``-m`` (tox.ini): one whose selection (``tox -- tests/x.py``)
+    holds none of its kind ran nothing by design, and ends in success rather than pytest's exit 5.
+
+    (Under pytest-xdist the controller is not told what its workers deselected, so any ``-m`` counts.)
+    """
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and session.config.option.markexpr:
+        session.exitstatus = pytest.ExitCode.OK

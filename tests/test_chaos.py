@@ -25,6 +25,7 @@ MISSING = [name for name in ("nginx", "haproxy") if not (shutil.which(name) or o
 
 
 @pytest.mark.timeout(SECONDS + 180)
+@pytest.mark.serial  # its stall and reload bounds are for a box of its own
 def test_a_minute_of_seeded_chaos_behind_nginx_and_haproxy_finds_no_defect(tmp_path):
     if MISSING:
         if os.environ.get("CI"):

@@ -148,6 +148,7 @@ print("checked")
 """
 
 
+@pytest.mark.serial  # 300 CPU-bound examples in a subprocess with a 50 s timeout (~2 s alone)
 def test_any_activation_environment_is_ignored_or_a_one_line_start_error(tmp_path):
     examples = 300
     done = subprocess.run(

@@ -15,6 +15,8 @@ import pytest
 from conftest import missing, wait_until
 from frontends import HAPROXY, NGINX, HAProxy, Nginx, example_nginx_http
 
+pytestmark = pytest.mark.serial  # a p99 latency bound: never on a box shared with the parallel pass
+
 SLOW = "/slow?s=0.5"
 FAST_SECONDS = 3.0
 P99_BOUND = 0.050  # a fast request that waited behind a slow one takes up to 500 ms

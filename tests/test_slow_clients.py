@@ -27,6 +27,9 @@ from prefork_waitress.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
 
+# Windows of channel_timeout +- 0.5 to 2 s: run alone, not beside the parallel pass.
+pytestmark = pytest.mark.serial
+
 paths = pytest.mark.parametrize("inline", [False, True], ids=["task-thread", "inline"])
 
 

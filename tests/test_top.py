@@ -73,6 +73,7 @@ class TopInTerminal:
         os.close(self.primary)
 
 
+@pytest.mark.serial  # top must sample while a 4 s request is still in flight: a slow box misses it
 def test_top_in_a_terminal_shows_the_busy_worker_its_url_and_elapsed_time_and_q_quits(server, tmp_path):
     sock = tmp_path / "ctl.sock"
     master = server("--control-socket", sock, *ARGS)
@@ -97,6 +98,7 @@ def test_top_in_a_terminal_shows_the_busy_worker_its_url_and_elapsed_time_and_q_
     assert slow.result(30)[0] == 200
 
 
+@pytest.mark.serial  # top must sample while a 4 s request is still in flight: a slow box misses it
 def test_top_once_prints_one_plain_screen_with_the_request_escaped(server, tmp_path):
     sock = tmp_path / "ctl.sock"
     master = server("--control-socket", sock, *ARGS)
