@@ -141,6 +141,7 @@ class DrainableServer:
     def serve(self, on_turn: Optional[Callable[[], None]] = None) -> None:
         """Run the waitress loop until a requested drain has finished; ``on_turn()`` after every turn (a heartbeat)."""
         adj = self.server.adj
+        calls = self._idle_calls.queue  # a deque's truth is C-level: two checks per turn cost nothing
         while True:
             if on_turn is not None:
                 on_turn()
@@ -149,12 +150,12 @@ class DrainableServer:
                 self._drop_stalled(now)
             timeout = DRAIN_TICK if self._stop_requested else adj.asyncore_loop_timeout
             timeout = min(timeout, self._next_sweep - now)  # wake up when a stall is due
-            if self._idle_calls:
+            if calls:
                 timeout = min(timeout, IDLE_TICK)  # a request in flight ends without waking the loop
             wasyncore.loop(timeout=timeout, map=self._map, use_poll=adj.asyncore_use_poll, count=1)
             if self._inline is not None and self._inline.queue:
                 self._inline.run_pending()
-            if self._idle_calls and not self.in_flight:
+            if calls and not self.in_flight:
                 self._idle_calls.run()
             if not self._stop_requested:
                 continue
