@@ -48,17 +48,22 @@ def answers(ports):
     return [get(port)[1].rsplit(" ", 1)[0] for port in ports]
 
 
-@pytest.mark.parametrize("preload", [False, True], ids=["lazy", "preload"])
-def test_a_hup_after_the_symlink_moved_serves_the_new_release_on_every_port(server, tmp_path, preload):
+def serve_current_r1(server, tmp_path, *extra):
+    """Release r1 behind ``current``, served by 2 workers started with --chdir current --pythonpath lib."""
     make_release(tmp_path, "r1")
-    make_release(tmp_path, "r2")
     point_current(tmp_path, "r1")
-    s = server(
-        *(["--preload"] if preload else []),
+    return server(
+        *extra,
         *("--workers", "2", "--base-port", "0", "--control-socket", tmp_path / "ctl.sock"),
         *("--chdir", tmp_path / "current", "--pythonpath", "lib", "relapp:app"),
         env={"PYTHONDONTWRITEBYTECODE": "1"},
     )
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["lazy", "preload"])
+def test_a_hup_after_the_symlink_moved_serves_the_new_release_on_every_port(server, tmp_path, preload):
+    make_release(tmp_path, "r2")
+    s = serve_current_r1(server, tmp_path, *(["--preload"] if preload else []))
     status = s.status(tmp_path / "ctl.sock")
     ports = status["master"]["ports"]
     assert answers(ports) == ["r1 data-r1 lib-r1"] * 2
@@ -115,13 +120,7 @@ def test_check_config_reports_a_bad_option_as_usage(tmp_path):
 
 
 def test_a_link_that_names_nothing_abandons_the_reload_and_the_old_release_serves_on(server, tmp_path):
-    make_release(tmp_path, "r1")
-    point_current(tmp_path, "r1")
-    s = server(
-        *("--workers", "2", "--base-port", "0", "--control-socket", tmp_path / "ctl.sock"),
-        *("--chdir", tmp_path / "current", "--pythonpath", "lib", "relapp:app"),
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
-    )
+    s = serve_current_r1(server, tmp_path)
     before = s.status(tmp_path / "ctl.sock")
     ports = before["master"]["ports"]
     point_current(tmp_path, "r2")  # a deploy that moved the link before unpacking the release
