@@ -1,10 +1,10 @@
 """Calls another thread hands to a worker's loop thread, run at a turn with no request in flight.
 
 A refork must fork from the loop thread, the process's main thread: on
-Python 3.13 a process forked from any other thread keeps pointing its signal
-flag at a thread state it no longer has, so a signal the kernel hands to one
-of its other threads never runs the Python handler (the worker stayed deaf
-to SIGTERM until SIGKILLed). Forking between two turns with no request queued
+Python 3.13 a worker forked (by way of an intermediate process) from the
+command thread never ran its Python SIGTERM handler when the kernel handed
+the signal to one of its other threads (seen with tgkill; 3.11 ran it), so
+it stayed deaf to a stop until SIGKILLed. Forking between two turns with no request queued
 or running also means no request holds the app's locks at the fork.
 """
 
@@ -52,14 +52,11 @@ class IdleCall:
 
 
 class IdleCalls:
-    """The loop thread's queue of calls; ``wake()`` makes the loop take a turn."""
+    """The loop thread's queue of calls (the loop tests ``queue`` each turn); ``wake()`` makes it take a turn."""
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self.wake = wake
         self.queue: "collections.deque[IdleCall]" = collections.deque()
-
-    def __bool__(self) -> bool:
-        return bool(self.queue)
 
     def call(self, fn: Callable[[], Any], wait: float) -> Any:
         """From another thread: run ``fn()`` on the loop thread at an idle turn and return its result.
