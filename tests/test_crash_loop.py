@@ -62,6 +62,8 @@ def test_crash_loop_backs_off_keeps_others_serving_and_recovers(cluster, tmp_pat
 
     assert back["info"]["generation"] == 6 and back["info"]["restarts"] == 5
     assert get(port1)[0] == 200
+    # The master logs the recovery right after the worker_started event the test saw: wait for the line.
+    wait_until(lambda: "worker 1 is serving again after" in full_log(c), 10, message="the recovery log line")
     log = full_log(c)
     assert log.count("RuntimeError: flag file says fail") == 2  # the summary line + the traceback's last line
     assert log.count("Traceback (most recent call last)") == 1
