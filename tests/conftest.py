@@ -334,6 +334,7 @@ class LoadLoop:
         self.ports = list(ports)
         self.path = path
         self.ok = 0
+        self.retried = 0  # GETs sent again after the keep-alive race (see _loop)
         self.failures = []
         self._stop = threading.Event()
         self._deadline = time.monotonic() + max_seconds
@@ -371,10 +372,23 @@ class LoadLoop:
             port = self.ports[n % len(self.ports)]
             n += 1
             conn = conns.get(port) if keep_alive else None
+            reused = conn is not None
             if conn is None:
                 conn = KeepAliveConnection("127.0.0.1", port, timeout=10)
             try:
-                status, body, headers = get(port, self.path, conn=conn)
+                try:
+                    status, body, headers = get(port, self.path, conn=conn)
+                except (ConnectionResetError, BrokenPipeError):
+                    if not reused:
+                        raise
+                    # The keep-alive race: the server closed the idle connection as this request went out,
+                    # before any byte of a response. A GET is retried once on a new connection, as urllib3
+                    # and nginx do; a second failure counts.
+                    conn.close()
+                    conn = KeepAliveConnection("127.0.0.1", port, timeout=10)
+                    with self._lock:
+                        self.retried += 1
+                    status, body, headers = get(port, self.path, conn=conn)
                 if status != 200:
                     raise AssertionError(f"status {status}: {body}")
                 with self._lock:

@@ -28,9 +28,6 @@ def app(environ, start_response):
 """
 
 
-# Intermittent under load (a reset or refused connection on the flapping slot, seen once on 3.13):
-# rerun, so a steady failure still fails.
-@pytest.mark.flaky(reruns=2)
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("load", [False, True], ids=["idle", "load-on-the-flapping-slot"])
 def test_reload_racing_a_scale_down_and_up_of_one_slot_reloads_it_and_leaves_one_process(cluster, tmp_path, load):
