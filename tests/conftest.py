@@ -131,7 +131,7 @@ class MasterProcess:
         self.proc = subprocess.Popen(
             [*map(str, argv)],
             cwd=str(tmp_path),
-            env=dict(ENV, **(env or {})),
+            env={name: value for name, value in dict(ENV, **(env or {})).items() if value is not None},  # None: unset
             stdin=stdin,
             stdout=self._stderr if stdout is None else stdout,
             stderr=self._stderr,
