@@ -9,7 +9,7 @@ import sys
 import threading
 
 import pytest
-from conftest import free_port, get, wait_until
+from conftest import free_port, get, suite_runs_inline, wait_until
 from test_wedge import frozen
 
 MASTER = """
@@ -132,3 +132,13 @@ def test_an_upgrade_takes_a_value_changed_in_the_config_file(server, tmp_path):
     assert result.returncode == 0, result.stderr + master.log()
     assert master.wait(30) == 0
     assert _thread_of(port) == "MainThread"
+
+
+def test_the_suite_runs_on_the_path_it_says(cluster, server, tmp_path):
+    """``pytest --inline-tasks`` (tox's inline pass) reaches the test masters, API and command line alike."""
+    expected = suite_runs_inline()
+    c = cluster(MASTER.format(workers=1, extra=""))
+    assert (_thread_of(c.ready()["ports"][0]) == "MainThread") is expected
+    port, sock = free_port(), tmp_path / "ctl.sock"
+    server("--workers", "1", "--base-port", str(port), "--control-socket", str(sock), "apps:app").status(sock)
+    assert (_thread_of(port) == "MainThread") is expected
