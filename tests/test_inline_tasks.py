@@ -74,11 +74,12 @@ def test_the_paste_runner_takes_it_from_the_ini(server, tmp_path):
 
 @BOTH
 def test_a_request_longer_than_heartbeat_timeout_is_answered_and_its_worker_kept(cluster, inline):
-    c = cluster(MASTER.format(workers=1, extra=f", inline_tasks={inline}, heartbeat_timeout=1"))
+    c = cluster(MASTER.format(workers=1, extra=f", inline_tasks={inline}, heartbeat_timeout=2"))
     ready = c.ready()
     port, pid = ready["ports"][0], ready["workers"][0]["pid"]
-    # 3 s: three heartbeat_timeouts, six sweeps of the master's watch.
-    status, body, _ = get(port, "/slow?s=3", timeout=10)
+    # 5 s: two and a half heartbeat_timeouts, ten sweeps of the master's watch. (2 s, not 1: an idle
+    # loop beats once a second, so heartbeat_timeout=1 would leave a loaded box no slack between beats.)
+    status, body, _ = get(port, "/slow?s=5", timeout=15)
     assert status == 200 and int(body.split()[0]) == pid
     assert get(port)[1].split()[0] == str(pid)
     assert not [e for e in c.events if e["event"] == "worker_exited"], c.events
@@ -88,7 +89,7 @@ def test_a_request_longer_than_heartbeat_timeout_is_answered_and_its_worker_kept
 @BOTH
 def test_a_worker_frozen_in_a_long_request_is_still_replaced(cluster, inline):
     """SIGSTOP mid-request: the I/O loop's silence is forgiven, the command thread's is not."""
-    c = cluster(MASTER.format(workers=1, extra=f", inline_tasks={inline}, heartbeat_timeout=1"))
+    c = cluster(MASTER.format(workers=1, extra=f", inline_tasks={inline}, heartbeat_timeout=2"))
     ready = c.ready()
     port, pid = ready["ports"][0], ready["workers"][0]["pid"]
     answered = []
