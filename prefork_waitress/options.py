@@ -134,6 +134,13 @@ OPTIONS: Tuple[Option, ...] = (
         metavar="auto|off|CPUS",
         default_text="auto",
     ),
+    Option(
+        "inline_tasks",
+        False,
+        as_bool,
+        "run each request on the worker's I/O thread, not waitress's task thread: less CPU per request "
+        "when the cores are the workers' alone, slower under outside CPU load (docs/performance.rst)",
+    ),
     Option("control_socket", None, optional(as_path), "UNIX socket for prefork-waitress ctl", metavar="PATH"),
     Option("upstream_file", None, optional(as_path), "write the live ports to this file", metavar="PATH"),
     Option(

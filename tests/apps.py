@@ -2,6 +2,7 @@
 
 import logging
 import os
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -22,13 +23,27 @@ def slow(environ, start_response):
     return hello(environ, start_response)
 
 
+def thread(environ, start_response):
+    """Answers with the name of the thread the app runs on: MainThread on the inline path."""
+    body = threading.current_thread().name.encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+def paste_thread_app(global_conf, **local_conf):
+    """A PasteDeploy app factory: the thread app."""
+    return thread
+
+
 GROWN = []  # what /grow keeps
 
 
 def app(environ, start_response):
-    """/slow?s=N sleeps, /grow keeps 256 KiB more each time, anything else is hello."""
+    """/slow?s=N sleeps, /grow keeps 256 KiB more each time, /thread names the app's thread, anything else is hello."""
     if environ.get("PATH_INFO") == "/slow":
         return slow(environ, start_response)
+    if environ.get("PATH_INFO") == "/thread":
+        return thread(environ, start_response)
     if environ.get("PATH_INFO") == "/grow":
         GROWN.append(b"x" * (256 * 1024))  # written, so resident
         return hello(environ, start_response)

@@ -115,6 +115,31 @@ def port_is_free(port):
 
 
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, ROOT]))
+# The request path every master the tests start serves on (``pytest --inline-tasks``, or this variable
+# set by hand): the command line reads it as it reads any option's, support.RecordingMaster passes it on.
+INLINE_TASKS_VAR = "PREFORK_WAITRESS_INLINE_TASKS"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--inline-tasks",
+        action="store_true",
+        help="run the masters the tests start with inline_tasks on (requests on the workers' I/O thread)",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--inline-tasks"):
+        ENV[INLINE_TASKS_VAR] = "1"  # the masters' environment only: in-process tests keep theirs
+
+
+def suite_runs_inline():
+    """The masters the tests start run inline tasks (unless a test says otherwise)."""
+    return ENV.get(INLINE_TASKS_VAR, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def pytest_report_header(config):
+    return f"request path: {'inline tasks (I/O thread)' if suite_runs_inline() else 'the task thread'}"
 
 
 class MasterProcess:
@@ -131,7 +156,7 @@ class MasterProcess:
         self.proc = subprocess.Popen(
             [*map(str, argv)],
             cwd=str(tmp_path),
-            env=dict(ENV, **(env or {})),
+            env={name: value for name, value in dict(ENV, **(env or {})).items() if value is not None},  # None: unset
             stdin=stdin,
             stdout=self._stderr if stdout is None else stdout,
             stderr=self._stderr,

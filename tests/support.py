@@ -17,8 +17,18 @@ def emit(event, **fields):
     sys.stdout.flush()
 
 
+# The suite's request path (tests/conftest.py): the command line reads this variable itself, a Master()
+# does not (the environment is the programs' layer), so the test masters pass it on.
+INLINE_TASKS = os.environ.get("PREFORK_WAITRESS_INLINE_TASKS")
+
+
 class RecordingMaster(Master):
     """Emits hook calls; executes {"call": ..., "args": [...]} lines from stdin."""
+
+    def __init__(self, app, **options):
+        if INLINE_TASKS is not None:
+            options.setdefault("inline_tasks", INLINE_TASKS)
+        super().__init__(app, **options)
 
     def start(self):
         os.set_blocking(sys.stdin.fileno(), True)

@@ -6,7 +6,6 @@ thread (the default) and the inline path (tasks on the I/O thread).
 
 import socket
 import struct
-import sys
 import time
 
 import pytest
@@ -17,15 +16,6 @@ CHANNEL_TIMEOUT = 2
 # The stalled response is dropped channel_timeout after its last progress (the loop
 # wakes up when it is due); the other client's request must not wait longer than this.
 SERVED_WITHIN = 12.0
-
-INLINE_MAIN = """\
-import sys
-from prefork_waitress._child import _waitress
-assert hasattr(_waitress, "INLINE_TASKS"), "the inline switch moved: run these tests with its new form"
-_waitress.INLINE_TASKS = True
-from prefork_waitress.__main__ import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 # Windows of channel_timeout +- 0.5 to 2 s: run alone, not beside the parallel pass.
 pytestmark = pytest.mark.serial
@@ -38,12 +28,8 @@ def _start(server, tmp_path, inline, *extra):
     sock = tmp_path / "ctl.sock"
     args = ["--workers", "1", "--base-port", str(port), "--control-socket", str(sock)]
     args += [*extra, "stream_apps:stream"]
-    if inline:
-        script = tmp_path / "inline_main.py"
-        script.write_text(INLINE_MAIN)
-        master = server(*args, program=(sys.executable, str(script)))
-    else:
-        master = server(*args)
+    # The environment, not --inline-tasks: it also says "off" to a suite run on the inline path.
+    master = server(*args, env={"PREFORK_WAITRESS_INLINE_TASKS": "1" if inline else "0"})
     master.status(sock)
     status, body, _ = get(port)
     assert status == 200

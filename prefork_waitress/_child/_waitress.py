@@ -15,7 +15,8 @@ turns of the loop (:class:`InlineDispatcher`): no task thread, so no
 hand-off through a queue, no GIL switch and no trigger write per request.
 It costs 29 % less CPU per request, but a worker that no longer sleeps twice
 per request gets a smaller share of a CPU it shares with other busy
-processes, so it is off by default (bench/PROFILE.md has the figures).
+processes, so it is an option, off by default (``inline_tasks``;
+bench/RESULTS.md has the figures).
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import InternalServerError
 
-# Run tasks on the I/O thread instead of waitress's task thread (the default
-# of DrainableServer(inline=...); bench/throughput.py's "-inline" contenders).
-INLINE_TASKS = False
 # A first body chunk up to this size is sent in one piece with the header
 # (copying more would cost more than the second send it saves).
 COALESCE_MAX = 64 * 1024

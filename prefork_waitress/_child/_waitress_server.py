@@ -79,9 +79,10 @@ class DrainableServer:
         sock: socket.socket,
         hooks: RequestHooks,
         options: "dict[str, Any]",
-        inline: Optional[bool] = None,
+        inline: bool = False,
     ) -> None:
-        self._inline = _waitress.InlineDispatcher() if (_waitress.INLINE_TASKS if inline is None else inline) else None
+        """``inline``: run each task on this (the I/O) thread between two turns, no task thread."""
+        self._inline = _waitress.InlineDispatcher() if inline else None
         self.server: BaseWSGIServer = create_server(app, sockets=[sock], threads=1, _dispatcher=self._inline, **options)
         self.server.channel_class = _waitress.DrainAwareChannel if self._inline is None else _waitress.InlineChannel
         if self._inline is not None:

@@ -50,7 +50,9 @@ class WorkerRequests(RequestHooks):
         max_rss: int = 0,
         access_log: Optional[AccessLog] = None,
         refork_after: Tuple[int, ...] = (),
+        inline: bool = False,
     ) -> None:
+        """``inline``: requests run on the I/O thread, whose loop does not beat while one runs."""
         self.worker = worker
         self.max_requests = max_requests
         self.meter = meter
@@ -63,6 +65,7 @@ class WorkerRequests(RequestHooks):
         self.channel: Optional[Channel] = None
         self.warm_at = list(refork_after)  # the request counts still to report, in order
         self.next_warm = self.warm_at.pop(0) if self.warm_at else 0
+        self.beat_io = inline and meter is not None
 
     def request_started(self, method: str, uri: str) -> bool:
         worker = self.worker
@@ -76,6 +79,10 @@ class WorkerRequests(RequestHooks):
         worker.in_flight = 0
         worker.requests_served += 1
         if self.meter is not None:
+            if self.beat_io:
+                # Before the start is cleared: the master reads the start, then the beats, so it
+                # never sees the I/O loop idle with only the beat from before this request.
+                self.meter.beat_io()
             self.duration = self.meter.finished()
         self.after_request()
         if self.max_requests and worker.requests_served == self.max_requests:
@@ -244,9 +251,11 @@ def _boot(spec: ChildSpec, channel: Channel) -> Tuple[Worker, DrainableServer, W
     access_log = (
         AccessLog(spec.access_log, spec.slot_id, spec.access_log_format).activate() if spec.access_log else None
     )
-    requests = WorkerRequests(worker, spec.max_requests, spec.meter, spec.max_rss, access_log, spec.refork_after)
+    requests = WorkerRequests(
+        worker, spec.max_requests, spec.meter, spec.max_rss, access_log, spec.refork_after, spec.inline_tasks
+    )
     worker.on_start()
-    server = DrainableServer(app, spec.sock, requests, dict(spec.waitress_options))
+    server = DrainableServer(app, spec.sock, requests, dict(spec.waitress_options), inline=spec.inline_tasks)
     return worker, server, requests
 
 

@@ -183,6 +183,7 @@ class WorkerPool(ProcessHands):
             max_rss=self.settings.max_rss,
             refork_after=self.settings.refork_after,
             freeze=self.settings.gc_freeze,
+            inline_tasks=self.settings.inline_tasks,
             master_pid=os.getpid(),
             inherited=self._inherited() + [parent_conn],
             access_log=self.settings.access_log,

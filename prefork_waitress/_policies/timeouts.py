@@ -140,7 +140,11 @@ class HeartbeatWatch:
 
     Request time is request_timeout's business: the I/O loop keeps beating
     while the task thread runs a request, so only a frozen or deadlocked
-    process (SIGSTOP, a lock never released) misses its beats.
+    process (SIGSTOP, a lock never released) misses its beats. With
+    inline_tasks the request runs on the I/O thread, which cannot beat
+    meanwhile: while a request is in flight, the I/O loop's silence is
+    counted up to that request's start (its length is request_timeout's).
+    The command thread beats either way, so a frozen worker is still caught.
     """
 
     def __init__(self, timeouts: RequestTimeouts, timeout: Optional[float]) -> None:
@@ -165,8 +169,10 @@ class HeartbeatWatch:
         for worker in list(pool.processes.values()):
             if not worker.ready or worker.stopping or worker.meter is None or worker.ready_at is None:
                 continue
+            # The start first: an inline worker beats its I/O loop before it clears a finished request's.
+            started = worker.meter.read()
             io, commands = (max(beat, worker.ready_at) for beat in worker.meter.beats())
-            late = [(name, now - beat) for name, beat in (("I/O loop", io), ("command thread", commands))]
+            late = [("I/O loop", (started or now) - io), ("command thread", now - commands)]
             missed = [(name, silent) for name, silent in late if silent > self.timeout]
             if missed:
                 self._replace(worker, missed)

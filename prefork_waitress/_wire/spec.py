@@ -33,3 +33,4 @@ class ChildSpec:
     max_rss: int = 0  # MiB; 0: no limit
     refork_after: Tuple[int, ...] = ()  # tell the master at each of these counts (it may make this a template)
     freeze: bool = False  # a template collects and gc.freeze()s its heap before it forks (gc_freeze)
+    inline_tasks: bool = False  # run requests on the I/O thread, no task thread (inline_tasks)
