@@ -139,11 +139,27 @@ def _source_line(path, lineno):
     return ""
 
 
+def _is_server_file(frame):
+    """A py-spy frame in waitress's or our code (or threading's)."""
+    return any(m in frame for m in ("waitress/", "prefork_waitress/", "threading.py", "profile_worker.py"))
+
+
+def _in_app(frames):
+    """The stack passes through a frame of the app (code that is not the server's) below WSGITask.execute."""
+    for i, frame in enumerate(frames):
+        if frame.startswith("WSGITask.execute ("):
+            return any(not _is_server_file(f) for f in frames[i + 1:])
+    return False
+
+
 def spy_parts(raw_path):
     """{part: samples} from py-spy's raw output, only stacks under serve() or the task thread.
 
     A sample's leaf is the Python line being run; a line that is a socket
     call counts as that syscall, the others go to the part of their function.
+    A sample under the app's frame whose leaf is not server code is the app's,
+    whatever its module (Flask, werkzeug, json, ...); start_response stays
+    the server's. The task thread's wait on its queue is idle, not counted.
     """
     totals = dict.fromkeys([p for p, _ in PARTS], 0)
     leaves = {}
@@ -152,12 +168,21 @@ def spy_parts(raw_path):
             stack, _, count = line.rstrip("\n").rpartition(" ")
             if "DrainableServer.serve (" not in stack and "handler_thread (" not in stack:
                 continue
-            leaf = stack.rsplit(";", 1)[-1]
+            frames = stack.split(";")
+            leaf = frames[-1]
+            if _in_app(frames) and not _is_server_file(leaf):
+                leaf = "(app) " + leaf  # under the app's frame, in the app's own code (or what it calls)
             leaves[leaf] = leaves.get(leaf, 0) + int(count)
-    for leaf, count in leaves.items():
+    for leaf, count in list(leaves.items()):
+        if leaf.startswith("(app) "):
+            totals["app"] += count
+            continue
         name, _, where = leaf.rpartition(" (")
         path, _, lineno = where.rstrip(")").rpartition(":")
         text = _source_line(path, int(lineno)) if lineno.isdigit() else ""
+        if "waiter.acquire(" in text:  # the task thread asleep on its queue: py-spy does not see it idle
+            del leaves[leaf]
+            continue
         part = next((p for p, marks in SYSCALL_LINES if any(m in text for m in marks)), None)
         if part is None:
             part = part_of((path, 0, name.rsplit(".", 1)[-1])) or "other"
