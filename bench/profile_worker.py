@@ -270,6 +270,8 @@ def serve(args, port, sock):
     os.sched_setaffinity(0, {0})
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as _child.run does
     app = common_load(args.app)
+    if args.time_app:
+        app = AppTimer(app)
     profilers = []
 
     if not args.no_profile:
@@ -321,7 +323,55 @@ def serve(args, port, sock):
     finally:
         wrk.kill()
         wrk.wait()
+    if args.time_app:
+        marks["app"] = (app.ns / app.calls / 1000, app.replay())
     return worker.requests_served, wall, marks, profilers
+
+
+class AppTimer:
+    """The app's own CPU per request inside the server (call, iteration, close: thread CPU clock),
+    and the same app replayed alone on the environ of a real request, in the same process.
+
+    The difference is what the server's work between two requests costs the app
+    (caches, allocator): its code is the same, its environ too.
+    """
+
+    def __init__(self, app):
+        self.app, self.ns, self.calls, self.environ = app, 0, 0, None
+
+    def __call__(self, environ, start_response):
+        if self.environ is None:
+            self.environ = dict(environ)
+        clock = time.thread_time_ns
+        started = clock()
+        result = self.app(environ, start_response)
+        chunks = list(result)
+        if hasattr(result, "close"):
+            result.close()
+        self.ns += clock() - started
+        self.calls += 1
+        return chunks
+
+    def replay(self, n=5000):
+        """The app alone, n times on a copy of the first request's environ: us per call."""
+        import io
+
+        def start_response(status, headers, exc_info=None):
+            return lambda data: None
+
+        def once():
+            environ = dict(self.environ, **{"wsgi.input": io.BytesIO(b"")})
+            result = self.app(environ, start_response)
+            list(result)
+            if hasattr(result, "close"):
+                result.close()
+
+        for _ in range(n // 5):
+            once()
+        started = time.thread_time_ns()
+        for _ in range(n):
+            once()
+        return (time.thread_time_ns() - started) / n / 1000
 
 
 def common_load(spec):
@@ -351,7 +401,7 @@ def child_main(args):
 
     sys_cpu = {name: end - marks["sys_start"].get(name, 0.0) for name, end in marks["sys_end"].items()}
     result = {"library": os.path.dirname(prefork_waitress.__file__), "served": served, "sys": sys_cpu,
-              "wall": wall, "cpu": cpu, "parts": None, "top": []}
+              "wall": wall, "cpu": cpu, "parts": None, "top": [], "app": marks.get("app")}
     if profilers:
         stats = pstats.Stats(profilers[0])
         for prof in profilers[1:]:
@@ -366,7 +416,7 @@ def measure(args, no_profile):
     argv = [sys.executable, os.path.abspath(__file__), "--child", "--requests", str(args.requests),
             "--conns", str(args.conns), "--app", args.app, "--top", str(args.top)]
     argv += ["--close"] * args.close + ["--inline"] * args.inline + ["--meter"] * args.meter
-    argv += ["--no-profile"] * no_profile
+    argv += ["--no-profile"] * no_profile + ["--time-app"] * args.time_app
     env = dict(os.environ)
     if args.prefork_path:
         env["PYTHONPATH"] = os.pathsep.join([args.prefork_path, common.REPO_ROOT])
@@ -410,6 +460,8 @@ def main(argv=None):
     p.add_argument("--app", default="bench.apps:hello")
     p.add_argument("--inline", action="store_true", help="requests inline on the I/O thread (INLINE_TASKS)")
     p.add_argument("--meter", action="store_true", help="with request_timeout's meter")
+    p.add_argument("--time-app", action="store_true",
+                   help="also time the app inside the server (its list()ed response included), and alone")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--prefork-path", default=None, help="directory to put first on PYTHONPATH (A/B)")
@@ -438,6 +490,10 @@ def main(argv=None):
     total_us = sum(plain_us.values())
     print(f"\n{plain['library']}\nunprofiled: {n / plain['wall']:,.0f} req/s, CPU per request {total_us:.1f} us "
           + ", ".join(f"{k} {v:.1f}" for k, v in sorted(plain_us.items())))
+    if plain["app"]:
+        in_server, alone = plain["app"]
+        print(f"app: {in_server:.1f} us per request inside the server ({alone:.1f} us replayed alone on the "
+              f"same environ); outside the app {total_us - in_server:.1f} us (app probes included)")
     if args.no_profile:
         return
     if args.py_spy:
