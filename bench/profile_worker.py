@@ -2,7 +2,7 @@
 
 Run from the repo root:
     python bench/profile_worker.py [--requests 40000] [--conns 8] [--close] [--app bench.apps:hello]
-        [--inline] [--meter] [--py-spy] [--compare DIR,DIR] [--no-profile] [--top 25]
+        [--inline] [--meter] [--py-spy] [--time-app] [--compare DIR,DIR] [--no-profile] [--top 25]
 
 One process runs the worker's real request path (``_child._waitress_server.DrainableServer``
 with ``_child.run.WorkerRequests`` on a ``Worker``, pinned to CPU 0 like slot 0),
@@ -21,6 +21,10 @@ drains and the figures are divided by that count.
   ``--no-profile`` run in the same invocation).
 - ``--inline``: requests run inline on the I/O thread (``INLINE_TASKS``)
   instead of on waitress's task thread, for A/B.
+- ``--time-app``: the app's own CPU per request inside the server, and alone
+  on the same environ: what is outside the app (bench/PROFILE.md, "Flask").
+- ``--py-spy``: trust its shares on the inline path (one thread); on the task
+  thread a thread waiting for the GIL is sampled as busy on its last line.
 """
 
 import argparse
