@@ -2,7 +2,7 @@
 
 Run from the repo root:
     python bench/profile_worker.py [--requests 40000] [--conns 8] [--close] [--app bench.apps:hello]
-        [--inline] [--meter] [--py-spy] [--compare DIR,DIR] [--no-profile] [--top 25]
+        [--inline] [--meter] [--py-spy] [--time-app] [--compare DIR,DIR] [--no-profile] [--top 25]
 
 One process runs the worker's real request path (``_child._waitress_server.DrainableServer``
 with ``_child.run.WorkerRequests`` on a ``Worker``, pinned to CPU 0 like slot 0),
@@ -21,6 +21,10 @@ drains and the figures are divided by that count.
   ``--no-profile`` run in the same invocation).
 - ``--inline``: requests run inline on the I/O thread (``INLINE_TASKS``)
   instead of on waitress's task thread, for A/B.
+- ``--time-app``: the app's own CPU per request inside the server, and alone
+  on the same environ: what is outside the app (bench/PROFILE.md, "Flask").
+- ``--py-spy``: trust its shares on the inline path (one thread); on the task
+  thread a thread waiting for the GIL is sampled as busy on its last line.
 """
 
 import argparse
@@ -139,11 +143,27 @@ def _source_line(path, lineno):
     return ""
 
 
+def _is_server_file(frame):
+    """A py-spy frame in waitress's or our code (or threading's)."""
+    return any(m in frame for m in ("waitress/", "prefork_waitress/", "threading.py", "profile_worker.py"))
+
+
+def _in_app(frames):
+    """The stack passes through a frame of the app (code that is not the server's) below WSGITask.execute."""
+    for i, frame in enumerate(frames):
+        if frame.startswith("WSGITask.execute ("):
+            return any(not _is_server_file(f) for f in frames[i + 1:])
+    return False
+
+
 def spy_parts(raw_path):
     """{part: samples} from py-spy's raw output, only stacks under serve() or the task thread.
 
     A sample's leaf is the Python line being run; a line that is a socket
     call counts as that syscall, the others go to the part of their function.
+    A sample under the app's frame whose leaf is not server code is the app's,
+    whatever its module (Flask, werkzeug, json, ...); start_response stays
+    the server's. The task thread's wait on its queue is idle, not counted.
     """
     totals = dict.fromkeys([p for p, _ in PARTS], 0)
     leaves = {}
@@ -152,12 +172,21 @@ def spy_parts(raw_path):
             stack, _, count = line.rstrip("\n").rpartition(" ")
             if "DrainableServer.serve (" not in stack and "handler_thread (" not in stack:
                 continue
-            leaf = stack.rsplit(";", 1)[-1]
+            frames = stack.split(";")
+            leaf = frames[-1]
+            if _in_app(frames) and not _is_server_file(leaf):
+                leaf = "(app) " + leaf  # under the app's frame, in the app's own code (or what it calls)
             leaves[leaf] = leaves.get(leaf, 0) + int(count)
-    for leaf, count in leaves.items():
+    for leaf, count in list(leaves.items()):
+        if leaf.startswith("(app) "):
+            totals["app"] += count
+            continue
         name, _, where = leaf.rpartition(" (")
         path, _, lineno = where.rstrip(")").rpartition(":")
         text = _source_line(path, int(lineno)) if lineno.isdigit() else ""
+        if "waiter.acquire(" in text:  # the task thread asleep on its queue: py-spy does not see it idle
+            del leaves[leaf]
+            continue
         part = next((p for p, marks in SYSCALL_LINES if any(m in text for m in marks)), None)
         if part is None:
             part = part_of((path, 0, name.rsplit(".", 1)[-1])) or "other"
@@ -245,6 +274,8 @@ def serve(args, port, sock):
     os.sched_setaffinity(0, {0})
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as _child.run does
     app = common_load(args.app)
+    if args.time_app:
+        app = AppTimer(app)
     profilers = []
 
     if not args.no_profile:
@@ -296,7 +327,55 @@ def serve(args, port, sock):
     finally:
         wrk.kill()
         wrk.wait()
+    if args.time_app:
+        marks["app"] = (app.ns / app.calls / 1000, app.replay())
     return worker.requests_served, wall, marks, profilers
+
+
+class AppTimer:
+    """The app's own CPU per request inside the server (call, iteration, close: thread CPU clock),
+    and the same app replayed alone on the environ of a real request, in the same process.
+
+    The difference is what the server's work between two requests costs the app
+    (caches, allocator): its code is the same, its environ too.
+    """
+
+    def __init__(self, app):
+        self.app, self.ns, self.calls, self.environ = app, 0, 0, None
+
+    def __call__(self, environ, start_response):
+        if self.environ is None:
+            self.environ = dict(environ)
+        clock = time.thread_time_ns
+        started = clock()
+        result = self.app(environ, start_response)
+        chunks = list(result)
+        if hasattr(result, "close"):
+            result.close()
+        self.ns += clock() - started
+        self.calls += 1
+        return chunks
+
+    def replay(self, n=5000):
+        """The app alone, n times on a copy of the first request's environ: us per call."""
+        import io
+
+        def start_response(status, headers, exc_info=None):
+            return lambda data: None
+
+        def once():
+            environ = dict(self.environ, **{"wsgi.input": io.BytesIO(b"")})
+            result = self.app(environ, start_response)
+            list(result)
+            if hasattr(result, "close"):
+                result.close()
+
+        for _ in range(n // 5):
+            once()
+        started = time.thread_time_ns()
+        for _ in range(n):
+            once()
+        return (time.thread_time_ns() - started) / n / 1000
 
 
 def common_load(spec):
@@ -326,7 +405,7 @@ def child_main(args):
 
     sys_cpu = {name: end - marks["sys_start"].get(name, 0.0) for name, end in marks["sys_end"].items()}
     result = {"library": os.path.dirname(prefork_waitress.__file__), "served": served, "sys": sys_cpu,
-              "wall": wall, "cpu": cpu, "parts": None, "top": []}
+              "wall": wall, "cpu": cpu, "parts": None, "top": [], "app": marks.get("app")}
     if profilers:
         stats = pstats.Stats(profilers[0])
         for prof in profilers[1:]:
@@ -341,7 +420,7 @@ def measure(args, no_profile):
     argv = [sys.executable, os.path.abspath(__file__), "--child", "--requests", str(args.requests),
             "--conns", str(args.conns), "--app", args.app, "--top", str(args.top)]
     argv += ["--close"] * args.close + ["--inline"] * args.inline + ["--meter"] * args.meter
-    argv += ["--no-profile"] * no_profile
+    argv += ["--no-profile"] * no_profile + ["--time-app"] * args.time_app
     env = dict(os.environ)
     if args.prefork_path:
         env["PYTHONPATH"] = os.pathsep.join([args.prefork_path, common.REPO_ROOT])
@@ -385,6 +464,8 @@ def main(argv=None):
     p.add_argument("--app", default="bench.apps:hello")
     p.add_argument("--inline", action="store_true", help="requests inline on the I/O thread (INLINE_TASKS)")
     p.add_argument("--meter", action="store_true", help="with request_timeout's meter")
+    p.add_argument("--time-app", action="store_true",
+                   help="also time the app inside the server (its list()ed response included), and alone")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--prefork-path", default=None, help="directory to put first on PYTHONPATH (A/B)")
@@ -413,6 +494,10 @@ def main(argv=None):
     total_us = sum(plain_us.values())
     print(f"\n{plain['library']}\nunprofiled: {n / plain['wall']:,.0f} req/s, CPU per request {total_us:.1f} us "
           + ", ".join(f"{k} {v:.1f}" for k, v in sorted(plain_us.items())))
+    if plain["app"]:
+        in_server, alone = plain["app"]
+        print(f"app: {in_server:.1f} us per request inside the server ({alone:.1f} us replayed alone on the "
+              f"same environ); outside the app {total_us - in_server:.1f} us (app probes included)")
     if args.no_profile:
         return
     if args.py_spy:

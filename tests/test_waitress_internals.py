@@ -73,12 +73,19 @@ def test_what_inline_tasks_and_the_coalesced_header_rely_on():
     # The wait for the I/O thread to drain a full buffer, which inline is this thread.
     assert "self.outbuf_lock.wait()" in inspect.getsource(HTTPChannel._flush_outbufs_below_high_watermark)
     assert "self._flush_outbufs_below_high_watermark()" in inspect.getsource(HTTPChannel.write_soon)
+    # The Date header is added from a per-second cache: waitress keeps a Date the app
+    # (here: our task) set and builds none, from the time Task.start() recorded.
+    header = inspect.getsource(Task.build_response_header)
+    assert 'if headername == "Date":' in header and "if not date_header:" in header
+    assert "build_http_date(self.start_time)" in header
+    assert "self.start_time = time.time()" in inspect.getsource(Task.start)
     # Task.write hands the header to write_soon right before the first chunk.
     write = inspect.getsource(Task.write)
     assert write.index("channel.write_soon(rh)") < write.index("channel.write_soon(towrite)")
 
 
 BIG_CHUNK = b"x" * (1 << 20)
+APP_DATE = "Mon, 01 Jan 2001 00:00:00 GMT"
 
 
 def _app(environ, start_response):
@@ -102,6 +109,9 @@ def _app(environ, start_response):
     if path == "/big":  # past outbuf_high_watermark (16 MiB): the task waits for the loop
         start_response("200 OK", [("Content-Length", str(24 * len(BIG_CHUNK)))])
         return [BIG_CHUNK] * 24
+    if path == "/dated":  # the app's own Date (lower case): kept, and the only one
+        start_response("200 OK", [("Content-Length", "2"), ("date", APP_DATE)])
+        return [b"ok"]
     if environ["PATH_INFO"] == "/slow":
         time.sleep(0.5)
     start_response("200 OK", [("Content-Length", "2")])
@@ -220,6 +230,37 @@ def test_response_shapes_are_intact_with_the_header_sent_with_the_first_chunk(in
         conn.request("HEAD", "/")
         response = conn.getresponse()
         assert response.getheader("Content-Length") == "2" and response.read() == b""
+        conn.close()
+    finally:
+        _stop(server, thread)
+
+
+@both_paths
+def test_every_response_has_one_date_header_the_current_one_unless_the_app_set_its_own(inline):
+    from email.utils import parsedate_to_datetime
+
+    server, hooks, thread, port = _serve(inline)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for method, path, headers in [
+            ("GET", "/", {}),
+            ("GET", "/chunks", {}),
+            ("HEAD", "/", {}),
+            ("GET", "/empty", {}),
+            ("GET", "/", {"Connection": "close"}),
+        ]:
+            before = time.time()
+            conn.request(method, path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            dates = response.msg.get_all("Date")
+            assert dates is not None and len(dates) == 1, (path, dates)
+            sent = parsedate_to_datetime(dates[0]).timestamp()
+            assert int(before) <= sent <= time.time(), (path, dates[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/dated")
+        response = conn.getresponse()
+        assert response.read() == b"ok" and response.msg.get_all("Date") == [APP_DATE]
         conn.close()
     finally:
         _stop(server, thread)

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple, Optional
 
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask, WSGITask
-from waitress.utilities import InternalServerError
+from waitress.utilities import InternalServerError, build_http_date
 
 # A first body chunk up to this size is sent in one piece with the header
 # (copying more would cost more than the second send it saves).
@@ -93,6 +93,19 @@ def _facts(task: Any, failed: bool) -> RequestFacts:
     )
 
 
+_date: "tuple[int, str]" = (0, "")
+
+
+def _http_date(when: float) -> str:
+    """The Date header waitress would write for ``when``, formatted once per second, not per response."""
+    global _date
+    second = int(when)
+    cached = _date  # one tuple: the I/O and task threads may both read it
+    if cached[0] != second:
+        cached = _date = (second, build_http_date(second))
+    return cached[1]
+
+
 class _DrainAwareTask(WSGITask):  # type: ignore[misc]
     """A WSGI task that closes its connection when the server is draining."""
 
@@ -112,6 +125,14 @@ class _DrainAwareTask(WSGITask):  # type: ignore[misc]
                 hooks.request_logged(_facts(self, failed), None)
 
     def build_response_header(self) -> Any:
+        # The Date waitress adds when the app sent none, from the per-second cache:
+        # waitress keeps a Date the app set and builds none (gmtime + format: a few µs).
+        headers = self.response_headers
+        for name, _ in headers:
+            if len(name) == 4 and name.lower() == "date":
+                break
+        else:
+            headers.append(("Date", _http_date(self.start_time)))
         if not self.channel.server.pw_closing:
             return super().build_response_header()
         self.set_close_on_finish()
