@@ -313,3 +313,26 @@ def _get_ok(port, timeout):
         return conn.getresponse().read() == b"ok"
     finally:
         conn.close()
+
+
+@both_paths
+def test_a_fast_response_is_sent_before_a_slow_request_queued_behind_it_runs(inline):
+    # Two requests read in the same loop turn, a fast one then a slow one: the fast answer goes out
+    # while the slow request runs, not after it (on the inline path the loop is busy with it, and
+    # only write_soon()'s own send, send_bytes=1, gets the answer out).
+    server, hooks, thread, port = _serve(inline)
+    try:
+        first, second, blocker = (http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(3))
+        for conn in (first, second):  # both accepted, and kept alive, before the race below
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == b"ok"
+        blocker.request("GET", "/slow")
+        wait_until(lambda: hooks.started == 3, timeout=5, message="the blocking request running")
+        first.request("GET", "/")  # both wait on the busy worker, then are read in one turn
+        second.request("GET", "/slow")
+        assert first.getresponse().read() == b"ok"
+        slow_running = hooks.started == 5 and hooks.finished == 4
+        assert slow_running, f"the fast answer came after the slow request ({hooks.started}, {hooks.finished})"
+        assert second.getresponse().read() == b"ok" and blocker.getresponse().read() == b"ok"
+    finally:
+        _stop(server, thread)
