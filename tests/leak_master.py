@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import tracemalloc
 
 from prefork_waitress import Master
@@ -37,6 +38,33 @@ def get(port):
         conn.close()
 
 
+def live_children():
+    """The master's children that have not exited (from /proc: every thread's list, zombies left out)."""
+    pids = set()
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as f:
+            pids.update(f.read().split())
+    alive = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.add(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def settled(deadline=20.0):
+    """Wait until one worker is left (the one that will answer next), so that both snapshots see the
+    master in the same state, not one with a retiring worker's record still held (a busy box)."""
+    end = time.monotonic() + deadline
+    while len(live_children()) != 1:
+        if time.monotonic() > end:
+            raise SystemExit(f"the master did not settle to one worker in {deadline} s: {live_children()}")
+        time.sleep(0.01)
+
+
 class Measuring(Master):
     def when_ready(self):
         threading.Thread(target=self.measure, daemon=True).start()
@@ -52,9 +80,11 @@ class Measuring(Master):
                     pids.add(body)
 
         serve_until(warmup)
+        settled()
         gc.collect()
         before = tracemalloc.take_snapshot().filter_traces(OURS)
         serve_until(warmup + recycles)
+        settled()
         gc.collect()
         after = tracemalloc.take_snapshot().filter_traces(OURS)
         stats = after.compare_to(before, "lineno")
