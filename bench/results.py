@@ -50,6 +50,10 @@ def write(record, directory=None):
     os.makedirs(directory, exist_ok=True)
     stamp = record["started"].replace(":", "").replace("-", "")
     path = os.path.join(directory, f"{record['scenario']}-{stamp}.json")
+    count = 1
+    while os.path.exists(path):  # two runs in one second
+        count += 1
+        path = os.path.join(directory, f"{record['scenario']}-{stamp}-{count}.json")
     with open(path, "w") as f:
         json.dump(record, f, indent=1, default=str)
         f.write("\n")

@@ -9,7 +9,7 @@
 
 import importlib
 
-MODULES = ("peers",)
+MODULES = ("peers", "throughput", "cpu_per_request", "affinity", "mixed", "profile_worker")
 
 
 def load(name):
