@@ -19,11 +19,15 @@ def _list():
         print(f"{module.NAME:18s} {module.HELP}")
 
 
+def _shown(value):
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _parser(module):
     p = argparse.ArgumentParser(prog=f"python -m bench {module.NAME}", description=module.HELP)
     p.add_argument("--smoke", action="store_true",
                    help="a few seconds per scenario, to prove it runs (defaults: "
-                   + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in module.SMOKE.items()) + ")")
+                   + " ".join(f"--{k.replace('_', '-')} {_shown(v)}" for k, v in module.SMOKE.items()) + ")")
     p.add_argument("--results-dir", default=results.RESULTS_DIR, help="where the JSON goes (default: %(default)s)")
     module.add_arguments(p)
     return p
