@@ -29,7 +29,7 @@ setup(
             *("hypothesis", "PasteDeploy", "prometheus_client"),
             *("Django", "Flask", "pyramid", "Trac", "setuptools<81"),
         ],
-        # bench/peers.py and bench/profile_worker.py; uwsgi and bjoern compile C
+        # the bench scenarios (python -m bench peers, profile_worker); uwsgi and bjoern compile C
         # (build-essential python3-dev libev-dev); each is skipped when missing
         "bench": ["gunicorn", "flask", "py-spy", "uwsgi", "granian", "bjoern"],
     },

@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from bench import harness
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MASTER_SCRIPT = r"""
@@ -53,11 +55,7 @@ Reporting(options.pop("app", None) or app, **options).start()
 
 def pid_alive(pid: int) -> bool:
     """Running and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return harness.process_state(pid) not in (None, "Z")
 
 
 class Cluster:
@@ -155,9 +153,7 @@ class Cluster:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the master has used so far."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return float(harness.cpu_seconds(self.pid))
 
     def orphans(self) -> List[int]:
         return [p for p in self.seen_pids if pid_alive(p)]

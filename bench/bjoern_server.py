@@ -1,4 +1,4 @@
-"""bjoern on one port with N forked processes sharing the listening socket (bench/peers.py).
+"""bjoern on one port with N forked processes sharing the listening socket (bench/contenders.py).
 
     python bench/bjoern_server.py --port 8080 --workers 2 bench.apps:hello
 """

@@ -1,4 +1,4 @@
-"""A Flask JSON endpoint for bench/peers.py (``bench.flask_app:app``; needs Flask)."""
+"""A Flask JSON endpoint for the bench scenarios (``bench.flask_app:app``; needs Flask)."""
 
 from flask import Flask, jsonify
 

@@ -9,7 +9,7 @@ run, next to this one's: the cost of ``ctl top``'s current-request field.
 
 Best of ``--repeat`` timeit runs, minus an empty call, in microseconds per
 request: what a worker's request thread adds for each request besides
-waitress and the app (bench/cpu_per_request.py measures the whole worker).
+waitress and the app (`python -m bench cpu_per_request` measures the whole worker).
 """
 
 import argparse

@@ -17,10 +17,10 @@ import time
 
 try:
     from bench import common
-    from bench.cpu_per_request import cpu
+    from bench.common import cpu
 except ImportError:  # python bench/metrics_scrape.py
     import common
-    from cpu_per_request import cpu
+    from common import cpu
 
 
 def scrape(port):

@@ -1,4 +1,4 @@
-"""Run the app under prefork_waitress (used by bench/throughput.py).
+"""Run the app under prefork_waitress (for bench/metrics_scrape.py; the scenarios run `python -m prefork_waitress`).
 
     python bench/prefork_launcher.py --workers 2 --base-port 20000 bench.apps:hello
     python bench/prefork_launcher.py --workers 2 --base-port 20000 --cpu-affinity off \

@@ -14,7 +14,7 @@ Reload duration:
             every 5 ms from /proc)
 Each round runs prefork keep-alive, prefork Connection: close and gunicorn
 (which closes every connection anyway), alternating; a baseline run with no
-reload is not made (see throughput.py for that).
+reload is not made (see `python -m bench throughput` for that).
 
 Part 2, reload=True (prefork CLI ``--reload``, N=4, lazy and ``--preload``):
 a throwaway package in a temp dir; its module is rewritten with a new body;

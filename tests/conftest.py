@@ -6,7 +6,6 @@ import os
 import queue
 import random
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +14,9 @@ import threading
 import time
 
 import pytest
-from procfs import process_state
+from procfs import process_state  # puts the repo root on sys.path for bench.harness
+
+from bench.harness import stop_process_group  # the tests' process-group stop is the benchmarks'
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -87,22 +88,6 @@ def pid_alive(pid):
         return False
     state = process_state(pid)
     return state is not None and state != "Z"
-
-
-def stop_process_group(proc, first_signal=signal.SIGTERM, grace=10.0):
-    """Ask ``proc`` to stop, then SIGKILL whatever is left of its process group (its session)."""
-    if proc.poll() is None:
-        proc.send_signal(first_signal)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        proc.wait(5)
 
 
 def port_is_free(port):

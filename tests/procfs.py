@@ -1,43 +1,16 @@
-"""The one /proc/<pid>/stat reader of the tests (and bench/): state, parent, CPU time, children."""
+"""/proc for the tests: the /proc/<pid>/stat reader is bench/harness.py's (shared with the benchmarks);
+threads and tgkill are the tests' own."""
 
 import os
+import sys
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.append(ROOT)  # bench/ is not installed; appended, so an installed prefork_waitress still wins
 
-def stat_fields(pid):
-    """The fields of /proc/<pid>/stat after the command name: [0] state, [1] ppid, [11] utime, [12] stime.
+from bench.harness import children_of, cpu_seconds, process_state, stat_fields  # noqa: E402
 
-    Raises OSError when the process is gone.
-    """
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def process_state(pid):
-    """The one-letter state ("R", "S", "Z", ...), or None when there is no such process."""
-    try:
-        return stat_fields(pid)[0]
-    except OSError:
-        return None
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process."""
-    fields = stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_of(pid):
-    """{child pid: state} of every process whose parent is ``pid`` (zombies included)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = stat_fields(entry)
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found[int(entry)] = fields[0]
-    return found
+__all__ = ["children_of", "cpu_seconds", "process_state", "signal_thread", "stat_fields", "threads_of"]
 
 
 def threads_of(pid):

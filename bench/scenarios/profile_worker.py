@@ -1,7 +1,6 @@
 """Where a prefork_waitress worker spends each microsecond of a request.
 
-Run from the repo root:
-    python bench/profile_worker.py [--requests 40000] [--conns 8] [--close] [--app bench.apps:hello]
+    python -m bench profile_worker [--requests 40000] [--conns 8] [--close] [--app bench.apps:hello]
         [--inline] [--meter] [--py-spy] [--time-app] [--compare DIR,DIR] [--no-profile] [--top 25]
 
 One process runs the worker's real request path (``_child._waitress_server.DrainableServer``
@@ -19,15 +18,18 @@ drains and the figures are divided by that count.
   inflates every figure, so the table also gives each part scaled to the
   unprofiled CPU per request (``--scale-us``, or measured by a first
   ``--no-profile`` run in the same invocation).
-- ``--inline``: requests run inline on the I/O thread (``INLINE_TASKS``)
+- ``--inline``: requests run inline on the I/O thread (the server's ``inline``)
   instead of on waitress's task thread, for A/B.
 - ``--time-app``: the app's own CPU per request inside the server, and alone
   on the same environ: what is outside the app (bench/PROFILE.md, "Flask").
 - ``--py-spy``: trust its shares on the inline path (one thread); on the task
   thread a thread waiting for the GIL is sampled as busy on its last line.
+
+Each measurement runs in a fresh interpreter: ``python -m bench.scenarios.profile_worker --child ...``.
 """
 
 import argparse
+import ast
 import cProfile
 import logging
 import os
@@ -38,10 +40,12 @@ import sys
 import threading
 import time
 
-if not os.environ.get("PYTHONPATH"):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import harness
 
-from bench import common  # noqa: E402
+NAME = "profile_worker"
+HELP = "where a worker spends each µs of a request: the real request path, cProfile or py-spy, by part"
+SMOKE = {"requests": 2000, "conns": 4, "top": 5}
+CHILD = [sys.executable, "-m", "bench.scenarios.profile_worker", "--child"]
 
 PARTS = [
     ("recv + parse", "read the socket, parse request line and headers (channel.received, parser, receiver)"),
@@ -201,15 +205,15 @@ def run_py_spy(args):
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     if not os.path.exists(spy):
         sys.exit("py-spy not found: pip install py-spy")
-    out = os.path.join(common.REPO_ROOT, f".py-spy-{os.getpid()}.txt")
+    out = os.path.join(harness.REPO_ROOT, f".py-spy-{os.getpid()}.txt")
     argv = [spy, "record", "-r", str(args.rate), "-f", "raw", "--threads", "-o", out, "--",
-            sys.executable, os.path.abspath(__file__), "--child", "--no-profile", "--requests",
+            *CHILD, "--no-profile", "--requests",
             str(args.requests), "--conns", str(args.conns), "--app", args.app]
     argv += ["--close"] * args.close + ["--inline"] * args.inline + ["--meter"] * args.meter
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False,
-                              cwd=common.REPO_ROOT)
-        result = next((eval(x[len("RESULT "):], {}) for x in proc.stdout.splitlines()
+                              cwd=harness.REPO_ROOT)
+        result = next((ast.literal_eval(x[len("RESULT "):]) for x in proc.stdout.splitlines()
                        if x.startswith("RESULT ")), None)  # our own repr() of plain data
         if result is None:
             raise RuntimeError(f"py-spy run failed:\n{proc.stdout}\n{proc.stderr}")
@@ -220,18 +224,19 @@ def run_py_spy(args):
 
 
 def report_py_spy(args, total_us):
+    """Rows: each part's share of py-spy's samples, scaled to the unprofiled µs; then the top leaf lines."""
     result, (parts, leaves) = run_py_spy(args)
-    samples = sum(parts.values())
-    print(f"\npy-spy -r {args.rate}: {samples} samples under serve(), "
-          f"{result['served'] / result['wall']:,.0f} req/s while sampled; "
-          f"us/request = share x unprofiled {total_us:.1f} us")
-    rows = [[part, parts[part], f"{parts[part] / samples * 100:.1f} %", parts[part] / samples * total_us, what]
-            for part, what in PARTS]
-    rows.append(["total", samples, "100 %", total_us, ""])
-    common.print_table(["part", "samples", "share", "us/request", "what"], rows)
-    print(f"\ntop {args.top} lines (py-spy leaf frames)")
-    common.print_table(["line", "samples", "us/request"],
-                       [[leaf[-90:], n, n / samples * total_us] for leaf, n in leaves[: args.top]])
+    samples = sum(parts.values()) or 1
+    title = (f"py-spy -r {args.rate}: {samples} samples under serve(), {result['served'] / result['wall']:,.0f} req/s "
+             f"while sampled; us/request = share x unprofiled {total_us:.1f} us")
+    rows = [{"table": title, "part": part, "samples": parts[part], "share": f"{parts[part] / samples * 100:.1f} %",
+             "us/request": parts[part] / samples * total_us, "what": what} for part, what in PARTS]
+    rows.append({"table": title, "part": "total", "samples": samples, "share": "100 %", "us/request": total_us,
+                 "what": ""})
+    top = f"top {args.top} lines (py-spy leaf frames)"
+    rows += [{"table": top, "line": leaf[-90:], "samples": n, "us/request": n / samples * total_us}
+             for leaf, n in leaves[: args.top]]
+    return rows
 
 
 def thread_cpu(kernel_only=False):
@@ -269,8 +274,6 @@ def serve(args, port, sock):
         from prefork_waitress._child._waitress_server import DrainableServer
     except ImportError:  # before the server had its own module
         DrainableServer = _waitress.DrainableServer
-    if args.inline:
-        _waitress.INLINE_TASKS = True
     os.sched_setaffinity(0, {0})
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as _child.run does
     app = common_load(args.app)
@@ -294,7 +297,11 @@ def serve(args, port, sock):
 
     worker = Worker(0, port, 0, app)
     requests = WorkerRequests(worker, 0, RequestMeter() if args.meter else None)
-    server = DrainableServer(app, sock, requests, {})
+    try:
+        server = DrainableServer(app, sock, requests, {}, inline=args.inline)
+    except TypeError:  # a checkout from before the server's inline argument, for --compare
+        _waitress.INLINE_TASKS = args.inline
+        server = DrainableServer(app, sock, requests, {})
     marks = {}
     finished = requests.request_finished
 
@@ -307,7 +314,7 @@ def serve(args, port, sock):
 
     requests.request_finished = counting_finished
     wrk = subprocess.Popen(
-        ["taskset", "-c", "1", common.wrk_path(), "-t1", f"-c{args.conns}", "-d120s", "--timeout=2s"]
+        ["taskset", "-c", "1", harness.wrk_path(), "-t1", f"-c{args.conns}", "-d120s", "--timeout=2s"]
         + (["-H", "Connection: close"] if args.close else []) + [f"http://127.0.0.1:{port}/"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -417,52 +424,52 @@ def child_main(args):
 
 
 def measure(args, no_profile):
-    argv = [sys.executable, os.path.abspath(__file__), "--child", "--requests", str(args.requests),
+    argv = [*CHILD, "--requests", str(args.requests),
             "--conns", str(args.conns), "--app", args.app, "--top", str(args.top)]
     argv += ["--close"] * args.close + ["--inline"] * args.inline + ["--meter"] * args.meter
     argv += ["--no-profile"] * no_profile + ["--time-app"] * args.time_app
     env = dict(os.environ)
     if args.prefork_path:
-        env["PYTHONPATH"] = os.pathsep.join([args.prefork_path, common.REPO_ROOT])
+        env["PYTHONPATH"] = os.pathsep.join([args.prefork_path, harness.REPO_ROOT])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False,
-                          cwd=common.REPO_ROOT, env=env)
+                          cwd=harness.REPO_ROOT, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return eval(line[len("RESULT "):], {})  # our own repr() of plain data
+            return ast.literal_eval(line[len("RESULT "):])  # our own repr() of plain data
     raise RuntimeError(f"profile run failed:\n{proc.stdout}\n{proc.stderr}")
 
 
 def compare(args, paths):
-    """Unprofiled CPU per request (and stime) for each checkout, alternated, rotated each round."""
+    """Rows: unprofiled CPU per request (and kernel part) for each checkout, alternated, rotated each round."""
     results = {p: [] for p in paths}
     for rnd in range(args.rounds):
-        k = rnd % len(paths)
-        for path in paths[k:] + paths[:k]:
+        for path in harness.rotated(paths, rnd):
             args.prefork_path = path
             r = measure(args, no_profile=True)
             us = sum(r["cpu"].values()) / r["served"] * 1e6
             sys_us = sum(r["sys"].values()) / r["served"] * 1e6
             results[path].append((us, sys_us, r["served"] / r["wall"]))
-            print(f"  {path} round {rnd + 1}: {us:.1f} us/request (kernel {sys_us:.1f}), "
-                  f"{r['served'] / r['wall']:,.0f} req/s", file=sys.stderr, flush=True)
-    base = common.median([x[0] for x in results[paths[0]]])
+            harness.progress(f"  {path} round {rnd + 1}: {us:.1f} us/request (kernel {sys_us:.1f}), "
+                             f"{r['served'] / r['wall']:,.0f} req/s")
+    base = harness.median([x[0] for x in results[paths[0]]])
     rows = []
+    title = f"A/B of checkouts, unprofiled, medians of {args.rounds} rounds of {args.requests} requests"
     for path in paths:
         xs = results[path]
-        us = common.median([x[0] for x in xs])
-        rows.append([path, us, f"{min(x[0] for x in xs):.1f}-{max(x[0] for x in xs):.1f}",
-                     common.median([x[1] for x in xs]), common.median([x[2] for x in xs]), f"{us / base:.3f}x"])
-    print(f"uptime after: {os.getloadavg()}")
-    common.print_table(["library", "CPU us/request", "range", "kernel us/request", "req/s", "vs first"], rows)
+        us = harness.median([x[0] for x in xs])
+        rows.append({"table": title, "library": path, "CPU us/request": us,
+                     "range": f"{min(x[0] for x in xs):.1f}-{max(x[0] for x in xs):.1f}",
+                     "kernel us/request": harness.median([x[1] for x in xs]),
+                     "req/s": harness.median([x[2] for x in xs]), "vs first": f"{us / base:.3f}x"})
+    return rows
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p):
     p.add_argument("--requests", type=int, default=40000)
     p.add_argument("--conns", type=int, default=8)
     p.add_argument("--close", action="store_true", help="wrk sends Connection: close")
     p.add_argument("--app", default="bench.apps:hello")
-    p.add_argument("--inline", action="store_true", help="requests inline on the I/O thread (INLINE_TASKS)")
+    p.add_argument("--inline", action="store_true", help="requests inline on the I/O thread")
     p.add_argument("--meter", action="store_true", help="with request_timeout's meter")
     p.add_argument("--time-app", action="store_true",
                    help="also time the app inside the server (its list()ed response included), and alone")
@@ -474,51 +481,53 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--py-spy", action="store_true", help="sample with py-spy instead of cProfile")
     p.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child:
-        child_main(args)
-        return
+
+
+def run(args):
     if not shutil.which("taskset"):
-        sys.exit("taskset not found (util-linux)")
-    print(f"# machine: {common.machine_summary()}; uptime: {os.getloadavg()}")
-    print(f"# app {args.app}, {args.requests} requests, wrk -t1 -c{args.conns} on CPU 1, "
-          f"{'Connection: close' if args.close else 'keep-alive'}, worker on CPU 0, "
-          f"task {'inline on the I/O thread' if args.inline else 'on the task thread'}")
+        raise SystemExit("taskset not found (util-linux)")
+    harness.progress(f"# app {args.app}, {args.requests} requests, wrk -t1 -c{args.conns} on CPU 1, "
+                     f"{'Connection: close' if args.close else 'keep-alive'}, worker on CPU 0, "
+                     f"task {'inline on the I/O thread' if args.inline else 'on the task thread'}")
     if args.compare:
-        compare(args, args.compare.split(","))
-        return
+        return compare(args, args.compare.split(","))
     plain = measure(args, no_profile=True)
     n = plain["served"]
     plain_us = {k: v / n * 1e6 for k, v in plain["cpu"].items() if v > 0}
     total_us = sum(plain_us.values())
-    print(f"\n{plain['library']}\nunprofiled: {n / plain['wall']:,.0f} req/s, CPU per request {total_us:.1f} us "
-          + ", ".join(f"{k} {v:.1f}" for k, v in sorted(plain_us.items())))
-    if plain["app"]:
+    title = f"unprofiled: {plain['library']}, {n} requests"
+    rows = [{"table": title, "thread": k, "CPU us/request": v} for k, v in sorted(plain_us.items())]
+    rows.append({"table": title, "thread": "total", "CPU us/request": total_us, "req/s": n / plain["wall"]})
+    if plain.get("app"):
         in_server, alone = plain["app"]
-        print(f"app: {in_server:.1f} us per request inside the server ({alone:.1f} us replayed alone on the "
-              f"same environ); outside the app {total_us - in_server:.1f} us (app probes included)")
+        app_table = "the app's own CPU per request (--time-app; app probes included in the outside)"
+        rows.append({"table": app_table, "app in the server us": in_server, "app alone us": alone,
+                     "outside the app us": total_us - in_server})
     if args.no_profile:
-        return
+        return rows
     if args.py_spy:
-        report_py_spy(args, total_us)
-        return
+        return rows + report_py_spy(args, total_us)
     prof = measure(args, no_profile=False)
     n = prof["served"]
     parts = prof["parts"]
     profiled_total = sum(parts.values()) / n * 1e6
-    rows = []
+    title = (f"profiled: {n / prof['wall']:,.0f} req/s; self CPU per request by part "
+             f"(scaled = share x unprofiled {total_us:.1f} us)")
     for part, what in PARTS:
         us = parts[part] / n * 1e6
-        rows.append([part, us, f"{us / profiled_total * 100:.1f} %", us * total_us / profiled_total, what])
-    rows.append(["total", profiled_total, "100 %", total_us, ""])
-    print(f"\nprofiled: {n / prof['wall']:,.0f} req/s; self CPU per request by part "
-          f"(scaled = share x unprofiled {total_us:.1f} us)")
-    common.print_table(["part", "profiled us/req", "share", "scaled us/req", "what"], rows)
-    print(f"\ntop {args.top} functions by self time (us/request, profiled)")
-    common.print_table(["function", "calls/req", "self us/req"],
-                       [[name, calls / n, tt / n * 1e6] for name, calls, tt in prof["top"]])
+        rows.append({"table": title, "part": part, "profiled us/req": us,
+                     "share": f"{us / profiled_total * 100:.1f} %", "scaled us/req": us * total_us / profiled_total,
+                     "what": what})
+    rows.append({"table": title, "part": "total", "profiled us/req": profiled_total, "share": "100 %",
+                 "scaled us/req": total_us, "what": ""})
+    top = f"top {args.top} functions by self time (us/request, profiled)"
+    rows += [{"table": top, "function": name, "calls/req": calls / n, "self us/req": tt / n * 1e6}
+             for name, calls, tt in prof["top"]]
+    return rows
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # one measurement, in a fresh interpreter (see measure())
+    _parser = argparse.ArgumentParser()
+    add_arguments(_parser)
+    _parser.add_argument("--child", action="store_true", required=True)
+    child_main(_parser.parse_args())

@@ -1,10 +1,5 @@
 """Mixed load: fast requests while slow ones keep some workers busy, behind the frontends we ship (issue 18).
 
-Run from the repo root (or ``python -m bench.mixed``)::
-
-    python bench/mixed.py                                   # ~8 min
-    python bench/mixed.py --duration 2 --rounds 1 --fractions 0,50   # a smoke run
-
 N = --workers (10) processes of ``bench.apps:mixed`` (``/slow?s=0.5`` sleeps,
 ``/`` answers at once). For each slow fraction F (0, 10, 50 % of the workers),
 round(F x N) client threads each keep one slow request always in flight (a
@@ -30,25 +25,26 @@ non-2xx, failed slow requests); medians over --rounds. The load averages
 before and after are printed too: figures only count from a quiet box.
 """
 
-import argparse
+
 import http.client
+import importlib.util
 import os
 import re
 import socket
 import sys
-import tempfile
 import threading
 import time
 
-try:
-    from bench import _harness, common
-except ImportError:  # run as a script: python bench/mixed.py
-    import _harness
-    import common
+from bench import _harness, harness
+
+NAME = "mixed"
+HELP = "fast requests while slow ones keep 0/10/50 % of the workers busy, behind the nginx/HAProxy configs we ship"
+SMOKE = {"workers": 2, "fractions": [0, 50], "contenders": ["nginx", "haproxy", "gunicorn-sync"], "rounds": 1,
+         "duration": 1, "slow_seconds": 0.2}
 
 APP = "bench.apps:mixed"
 CONTENDERS = ("nginx", "nginx-rr", "haproxy", "haproxy-rr", "gunicorn-sync", "gunicorn-gthread")
-EXAMPLES = os.path.join(common.REPO_ROOT, "examples")
+EXAMPLES = os.path.join(harness.REPO_ROOT, "examples")
 
 def _example(name):
     with open(os.path.join(EXAMPLES, name)) as f:
@@ -63,49 +59,34 @@ def _substitute(text, pattern, new):
     return changed
 
 
-def _tempdir(prefix):
-    path = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(path, 0o755)
-    return path
-
-
 def nginx_front(name, upstream_file, workers, round_robin=False):
     """nginx running examples/nginx.conf (its upstream file ``upstream_file``) on a free port."""
-    binary = common.nginx_path()
-    if binary is None:
-        raise RuntimeError("nginx not found: apt-get install -y nginx-light")
-    port = common.free_port()
-    conf_dir = _tempdir("bench-mixed-nginx-")
-    site = _substitute(_example("nginx.conf"), r"listen 80;", f"listen {common.HOST}:{port};")
+    port = harness.free_port()
+    site = _substitute(_example("nginx.conf"), r"listen 80;", f"listen {harness.HOST}:{port};")
     site = _substitute(site, r"include /etc/nginx/prefork-upstream.conf;", f"include {upstream_file};")
     if round_robin:  # the config shipped before issue 18
         site = _substitute(site, r"\n *least_conn;", "")
         site = _substitute(site, r"\n *zone prefork_app 64k;", "")
-    conf = os.path.join(conf_dir, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(common.nginx_conf(workers, conf_dir, site, user="user root;" if os.geteuid() == 0 else ""))
-    srv = common.Server(name, [binary, "-p", conf_dir, "-c", conf], [port])
-    srv.cleanup_dirs.append(conf_dir)
-    return srv
+    return harness.nginx_with(name, site, port, workers, user="user root;" if os.geteuid() == 0 else "")
 
 
 def haproxy_front(name, round_robin=False):
     """haproxy -db running examples/haproxy.cfg on a free port; (server, its admin socket path)."""
-    binary = next((p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None)
+    binary = _haproxy_path()
     if binary is None:
         raise RuntimeError("haproxy not found: apt-get install -y haproxy")
-    port = common.free_port()
-    conf_dir = _tempdir("bench-mixed-haproxy-")
+    port = harness.free_port()
+    conf_dir = harness.tempdir("bench-mixed-haproxy-")
     sock = os.path.join(conf_dir, "admin.sock")
     cfg = _substitute(_example("haproxy.cfg"), r"stats socket /run/haproxy/admin.sock mode 660",
                       f"stats socket {sock} mode 600")
-    cfg = _substitute(cfg, r"bind :80\n", f"bind {common.HOST}:{port}\n")
+    cfg = _substitute(cfg, r"bind :80\n", f"bind {harness.HOST}:{port}\n")
     if round_robin:
         cfg = _substitute(cfg, r"balance leastconn", "balance roundrobin")
     conf = os.path.join(conf_dir, "haproxy.cfg")
     with open(conf, "w") as f:
         f.write(cfg)
-    srv = common.Server(name, [binary, "-f", conf, "-db"], [port])
+    srv = harness.Proc(name, [binary, "-f", conf, "-db"], [port])
     srv.cleanup_dirs.append(conf_dir)
     return srv, sock
 
@@ -152,9 +133,9 @@ def start(name, args):
     c = Contender(name)
     try:
         if name in ("nginx", "nginx-rr"):
-            work = _tempdir("bench-mixed-upstream-")
+            work = harness.tempdir("bench-mixed-upstream-")
             upstream = os.path.join(work, "upstream.conf")
-            cluster = _harness.Cluster(cwd=common.REPO_ROOT, app=APP, workers=args.workers, base_port=0,
+            cluster = _harness.Cluster(cwd=harness.REPO_ROOT, app=APP, workers=args.workers, base_port=0,
                                        upstream_file=upstream)
             c.clusters.append(cluster)
             cluster.wait_ready()
@@ -167,7 +148,7 @@ def start(name, args):
             front, sock = haproxy_front(name, round_robin=name == "haproxy-rr")
             c.servers.append(front)
             _wait(lambda: os.path.exists(sock), 10, "haproxy's stats socket")
-            cluster = _harness.Cluster(cwd=common.REPO_ROOT, app=APP, workers=args.workers, base_port=0,
+            cluster = _harness.Cluster(cwd=harness.REPO_ROOT, app=APP, workers=args.workers, base_port=0,
                                        haproxy_socket=sock, haproxy_backend="app",
                                        haproxy_maxconn=0 if name == "haproxy-rr" else 1)
             c.clusters.append(cluster)
@@ -175,19 +156,19 @@ def start(name, args):
             _wait(lambda: _live_servers(sock) == args.workers, 15, "every worker in haproxy")
             front.wait_ready()
         else:
-            port = common.free_port()
+            port = harness.free_port()
             worker = "sync" if name == "gunicorn-sync" else "gthread"
             argv = [sys.executable, "-m", "gunicorn", "-k", worker, "-w", str(args.workers),
-                    "--bind", f"{common.HOST}:{port}", "--log-level", "warning", APP]
+                    "--bind", f"{harness.HOST}:{port}", "--log-level", "warning", APP]
             if worker == "gthread":
                 argv[5:5] = ["--threads", "4"]
-            backend = common.Server(name, argv, [port])
+            backend = harness.Proc(name, argv, [port])
             c.servers.append(backend)
             backend.wait_ready(timeout=30)
-            work = _tempdir("bench-mixed-upstream-")
+            work = harness.tempdir("bench-mixed-upstream-")
             upstream = os.path.join(work, "upstream.conf")
             with open(upstream, "w") as f:
-                f.write(f"server {common.HOST}:{port};\n")
+                f.write(f"server {harness.HOST}:{port};\n")
             front = nginx_front(f"nginx-{name}", upstream, args.nginx_workers)
             front.cleanup_dirs.append(work)
             c.servers.append(front)
@@ -228,7 +209,7 @@ class SlowClients:
 
     def _run(self, index):
         while not self._stop.is_set():
-            conn = http.client.HTTPConnection(common.HOST, self.port, timeout=30)
+            conn = http.client.HTTPConnection(harness.HOST, self.port, timeout=30)
             try:
                 conn.request("GET", self.path)
                 self.sent[index].set()
@@ -248,77 +229,76 @@ class SlowClients:
 
 def one_run(contender, slow, args):
     with SlowClients(contender.port, slow, f"/slow?s={args.slow_seconds}") as clients:
-        result = common.run_wrk([contender.port], args.fast_conns, args.duration, timeout_s=10)
+        result = harness.run_wrk([contender.port], args.fast_conns, args.duration, timeout_s=10)
     result["slow_per_s"] = clients.done / clients.elapsed if slow else None
     result["slow_failed"] = clients.failed
     return result
 
 
-def _loadavg():
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p):
     p.add_argument("--workers", type=int, default=10)
-    p.add_argument("--fractions", type=_csv(int), default=[0, 10, 50], help="percent of the workers kept busy")
-    p.add_argument("--contenders", type=_csv(str), default=list(CONTENDERS))
+    p.add_argument("--fractions", type=harness.csv(int), default=[0, 10, 50], help="percent of the workers kept busy")
+    p.add_argument("--contenders", type=harness.csv(str), default=list(CONTENDERS), help=", ".join(CONTENDERS))
     p.add_argument("--fast-conns", type=int, default=2, help="wrk connections sending fast requests")
     p.add_argument("--slow-seconds", type=float, default=0.5)
     p.add_argument("--nginx-workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=8, help="seconds of fast load per run")
-    args = p.parse_args(argv)
+
+
+def run(args):
     for name in args.contenders:
         if name not in CONTENDERS:
-            p.error(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
-    print(f"# machine: {common.machine_summary()}")
-    print(f"# load average before: {_loadavg()}")
-    print(f"# N={args.workers} workers, fast c={args.fast_conns} (keep-alive), slow {args.slow_seconds} s, "
-          f"{args.rounds} rounds x {args.duration} s, nginx worker_processes {args.nginx_workers}")
-    running = {}
-    results = {}
+            raise SystemExit(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
+    running, results = {}, {}
     try:
         for name in args.contenders:
+            why = _missing(name)
+            if why:
+                args.notes.append(f"{name}: skipped, {why}")
+                continue
             running[name] = start(name, args)
         for rnd in range(args.rounds):
             for fraction in args.fractions:
                 slow = round(fraction * args.workers / 100)
-                names = list(running)
-                k = rnd % len(names)
-                for name in names[k:] + names[:k]:
+                for name in harness.rotated(running, rnd):
                     r = one_run(running[name], slow, args)
                     results.setdefault((fraction, name), []).append(r)
-                    print(f"  {fraction:3d}% slow ({slow}) {name:16s} round {rnd + 1}: {r['rps']:8.0f} fast req/s "
-                          f"p50 {r['p50_ms']:7.2f} p99 {r['p99_ms']:7.2f} max {r['max_ms']:7.1f} ms "
-                          f"errors {r.error_count + r['non2xx']} slow failed {r['slow_failed']}",
-                          file=sys.stderr, flush=True)
+                    harness.progress(f"  {fraction:3d}% slow ({slow}) {name:16s} round {rnd + 1}: {r['rps']:8.0f} "
+                                     f"fast req/s p50 {r['p50_ms']:7.2f} p99 {r['p99_ms']:7.2f} "
+                                     f"max {r['max_ms']:7.1f} ms errors {r.failed} slow failed {r['slow_failed']}")
     finally:
         for contender in running.values():
             contender.stop()
+    rows = []
     for fraction in args.fractions:
         slow = round(fraction * args.workers / 100)
-        base = common.median([r["rps"] for r in results.get((fraction, "gunicorn-sync"), [])])
-        print(f"\n## {fraction} % of the workers busy ({slow} of {args.workers} always on a "
-              f"{args.slow_seconds} s request); medians of {args.rounds} rounds, latency in ms")
-        rows = []
+        base = harness.median([r["rps"] for r in results.get((fraction, "gunicorn-sync"), [])])
+        title = (f"{fraction} % of the workers busy ({slow} of {args.workers} always on a {args.slow_seconds} s "
+                 f"request); medians of {args.rounds} rounds x {args.duration} s, latency in ms")
         for name in running:
             rs = results.get((fraction, name), [])
-            if not rs:
-                continue
-            rps = common.median([r["rps"] for r in rs])
-            rows.append([name, rps, f"{rps / base:.2f}x" if base else "-",
-                         common.median([r["p50_ms"] for r in rs]), common.median([r["p99_ms"] for r in rs]),
-                         common.median([r["max_ms"] for r in rs]), common.median([r["slow_per_s"] for r in rs]),
-                         sum(r.error_count + r["non2xx"] + r["slow_failed"] for r in rs)])
-        common.print_table(["contender", "fast req/s", "vs gunicorn-sync", "fast p50", "fast p99", "fast max",
-                            "slow done/s", "errors"], rows)
-    print(f"\n# load average after: {_loadavg()}")
+            rps = harness.median([r["rps"] for r in rs])
+            rows.append({"table": title, "contender": name, "fast req/s": rps,
+                         "vs gunicorn-sync": f"{rps / base:.2f}x" if base else "-",
+                         "fast p50": harness.median([r["p50_ms"] for r in rs]),
+                         "fast p99": harness.median([r["p99_ms"] for r in rs]),
+                         "fast max": harness.median([r["max_ms"] for r in rs]),
+                         "slow done/s": harness.median([r["slow_per_s"] for r in rs]),
+                         "errors": sum(r.failed + r["slow_failed"] for r in rs)})
+    return rows
 
 
-def _csv(kind):
-    return lambda s: [kind(x) for x in s.split(",") if x.strip()]
+def _missing(name):
+    """Why ``name`` cannot run here, or None."""
+    if harness.nginx_path() is None and not name.startswith("haproxy"):
+        return "nginx not installed"
+    if name.startswith("haproxy") and _haproxy_path() is None:
+        return "haproxy not installed"
+    if name.startswith("gunicorn") and importlib.util.find_spec("gunicorn") is None:
+        return "gunicorn not installed"
+    return None
 
 
-if __name__ == "__main__":
-    main()
+def _haproxy_path():
+    return next((p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None)
