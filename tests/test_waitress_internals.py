@@ -331,8 +331,8 @@ def test_a_fast_response_is_sent_before_a_slow_request_queued_behind_it_runs(inl
         first.request("GET", "/")  # both wait on the busy worker, then are read in one turn
         second.request("GET", "/slow")
         assert first.getresponse().read() == b"ok"
-        slow_running = hooks.started == 5 and hooks.finished == 4
-        assert slow_running, f"the fast answer came after the slow request ({hooks.started}, {hooks.finished})"
+        # (the task thread may not have begun the slow one yet: only its end would be wrong)
+        assert hooks.finished < 5, f"the fast answer came after the slow request ({hooks.started}, {hooks.finished})"
         assert second.getresponse().read() == b"ok" and blocker.getresponse().read() == b"ok"
     finally:
         _stop(server, thread)
