@@ -542,14 +542,21 @@ def pid_alive(pid: int) -> bool:
 class Cluster:
     """A master subprocess; ``current`` maps slot id to the pid of its serving worker."""
 
-    def __init__(self, cwd: Optional[str] = None, **options: Any) -> None:
+    def __init__(self, cwd: Optional[str] = None, master_script: str = MASTER_SCRIPT,
+                 checkout: str = REPO_ROOT, **options: Any) -> None:
+        """``options`` go to the Master; ``master_script`` (argv: checkout, options as JSON) reports the
+        same events as MASTER_SCRIPT; ``checkout`` is where prefork_waitress is imported from."""
         self._log = tempfile.NamedTemporaryFile(prefix="prefork-bench-", suffix=".log", delete=False)
         self.log_path = self._log.name
+        env = None
+        if checkout != REPO_ROOT:
+            env = dict(os.environ, PYTHONPATH=os.path.abspath(checkout))
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", MASTER_SCRIPT, REPO_ROOT, json.dumps(options)],
+            [sys.executable, "-c", master_script, os.path.abspath(checkout), json.dumps(options)],
             stdout=subprocess.PIPE,
             stderr=self._log,
             cwd=cwd or os.getcwd(),
+            env=env,
             start_new_session=True,
         )
         self.pid = self.proc.pid
@@ -602,6 +609,10 @@ class Cluster:
     def count(self, name: str, since: int = 0) -> int:
         with self._changed:
             return sum(1 for e in self.events[since:] if e["event"] == name)
+
+    def log_bytes(self) -> int:
+        """How much the master has logged so far."""
+        return os.path.getsize(self.log_path)
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
