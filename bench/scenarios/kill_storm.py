@@ -13,6 +13,7 @@ connection was refused.
 """
 
 import argparse
+import math
 import random
 import re
 import subprocess
@@ -23,7 +24,8 @@ from bench.harness import Cluster, Load, wrk_path
 
 NAME = "kill_storm"
 HELP = "throughput while serving workers are SIGKILLed (30 in 6 s) against no kills; ratio must stay > 0.5"
-SMOKE = {"kills": 4, "seconds": 1.5}
+# the smoke proves the scenario runs: on a loaded box (CI's parallel pass) its ratio means little
+SMOKE = {"kills": 4, "seconds": 1.5, "min_ratio": 0.2}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4, help="client threads, or wrk connections per port")
     parser.add_argument("--wrk", action="store_true", help="load with wrk instead of Python threads")
+    parser.add_argument("--min-ratio", type=float, default=0.5, help="the verdict: storm/no-kills above this")
 
 
 def phase(cluster: Cluster, load: Optional[Load], seconds: float, kills: int, rng: random.Random) -> tuple:
@@ -48,7 +51,7 @@ def phase(cluster: Cluster, load: Optional[Load], seconds: float, kills: int, rn
 
 def wrk_phase(cluster: Cluster, args: argparse.Namespace, kills: int, rng: random.Random) -> tuple:
     """One phase under wrk: (requests/s summed over ports, kills done, socket errors by kind)."""
-    command = [wrk_path(), "-t1", f"-c{args.threads}", f"-d{args.seconds:g}s"]
+    command = [wrk_path(), "-t1", f"-c{args.threads}", f"-d{math.ceil(args.seconds)}s"]  # wrk takes whole seconds
     clients = [
         subprocess.Popen(command + [f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
         for port in cluster.ports
@@ -80,8 +83,8 @@ def run(args: argparse.Namespace) -> list:
     finally:
         cluster.close()
     ratio = storm / normal
-    if ratio <= 0.5:
-        args.failures.append(f"ratio {ratio:.2f} under the storm, must be > 0.5")
+    if ratio <= args.min_ratio:
+        args.failures.append(f"ratio {ratio:.2f} under the storm, must be > {args.min_ratio:g}")
     if load.refused:
         args.failures.append(f"{load.refused} connections refused (must be 0)")
     title = f"{args.workers} workers, {args.threads} client threads, {args.seconds:g} s per phase"
@@ -101,8 +104,8 @@ def run_wrk(args: argparse.Namespace) -> list:
     finally:
         cluster.close()
     ratio = storm / normal
-    if ratio <= 0.5:
-        args.failures.append(f"ratio {ratio:.2f} under the storm, must be > 0.5")
+    if ratio <= args.min_ratio:
+        args.failures.append(f"ratio {ratio:.2f} under the storm, must be > {args.min_ratio:g}")
     if errors.get("connect"):
         args.failures.append(f"{errors['connect']} wrk connect errors (must be 0)")
     title = f"wrk: {args.workers} workers, wrk -c{args.threads} per port, {args.seconds:g} s per phase"
