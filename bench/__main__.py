@@ -40,6 +40,8 @@ def run_scenario(module, argv):
         parser.set_defaults(**module.SMOKE)
     args = parser.parse_args(argv)
     args.notes = []
+    args.failures = []  # a scenario with a verdict appends what failed: the JSON is written, then exit 1
+    args.details = {}  # anything else a scenario keeps (e.g. chaos's report), under "details" in the JSON
     harness.install_exit_handlers()
     record = {
         "scenario": module.NAME,
@@ -56,13 +58,20 @@ def run_scenario(module, argv):
     record.update(
         finished=results.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         load_after=results.loadavg(),
-        options={k: v for k, v in vars(args).items() if k not in ("notes", "results_dir")},
+        options={k: v for k, v in vars(args).items() if k not in ("notes", "results_dir", "failures", "details")},
         notes=args.notes,
         rows=rows,
     )
+    if args.failures:
+        record["failures"] = args.failures
+    if args.details:
+        record["details"] = args.details
     path = results.write(record, args.results_dir)
     print(results.markdown(record))
     print(f"(written to {os.path.relpath(path)})")
+    if args.failures:
+        print(f"{module.NAME} FAILED:", *args.failures, sep="\n  ", file=sys.stderr)
+        raise SystemExit(1)
     return path
 
 

@@ -1,4 +1,4 @@
-"""A "large legacy app" for bench/memory.py: a big object graph built at import.
+"""A "large legacy app" for the memory scenario: a big object graph built at import.
 
 At import: 3,000 classes (with methods and class attributes, as a big Django
 or Trac install defines) and 100,000 small records (dicts holding a list and

@@ -1,4 +1,4 @@
-"""The app of bench/chaos.py: answers "<code version> <pid> <bytes posted>".
+"""The app of the chaos scenario (bench/scenarios/chaos.py): answers "<code version> <pid> <bytes posted>".
 
 The code version is read once, when a worker imports this module, from the file
 named by CHAOS_VERSION_FILE: a rolling reload after that file changed makes every

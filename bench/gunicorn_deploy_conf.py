@@ -1,4 +1,4 @@
-"""gunicorn config for bench/deploy.py: each worker says when it has loaded the app (pid per line)."""
+"""gunicorn config for the deploy scenario: each worker says when it has loaded the app (pid per line)."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""gunicorn config: what a gunicorn user writes to freeze a --preload app (bench/memory.py)."""
+"""gunicorn config: what a gunicorn user writes to freeze a --preload app (the memory scenario)."""
 
 import gc
 

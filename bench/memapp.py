@@ -1,4 +1,4 @@
-"""An app that imports something sizeable and holds ~20 MB of strings (bench/memory.py)."""
+"""An app that imports something sizeable and holds ~20 MB of strings (the memory scenario)."""
 
 import asyncio  # noqa: F401
 import decimal  # noqa: F401

@@ -1,4 +1,4 @@
-"""Worker classes and a gunicorn config for the variants bench/memory.py measures."""
+"""Worker classes and a gunicorn config for the variants the memory scenario measures."""
 
 import gc
 

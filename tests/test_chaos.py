@@ -1,7 +1,7 @@
 """The chaos run in CI: a minute of seeded faults behind real nginx and HAProxy, and no defect.
 
-bench/chaos.py runs as a program (it owns its processes and signals); its JSON
-report is the verdict. Every fault kind is on, as in bench/chaos.py: fd-limit
+``python -m bench chaos`` runs as a program (it owns its processes and signals);
+the report in its result JSON is the verdict. Every fault kind is on, as by default: fd-limit
 dips, HAProxy reloads (the master puts its Runtime API servers back within
 README's bound; HAProxy's 503s "no server" in that gap are counted apart) and
 the strict probes of the metrics port and control socket with idle
@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ENV, ROOT
 
 SEED = 2207
 SECONDS = 60
@@ -31,13 +31,13 @@ def test_a_minute_of_seeded_chaos_behind_nginx_and_haproxy_finds_no_defect(tmp_p
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the chaos test: {', '.join(MISSING)} missing")
         pytest.skip(f"{', '.join(MISSING)} missing")
-    report_path = tmp_path / "chaos.json"
-    command = [sys.executable, os.path.join(ROOT, "bench", "chaos.py"), "--seconds", str(SECONDS), "--seed", str(SEED)]
-    command += CI_FLAGS + ["--json", str(report_path)]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=SECONDS + 150)
+    command = [sys.executable, "-m", "bench", "chaos", "--seconds", str(SECONDS), "--seed", str(SEED)]
+    command += CI_FLAGS + ["--results-dir", str(tmp_path)]
+    run = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=SECONDS + 150)
     output = f"{' '.join(command)}\n{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
-    assert report_path.exists(), output
-    report = json.loads(report_path.read_text())
+    written = list(tmp_path.glob("chaos-*.json"))
+    assert len(written) == 1, output
+    report = json.loads(written[0].read_text())["details"]
     assert report["defects"] == [], output
     assert run.returncode == 0, output
     assert report["orphans"] == []

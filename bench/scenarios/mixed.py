@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 
-from bench import _harness, harness
+from bench import harness
 
 NAME = "mixed"
 HELP = "fast requests while slow ones keep 0/10/50 % of the workers busy, behind the nginx/HAProxy configs we ship"
@@ -135,7 +135,7 @@ def start(name, args):
         if name in ("nginx", "nginx-rr"):
             work = harness.tempdir("bench-mixed-upstream-")
             upstream = os.path.join(work, "upstream.conf")
-            cluster = _harness.Cluster(cwd=harness.REPO_ROOT, app=APP, workers=args.workers, base_port=0,
+            cluster = harness.Cluster(cwd=harness.REPO_ROOT, app=APP, workers=args.workers, base_port=0,
                                        upstream_file=upstream)
             c.clusters.append(cluster)
             cluster.wait_ready()
@@ -148,7 +148,7 @@ def start(name, args):
             front, sock = haproxy_front(name, round_robin=name == "haproxy-rr")
             c.servers.append(front)
             _wait(lambda: os.path.exists(sock), 10, "haproxy's stats socket")
-            cluster = _harness.Cluster(cwd=harness.REPO_ROOT, app=APP, workers=args.workers, base_port=0,
+            cluster = harness.Cluster(cwd=harness.REPO_ROOT, app=APP, workers=args.workers, base_port=0,
                                        haproxy_socket=sock, haproxy_backend="app",
                                        haproxy_maxconn=0 if name == "haproxy-rr" else 1)
             c.clusters.append(cluster)

@@ -1,6 +1,6 @@
 """Faults that could wedge the master or leave a slot broken: one figure per point, per checkout.
 
-    python bench/faults.py --prefork-path /work/wt/base --prefork-path . [--command-seconds 10]
+    python -m bench faults --prefork-path /work/wt/base,. [--command-seconds 10]
 
 Each ``--prefork-path`` is a checkout of prefork_waitress; the figures are
 printed side by side (first column: the reference, usually the old main):
@@ -25,12 +25,25 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, Optional
+
+from bench import harness
+
+NAME = "faults"
+HELP = "faults that could wedge the master or leave a slot broken, one figure per point, side by side per checkout"
+SMOKE = {"command_seconds": 1.0, "crash_seconds": 1.0, "heal_deadline": 10.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prefork-path", type=harness.csv(str), default=[harness.REPO_ROOT], metavar="DIR,...",
+                        help="checkouts of prefork_waitress, side by side (the first: the reference; "
+                        "default: this one)")
+    parser.add_argument("--command-seconds", type=float, default=10.0, help="timeout of the waiting command")
+    parser.add_argument("--crash-seconds", type=float, default=5.0, help="load on the crashing app")
+    parser.add_argument("--heal-deadline", type=float, default=15.0, help="give up waiting for the slots")
 
 MASTER = r"""
 import json, logging, os, resource, signal, sys, time
@@ -99,53 +112,23 @@ Starving(app, worker_class=Sleepy, **options).start()
 NEVER = float("inf")
 
 
-class Master:
-    """One master subprocess of the checkout at ``path``, reporting hook events as JSON lines."""
+class Master(harness.Cluster):
+    """One master subprocess of the checkout at ``path`` (harness.Cluster running MASTER), with a control socket."""
 
     def __init__(self, path: str, work: str, app: str = "hello", workers: int = 2) -> None:
         self.socket_path = os.path.join(work, f"ctl-{time.monotonic_ns()}.sock")
-        self.log_path = os.path.join(work, f"master-{time.monotonic_ns()}.log")
-        options = {"app": app, "workers": workers, "base_port": 0, "control_socket": self.socket_path}
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", MASTER, os.path.abspath(path), json.dumps(options)],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=work,
-            env=dict(os.environ, PYTHONPATH=os.path.abspath(path)),
-            start_new_session=True,
-        )
-        self.events: List[Dict[str, Any]] = []
-        self.current: Dict[int, int] = {}
-        self.ports: List[int] = []
-        self._changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(cwd=work, master_script=MASTER, checkout=path, app=app, workers=workers, base_port=0,
+                         control_socket=self.socket_path)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            event = json.loads(line)
-            with self._changed:
-                self.events.append(event)
-                if event["event"] == "ready":
-                    self.ports = event["ports"]
-                    self.current = {w["id"]: w["pid"] for w in event["workers"]}
-                elif event["event"] == "started":
-                    self.current[event["info"]["id"]] = event["info"]["pid"]
-                self._changed.notify_all()
-
-    def wait(self, condition: Callable[[], Any], timeout: float) -> Any:
+    def wait_for(self, condition: Any, timeout: float) -> Any:
         """``condition()``'s value once truthy, or None after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                value = condition()
-                if value or time.monotonic() >= deadline:
-                    return value
-                self._changed.wait(deadline - time.monotonic())
+        try:
+            return self.wait(condition, timeout)
+        except TimeoutError:
+            return None
 
     def ready(self) -> None:
-        if not self.wait(lambda: self.ports, 30):
+        if not self.wait_for(lambda: self.ports, 30):
             raise RuntimeError(f"the master did not start; see {self.log_path}")
 
     def request(self, message: Dict[str, Any], timeout: float = 120.0) -> Any:
@@ -161,28 +144,13 @@ class Master:
                 data += chunk
         return json.loads(data or b"null")
 
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def log_bytes(self) -> int:
-        return os.path.getsize(self.log_path)
-
-    def close(self) -> None:
-        """SIGCONT and SIGTERM everything; SIGKILL the whole session after a grace period."""
+    def close(self, timeout: float = 15.0) -> None:
+        """SIGCONT everything (a worker may be stopped), then harness.Cluster's close."""
         try:
-            os.killpg(self.proc.pid, signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
-        self.proc.wait()
-        self._log.close()
+        super().close(timeout)
 
 
 def serves(port: int, timeout: float = 0.5) -> bool:
@@ -215,7 +183,7 @@ def respawn_and_status(path: str, work: str, command_seconds: float) -> Dict[str
             else:
                 old = master.current[1]
                 os.kill(old, signal.SIGKILL)
-                back = master.wait(lambda m=master, o=old: m.current[1] != o, command_seconds + 10)
+                back = master.wait_for(lambda m=master, o=old: m.current.get(1) not in (None, o), command_seconds + 10)
                 figures["respawn"] = time.monotonic() - began if back else NEVER
             waiter.join(command_seconds + 30)
         finally:
@@ -260,14 +228,14 @@ def fd_exhaustion(path: str, work: str, starved: float, deadline: float) -> Dict
     master = Master(path, work)
     try:
         master.ready()
-        os.kill(master.proc.pid, signal.SIGUSR2)
-        if not master.wait(lambda: any(e["event"] == "starved" for e in master.events), 10):
+        os.kill(master.pid, signal.SIGUSR2)
+        if not master.wait_for(lambda: any(e["event"] == "starved" for e in master.events), 10):
             raise RuntimeError("the master did not use up its fds")
         for pid in list(master.current.values()):
             os.kill(pid, signal.SIGKILL)
         time.sleep(starved)
-        os.kill(master.proc.pid, signal.SIGUSR2)
-        if not master.wait(lambda: any(e["event"] == "fed" for e in master.events), 10):
+        os.kill(master.pid, signal.SIGUSR2)
+        if not master.wait_for(lambda: any(e["event"] == "fed" for e in master.events), 10):
             raise RuntimeError(f"the master did not get its fds back; see {master.log_path}")
         began = time.monotonic()
         while time.monotonic() - began < deadline:
@@ -306,23 +274,14 @@ def show(value: Optional[float], deadline: float) -> str:
     return f"never (>{deadline:g})" if value == NEVER else f"{value:.2f}"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--prefork-path", action="append", required=True, metavar="DIR", help="a checkout")
-    parser.add_argument("--command-seconds", type=float, default=10.0, help="timeout of the waiting command")
-    parser.add_argument("--crash-seconds", type=float, default=5.0, help="load on the crashing app")
-    parser.add_argument("--heal-deadline", type=float, default=15.0, help="give up waiting for the slots")
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> list:
+    """One row per figure, one column per checkout."""
     results = {path: measure(path, args) for path in args.prefork_path}
-    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
-    width = max(len(label) for _, label in ROWS)
-    print(" " * width + "".join(f"  {os.path.basename(os.path.abspath(p)):>14}" for p in args.prefork_path))
+    rows = []
     for key, label in ROWS:
         deadline = args.heal_deadline if key == "fds_heal_s" else args.command_seconds + 10
-        cells = "".join(f"  {show(results[p].get(key), deadline):>14}" for p in args.prefork_path)
-        print(label.ljust(width) + cells)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        row = {"table": "one figure per point, per checkout (the first: the reference)", "figure": label}
+        for path in args.prefork_path:
+            row[os.path.basename(os.path.abspath(path))] = show(results[path].get(key), deadline)
+        rows.append(row)
+    return rows

@@ -1,6 +1,6 @@
 """Respawn after SIGKILL, prefork_waitress (lazy, preload) vs gunicorn sync -w1; master CPU.
 
-Run from the repo root:  python bench/respawn.py [--rounds 20] [--cpu-rounds 50] [--idle 30]
+    python -m bench respawn [--rounds 20] [--cpu-rounds 50] [--idle 30]
 
 For each contender, one worker is SIGKILLed and a client polls its port until
 a response comes from a different pid ("next 200 from the replacement";
@@ -18,19 +18,28 @@ Then ``--cpu-rounds`` more kills, and the master's (arbiter's) CPU time
 number; and the master's CPU over ``--idle`` idle seconds.
 """
 
-import argparse
 import http.client
+import importlib.util
 import os
 import signal
 import statistics
 import sys
 import time
 
-try:
-    from bench import common, core
-except ImportError:  # python bench/respawn.py
-    import common
-    import core
+from bench import harness
+from bench.scenarios import core
+
+NAME = "respawn"
+HELP = "SIGKILL a worker -> next 200 from its replacement, prefork lazy/preload vs gunicorn sync -w1; master CPU"
+SMOKE = {"rounds": 2, "cpu_rounds": 2, "idle": 0.5}
+
+
+def add_arguments(p):
+    p.add_argument("--rounds", type=int, default=20, help="timed kills per contender (default %(default)s)")
+    p.add_argument("--cpu-rounds", type=int, default=50,
+                   help="kills for the master CPU per respawn (default %(default)s)")
+    p.add_argument("--idle", type=float, default=30.0, help="seconds of idle master CPU (default %(default)s)")
+    p.add_argument("--contenders", type=harness.csv(str), default=["lazy", "preload", "gunicorn"])
 
 
 def answer_pid(port, timeout=10.0):
@@ -66,16 +75,16 @@ def kill_and_wait(port, old, deadline_s=30.0):
 class PreforkSide:
     def __init__(self, mode):
         self.name = f"prefork {mode}"
-        self.cluster = core.Cluster(mode)
-        self.port = self.cluster.wait_ready()[0]
-        self.master_pid = self.cluster.proc.pid
+        self.cluster = core.start(mode)
+        self.cluster.wait_ready()
+        self.port = self.cluster.ports[0]
+        self.master_pid = self.cluster.pid
 
     def worker_pid(self):
-        return self.cluster.pids[0]
+        return self.cluster.wait(lambda: self.cluster.current.get(0))
 
     def after_kill(self, old):
-        while self.cluster.pids[0] == old:  # keep our pid table current
-            self.cluster.next_event()
+        self.cluster.wait(lambda: self.cluster.current.get(0) not in (None, old))  # our pid table is current
 
     def close(self):
         self.cluster.close()
@@ -84,10 +93,10 @@ class PreforkSide:
 class GunicornSide:
     def __init__(self):
         self.name = "gunicorn sync -w1"
-        self.port = common.free_port()
+        self.port = harness.free_port()
         argv = [sys.executable, "-m", "gunicorn", "-k", "sync", "-w", "1", "--bind",
                 f"127.0.0.1:{self.port}", "--log-level", "warning", "examples.hello:app"]
-        self.server = common.Server("gunicorn-w1", argv, [self.port])
+        self.server = harness.Proc("gunicorn-w1", argv, [self.port])
         self.server.wait_ready()
         self.master_pid = self.server.pid
 
@@ -110,42 +119,34 @@ def measure(side, rounds, cpu_rounds, idle):
         times.append(t)
         refused += r
         failed += f
-    before = core.cpu_seconds(side.master_pid)
+    before = harness.cpu_seconds(side.master_pid)
     for _ in range(cpu_rounds):
         old = side.worker_pid()
         kill_and_wait(side.port, old)
         side.after_kill(old)
-    per_respawn = (core.cpu_seconds(side.master_pid) - before) / cpu_rounds if cpu_rounds else None
+    per_respawn = (harness.cpu_seconds(side.master_pid) - before) / cpu_rounds if cpu_rounds else None
     time.sleep(1.0)  # let the last respawn settle before the idle window
-    before = core.cpu_seconds(side.master_pid)
+    before = harness.cpu_seconds(side.master_pid)
     time.sleep(idle)  # measuring idleness itself
-    idle_cpu = core.cpu_seconds(side.master_pid) - before
+    idle_cpu = harness.cpu_seconds(side.master_pid) - before
     return times, refused, failed, per_respawn, idle_cpu
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=20, help="timed kills per contender")
-    p.add_argument("--cpu-rounds", type=int, default=50, help="kills for the master CPU per respawn")
-    p.add_argument("--idle", type=float, default=30.0, help="seconds of idle master CPU")
-    p.add_argument("--contenders", default="lazy,preload,gunicorn")
-    args = p.parse_args(argv)
-    print(f"# machine: {common.machine_summary()}; shared and noisy")
-    print(f"# {args.rounds} timed kills, then {args.cpu_rounds} kills for master CPU, then {args.idle:g} s idle")
-    headers = ["contender", "SIGKILL->200 median ms", "max ms", "refused", "other failures",
-               "master CPU per respawn ms", f"master CPU idle {args.idle:g} s (ms)"]
+def run(args):
     rows = []
-    for name in args.contenders.split(","):
+    title = (f"{args.rounds} timed kills, then {args.cpu_rounds} kills for master CPU, then {args.idle:g} s idle")
+    for name in args.contenders:
+        if name == "gunicorn" and importlib.util.find_spec("gunicorn") is None:
+            args.notes.append("gunicorn: skipped, not installed")
+            continue
         side = GunicornSide() if name == "gunicorn" else PreforkSide(name)
         try:
             times, refused, failed, per, idle_cpu = measure(side, args.rounds, args.cpu_rounds, args.idle)
         finally:
             side.close()
-        rows.append([side.name, statistics.median(times) * 1000, max(times) * 1000, refused, failed,
-                     per * 1000 if per is not None else None, idle_cpu * 1000])
-        print(f"  {side.name}: {[round(t * 1000, 1) for t in times]}", file=sys.stderr, flush=True)
-    common.print_table(headers, rows)
-
-
-if __name__ == "__main__":
-    main()
+        rows.append({"table": title, "contender": side.name, "SIGKILL->200 median ms": statistics.median(times) * 1000,
+                     "max ms": max(times) * 1000, "refused": refused, "other failures": failed,
+                     "master CPU per respawn ms": per * 1000 if per is not None else None,
+                     f"master CPU idle {args.idle:g} s (ms)": idle_cpu * 1000})
+        harness.progress(f"  {side.name}: {[round(t * 1000, 1) for t in times]}")
+    return rows

@@ -1,7 +1,6 @@
 """The per-request bookkeeping alone, timed in one process: the meter and the access log line.
 
-Run from the repo root:
-    python bench/meter_cost.py [--number 200000] [--repeat 7] [--reference-path /work/main]
+    python -m bench meter_cost [--number 200000] [--repeat 7] [--reference-path /work/main]
 
 With ``--reference-path``, the meter of that checkout (e.g. main, before the
 running request's method and path went into the page) is timed in the same
@@ -12,7 +11,6 @@ request: what a worker's request thread adds for each request besides
 waitress and the app (`python -m bench cpu_per_request` measures the whole worker).
 """
 
-import argparse
 import importlib.util
 import mmap
 import os
@@ -22,11 +20,19 @@ import tempfile
 import time
 import timeit
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from prefork_waitress._child._waitress import RequestFacts
+from prefork_waitress._child.access_log import AccessLog, _Clock, format_line
+from prefork_waitress._wire.meter import RequestMeter
 
-from prefork_waitress._child._waitress import RequestFacts  # noqa: E402
-from prefork_waitress._child.access_log import AccessLog, _Clock, format_line  # noqa: E402
-from prefork_waitress._wire.meter import RequestMeter  # noqa: E402
+NAME = "meter_cost"
+HELP = "the per-request bookkeeping alone (meter, access log line), µs per request, best of N timeit runs"
+SMOKE = {"number": 2000, "repeat": 2}
+
+
+def add_arguments(p):
+    p.add_argument("--number", type=int, default=200_000, help="calls per timeit run (default %(default)s)")
+    p.add_argument("--repeat", type=int, default=7, help="timeit runs, the best counts (default %(default)s)")
+    p.add_argument("--reference-path", default=None, help="another checkout whose meter is timed in the same run")
 
 _START = struct.Struct("d")
 
@@ -65,12 +71,8 @@ def started(meter, method, path):
     return lambda: meter.started(method, path)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--number", type=int, default=200_000)
-    p.add_argument("--repeat", type=int, default=7)
-    p.add_argument("--reference-path", default=None, help="another checkout whose meter is timed in the same run")
-    args = p.parse_args(argv)
+def run(args):
+    """One row per piece of bookkeeping: µs per request, the empty call subtracted."""
 
     def best(f):
         return min(timeit.repeat(f, number=args.number, repeat=args.repeat)) / args.number * 1e6
@@ -101,9 +103,5 @@ def main(argv=None):
     os.unlink(log.path)
     os.rmdir(directory)
     meter.close()
-    for name, us in rows:
-        print(f"| {name} | {us:.2f} |")
-
-
-if __name__ == "__main__":
-    main()
+    title = f"best of {args.repeat} x {args.number} calls, minus an empty call"
+    return [{"table": title, "what": name, "us/request": round(us, 3)} for name, us in rows]

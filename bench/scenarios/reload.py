@@ -1,9 +1,9 @@
 """Rolling reload under load, prefork_waitress vs gunicorn; and reload=True edit-to-new-code latency.
 
-Run from the repo root:  python bench/reload.py [--rounds 3] [--duration 8] [--conns 32] [--edits 5]
+    python -m bench reload [--rounds 3] [--duration 8] [--conns 32] [--edits 5] [--parts 1,2]
 
 Part 1, under load (N=4 workers, app bench.apps:hello): one wrk run of
-``--duration`` seconds (common.run_wrk; prefork: threads spread over the 4
+``--duration`` seconds (harness.run_wrk; prefork: threads spread over the 4
 ports; gunicorn: its one port) and, ``--at`` seconds into it, SIGHUP to the
 master. Failed requests = wrk's connect/read/write/timeout errors + non-2xx.
 Reload duration:
@@ -22,7 +22,6 @@ time from the write to the first 200 with the new body on any port, and on
 all 4 ports. The master uses inotify on Linux.
 """
 
-import argparse
 import http.client
 import os
 import shutil
@@ -33,33 +32,36 @@ import tempfile
 import threading
 import time
 
-try:
-    from bench import common
-    from bench._harness import pid_alive
-except ImportError:  # python bench/reload.py
-    import common
-    from _harness import pid_alive
+from bench import harness
+from bench.harness import pid_alive
 
+NAME = "reload"
+HELP = "rolling reload (SIGHUP) under wrk load, prefork vs gunicorn; reload=True: file write -> new code served"
+SMOKE = {"rounds": 1, "duration": 1, "at": 0.3, "conns": 4, "edits": 1}
 N = 4
 
 
-
-
-
+def add_arguments(p):
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=8, help="seconds of each wrk run")
+    p.add_argument("--at", type=float, default=2.0, help="seconds into the wrk run to send SIGHUP")
+    p.add_argument("--conns", type=int, default=32)
+    p.add_argument("--edits", type=int, default=5)
+    p.add_argument("--parts", type=harness.csv(str), default=["1", "2"], help="1: under load, 2: reload=True")
 
 def start_prefork(app, extra=(), env=None):
-    base = common.free_port_range(N)
+    base = harness.free_port_range(N)
     ports = list(range(base, base + N))
     argv = [sys.executable, "-m", "prefork_waitress", "--workers", str(N), "--base-port", str(base),
             "--log-level", "info", *extra, app]
-    return common.Server("prefork", argv, ports, env=env), ports
+    return harness.Proc("prefork", argv, ports, env=env), ports
 
 
 def start_gunicorn(app):
-    port = common.free_port()
+    port = harness.free_port()
     argv = [sys.executable, "-m", "gunicorn", "-k", "sync", "-w", str(N), "--bind", f"127.0.0.1:{port}",
             "--log-level", "warning", app]
-    return common.Server("gunicorn", argv, [port]), [port]
+    return harness.Proc("gunicorn", argv, [port]), [port]
 
 
 def prefork_reload_done(server, hup_at, timeout=60.0):
@@ -73,10 +75,10 @@ def prefork_reload_done(server, hup_at, timeout=60.0):
 
 
 def gunicorn_reload_done(server, hup_at, timeout=60.0):
-    old = common.children(server.pid)
+    old = harness.children(server.pid)
     os.kill(server.pid, signal.SIGHUP)
     while time.monotonic() - hup_at < timeout:
-        now = common.children(server.pid)
+        now = harness.children(server.pid)
         if len(now) == N and not (now & old) and not any(pid_alive(p) for p in old):
             return time.monotonic() - hup_at
         time.sleep(0.005)
@@ -97,7 +99,7 @@ def reload_under_load(kind, server, ports, duration, at, conns, close):
 
     t = threading.Thread(target=trigger)
     t.start()
-    r = common.run_wrk(ports, conns, duration, close=close)
+    r = harness.run_wrk(ports, conns, duration, close=close)
     t.join()
     if "error" in result:
         raise RuntimeError(result["error"])
@@ -121,23 +123,24 @@ def part1(args):
                 r, secs = reload_under_load(kind, s, ports, args.duration, args.at, args.conns, close)
                 failed = r.error_count + r["non2xx"]
                 results.setdefault((kind, close), []).append((r, secs, failed))
-                print(f"  {kind} {'close' if close else 'keep-alive'} round {rnd + 1}: reload {secs:.3f} s, "
-                      f"{r['requests']} requests, failed {failed} ({r['errors']}, non2xx {r['non2xx']}), "
-                      f"{r['rps']:.0f} req/s", file=sys.stderr, flush=True)
+                harness.progress(f"  {kind} {'close' if close else 'keep-alive'} round {rnd + 1}: reload "
+                                 f"{secs:.3f} s, {r['requests']} requests, failed {failed} ({r['errors']}, "
+                                 f"non2xx {r['non2xx']}), {r['rps']:.0f} req/s")
     finally:
         for s, _ in servers.values():
             s.stop()
-    print(f"\n## reload under load: N={N}, c={args.conns}, wrk {args.duration} s, HUP at {args.at} s, "
-          f"{args.rounds} rounds (medians; failed = errors + non-2xx, summed over rounds)")
+    title = (f"reload under load: N={N}, c={args.conns}, wrk {args.duration} s, HUP at {args.at} s, "
+             f"{args.rounds} rounds (medians; failed = errors + non-2xx, summed over rounds)")
     rows = []
     for kind, close in cases:
         rs = results[(kind, close)]
         shape = "close (server)" if kind == "gunicorn" else ("close (client)" if close else "keep-alive")
-        rows.append([kind, shape, statistics.median(x[1] for x in rs) * 1000, max(x[1] for x in rs) * 1000,
-                     sum(x[2] for x in rs), sum(x[0]["requests"] for x in rs),
-                     statistics.median(x[0]["rps"] for x in rs)])
-    common.print_table(["contender", "connections", "reload ms (median)", "reload ms (max)", "failed",
-                        "requests", "req/s (median)"], rows)
+        rows.append({"table": title, "contender": kind, "connections": shape,
+                     "reload ms (median)": statistics.median(x[1] for x in rs) * 1000,
+                     "reload ms (max)": max(x[1] for x in rs) * 1000, "failed": sum(x[2] for x in rs),
+                     "requests": sum(x[0]["requests"] for x in rs),
+                     "req/s (median)": statistics.median(x[0]["rps"] for x in rs)})
+    return rows
 
 
 PKG_INIT = ""
@@ -165,7 +168,7 @@ def body_of(port):
 
 
 def part2(args):
-    print(f"\n## reload=True: file write -> new body served (N={N}, {args.edits} edits each, inotify)")
+    title = f"reload=True: file write -> new body served (N={N}, {args.edits} edits each, inotify)"
     rows = []
     for mode in ("lazy", "preload"):
         tmp = tempfile.mkdtemp(prefix="bench-reload-")
@@ -177,7 +180,7 @@ def part2(args):
         with open(view, "w") as f:
             f.write(VIEW.format(body="v0"))
         extra = ["--reload"] + (["--preload"] if mode == "preload" else [])
-        env = {"PYTHONPATH": os.pathsep.join([tmp, common.REPO_ROOT])}
+        env = {"PYTHONPATH": os.pathsep.join([tmp, harness.REPO_ROOT])}
         server, ports = start_prefork("benchreloadapp.views:app", extra, env=env)
         firsts, alls = [], []
         try:
@@ -203,32 +206,22 @@ def part2(args):
                     time.sleep(0.002)
                 firsts.append(first)
                 alls.append(time.monotonic() - written)
-                print(f"  reload=True {mode} edit {i}: first port {first * 1000:.0f} ms, "
-                      f"all ports {alls[-1] * 1000:.0f} ms", file=sys.stderr, flush=True)
+                harness.progress(f"  reload=True {mode} edit {i}: first port {first * 1000:.0f} ms, "
+                                 f"all ports {alls[-1] * 1000:.0f} ms")
                 time.sleep(1.5)  # let the reload finish its last step
         finally:
             server.stop()
             shutil.rmtree(tmp, ignore_errors=True)
-        rows.append([mode, statistics.median(firsts) * 1000, max(firsts) * 1000,
-                     statistics.median(alls) * 1000, max(alls) * 1000])
-    common.print_table(["mode", "first port median ms", "max ms", "all 4 ports median ms", "max ms"], rows)
+        rows.append({"table": title, "mode": mode, "first port median ms": statistics.median(firsts) * 1000,
+                     "first port max ms": max(firsts) * 1000, "all 4 ports median ms": statistics.median(alls) * 1000,
+                     "all 4 ports max ms": max(alls) * 1000})
+    return rows
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=int, default=8)
-    p.add_argument("--at", type=float, default=2.0, help="seconds into the wrk run to send SIGHUP")
-    p.add_argument("--conns", type=int, default=32)
-    p.add_argument("--edits", type=int, default=5)
-    p.add_argument("--parts", default="1,2")
-    args = p.parse_args(argv)
-    print(f"# machine: {common.machine_summary()}; shared and noisy")
-    if "1" in args.parts.split(","):
-        part1(args)
-    if "2" in args.parts.split(","):
-        part2(args)
-
-
-if __name__ == "__main__":
-    main()
+def run(args):
+    rows = []
+    if "1" in args.parts:
+        rows += part1(args)
+    if "2" in args.parts:
+        rows += part2(args)
+    return rows

@@ -1,6 +1,6 @@
 """Crash loop: when a worker's app stops importing, how the master retries, and how it comes back.
 
-    python bench/crash_loop.py [--attempts 8]
+    python -m bench crash_loop [--attempts 8]
 
 Kills a serving worker while its app module raises at import, records when
 each attempt failed (the master's worker_exited times), then fixes the app
@@ -10,14 +10,17 @@ tracebacks its log holds (one per distinct error).
 """
 
 import os
-import sys
+import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.harness import Cluster
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
+NAME = "crash_loop"
+HELP = "a worker's app stops importing: when the master retries, its CPU meanwhile, how the slot comes back"
+SMOKE = {"attempts": 2}
 
-from bench._harness import Cluster  # noqa: E402
+
+def add_arguments(p):
+    p.add_argument("--attempts", type=int, default=8, help="failed attempts before the fix (default %(default)s)")
 
 FLAKY = """
 import os
@@ -38,10 +41,8 @@ def is_back(event: dict) -> bool:
     return event["event"] == "started" and event["info"]["id"] == 1 and event["info"]["generation"] > 1
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--attempts", type=int, default=8, help="failed attempts before the fix")
-    args = parser.parse_args()
+def run(args):
+    """One row per failed attempt, then the recovery and the master's cost."""
     with tempfile.TemporaryDirectory() as work:
         with open(os.path.join(work, "flaky.py"), "w") as f:
             f.write(FLAKY)
@@ -62,17 +63,15 @@ def main() -> int:
         finally:
             cluster.close()
     times = [e["t"] - killed_at for e in exits(cluster, 3)]
-    print("crash loop: worker 1 SIGKILLed (t=0: the master saw it exit) while its app cannot be imported")
-    previous = 0.0
+    title = "worker 1 SIGKILLed (t=0: the master saw it exit) while its app cannot be imported, then fixed"
+    rows, previous = [], 0.0
     for n, t in enumerate(times, 1):
-        print(f"  attempt {n} failed at t={t:6.2f} s  (+{t - previous:.2f} s)")
+        rows.append({"table": title, "event": f"attempt {n} failed", "t s": t, "since previous s": t - previous})
         previous = t
     up = back["t"] - killed_at
-    print(f"  fixed; worker 1 serving again at t={up:.2f} s (+{up - previous:.2f} s)")
-    print(f"  master CPU over the loop: {cpu:.2f} s; tracebacks in its log: {text.count('Traceback (most recent')}")
-    print(f"  'still failing' lines: {text.count('still failing')}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    rows.append({"table": title, "event": "fixed; worker 1 serving again", "t s": up,
+                 "since previous s": up - previous})
+    rows.append({"table": "the master over the loop", "master CPU s": cpu,
+                 "tracebacks in its log": text.count("Traceback (most recent"),
+                 "'still failing' lines": text.count("still failing")})
+    return rows

@@ -1,7 +1,6 @@
 """Memory of N workers over time: prefork_waitress lazy/preload/preload+freeze/refork vs gunicorn sync.
 
-Run from the repo root:
-    python bench/memory.py [--workers 4] [--checkpoints 0,1000,10000] [--app bench.bigapp:app]
+    python -m bench memory [--workers 4] [--checkpoints 0,1000,10000] [--app bench.bigapp:app]
 
 App: bench/bigapp.py (100,000 small records and 3,000 classes built at
 import, ~80 MB RSS; each request builds and drops some cyclic garbage,
@@ -15,24 +14,23 @@ fourth; the "refork 50/1000/10000" ones (--refork-after 50,1000,10000) refork in
 worker that first served 50 requests is the template again at 1,000 and at
 10,000, so the @1000 and @10000 figures follow a refork and a later
 checkpoint, e.g. 20000, shows the climb after the last one), and once the
-worker pids have not changed for 2 s, /proc/PID/smaps_rollup of the master and of
+worker pids have not changed for ``--settle`` (2) s, /proc/PID/smaps_rollup of the master and of
 every worker is read: private = Private_Clean + Private_Dirty, Pss.
 "total Pss" = master + all workers, MiB. The client: one process per port,
 keep-alive where the server keeps it (gunicorn sync closes every one).
 """
 
-import argparse
 import http.client
 import multiprocessing
-import os
 import signal
 import sys
 import time
 
-try:
-    from bench import common
-except ImportError:  # python bench/memory.py
-    import common
+from bench import harness
+
+NAME = "memory"
+HELP = ("total Pss and worker private memory of N workers after 0, 1,000 and 10,000 requests each: prefork "
+        "lazy/preload/freeze/refork vs gunicorn sync (--preload, freeze hook)")
 
 PREFORK = ["-m", "prefork_waitress", "--log-level", "warning", "--cpu-affinity", "off"]
 GUNICORN = ["-m", "gunicorn", "-k", "sync", "--log-level", "warning"]
@@ -57,6 +55,19 @@ CONTENDERS = {
     "gunicorn --preload + freeze hook": (GUNICORN, ["--preload", "-c", "python:bench.gunicorn_freeze"]),
 }
 REFERENCE = "gunicorn --preload"
+SMOKE = {"workers": 2, "checkpoints": [0, 20], "settle": 0.4,
+         "contenders": ["prefork preload+freeze no-gen2", "gunicorn --preload", "gunicorn --preload + freeze hook"]}
+
+
+def add_arguments(p):
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--checkpoints", type=harness.csv(int), default=[0, 1000, 10000],
+                   help="requests per worker at each measurement (default 0,1000,10000)")
+    p.add_argument("--app", default="bench.bigapp:app",
+                   help="default %(default)s; bench.memapp:app the older 20 MB app")
+    p.add_argument("--contenders", type=harness.csv(str), default=list(CONTENDERS), help=", ".join(CONTENDERS))
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds the worker pids must stay the same before a measurement (default %(default)s)")
 
 
 def rollup(pid):
@@ -79,7 +90,7 @@ def hit(job):
     for _ in range(n):
         try:
             if conn is None:
-                conn = http.client.HTTPConnection(common.HOST, port, timeout=10)
+                conn = http.client.HTTPConnection(harness.HOST, port, timeout=10)
             conn.request("GET", "/")
             resp = conn.getresponse()
             resp.read()
@@ -99,7 +110,7 @@ def hit(job):
 
 
 def _client_process():
-    """Pool processes are plain clients: common's stop-the-servers handler is the parent's."""
+    """Pool processes are plain clients: harness's stop-the-servers handler is the parent's."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
 
@@ -107,32 +118,32 @@ def _client_process():
 def start(name, workers, app):
     runner, extra = CONTENDERS[name]
     if runner is GUNICORN:
-        port = common.free_port()
+        port = harness.free_port()
         argv = [sys.executable, *runner, "-w", str(workers), "--bind", f"127.0.0.1:{port}", *extra, app]
-        return common.Server(name, argv, [port])
-    base = common.free_port_range(workers)
+        return harness.Proc(name, argv, [port])
+    base = harness.free_port_range(workers)
     argv = [sys.executable, *runner, "--workers", str(workers), "--base-port", str(base), *extra, app]
-    return common.Server(name, argv, list(range(base, base + workers)))
+    return harness.Proc(name, argv, list(range(base, base + workers)))
 
 
 def settled(server, workers, quiet=2.0, timeout=30.0):
     """The worker pids once there are ``workers`` of them and none changed for ``quiet`` s (a refork
     round in progress replaces one slot after the other)."""
     deadline = time.monotonic() + timeout
-    kids, since = sorted(common.children(server.pid)), time.monotonic()
+    kids, since = sorted(harness.children(server.pid)), time.monotonic()
     while len(kids) != workers or time.monotonic() - since < quiet:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{server.name}: expected {workers} settled workers, found {kids}")
         time.sleep(0.2)
-        now = sorted(common.children(server.pid))
+        now = sorted(harness.children(server.pid))
         if now != kids:
             kids, since = now, time.monotonic()
     return kids
 
 
-def measure(server, workers):
-    time.sleep(1.0)  # the last responses' garbage goes
-    kids = settled(server, workers)
+def measure(server, workers, settle):
+    time.sleep(settle / 2)  # the last responses' garbage goes
+    kids = settled(server, workers, quiet=settle)
     ws = [rollup(w) for w in kids]
     master = rollup(server.pid)
     return {
@@ -156,49 +167,32 @@ def run_contender(name, args, pool):
             started = time.monotonic()
             failures += sum(pool.map(hit, jobs))
             done = checkpoint
-            figures[checkpoint] = measure(server, args.workers)
-            print(f"  {name} @{checkpoint}: total Pss {figures[checkpoint]['total']:.1f}, worker private "
-                  f"{figures[checkpoint]['privates']} MiB ({time.monotonic() - started:.1f} s)",
-                  file=sys.stderr, flush=True)
+            figures[checkpoint] = measure(server, args.workers, args.settle)
+            harness.progress(f"  {name} @{checkpoint}: total Pss {figures[checkpoint]['total']:.1f}, worker private "
+                             f"{figures[checkpoint]['privates']} MiB ({time.monotonic() - started:.1f} s)")
     finally:
         server.stop()
     return figures, failures
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--checkpoints", default="0,1000,10000", help="requests per worker at each measurement")
-    p.add_argument("--app", default="bench.bigapp:app")
-    p.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated names from CONTENDERS")
-    args = p.parse_args(argv)
-    args.checkpoints = [int(c) for c in args.checkpoints.split(",")]
-    names = [n.strip() for n in args.contenders.split(",") if n.strip()]
-    print(f"# machine: {common.machine_summary()}; N={args.workers}, app {args.app}, MiB")
-    print(f"# load before: {os.getloadavg()}")
+def run(args):
+    unknown = [n for n in args.contenders if n not in CONTENDERS]
+    if unknown:
+        raise SystemExit(f"unknown contenders {unknown}; known: {', '.join(CONTENDERS)}")
     results = {}
     with multiprocessing.get_context("fork").Pool(max(args.workers, 1), _client_process) as pool:
-        for name in names:
+        for name in args.contenders:
             results[name] = run_contender(name, args, pool)
-    print(f"# load after: {os.getloadavg()}")
     ref = results.get(REFERENCE, ({}, 0))[0]
-    headers = ["contender"]
-    for c in args.checkpoints:
-        headers += [f"total Pss @{c}", f"worker private @{c}"]
-        if ref:
-            headers.append(f"vs {REFERENCE} @{c}")
-    headers.append("failed requests")
     rows = []
-    for name in names:
+    for name in args.contenders:
         figures, failures = results[name]
-        row = [name]
+        row = {"table": f"N={args.workers}, app {args.app}, MiB", "contender": name}
         for c in args.checkpoints:
-            row += [figures[c]["total"], figures[c]["private"]]
+            row[f"total Pss @{c}"] = figures[c]["total"]
+            row[f"worker private @{c}"] = figures[c]["private"]
             if ref:
-                row.append(f"{figures[c]['total'] / ref[c]['total']:.2f}x")
-        rows.append(row + [failures])
-    common.print_table(headers, rows)
-
-
-if __name__ == "__main__":
-    main()
+                row[f"vs {REFERENCE} @{c}"] = f"{figures[c]['total'] / ref[c]['total']:.2f}x"
+        row["failed requests"] = failures
+        rows.append(row)
+    return rows

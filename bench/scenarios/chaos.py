@@ -1,7 +1,7 @@
 """Chaos run: GET and POST load through nginx and HAProxy while a seeded random schedule of faults hits the
 master and its workers; every failure that is not a killed worker's in-flight request is a defect.
 
-    python bench/chaos.py [--minutes 10 | --seconds 60] [--seed N] [--no-fd-dips] [--no-haproxy-reloads]
+    python -m bench chaos [--minutes 10 | --seconds 60] [--seed N] [--no-fd-dips] [--no-haproxy-reloads]
 
 The frontends are built from examples/nginx.conf and examples/haproxy.cfg as README tells users
 (nginx reloaded by ``on_ports_changed``, HAProxy driven through its Runtime API). Faults: SIGKILL and
@@ -11,35 +11,37 @@ log filesystem (a small tmpfs holding the output and the access log; skipped if 
 idle and garbage connections to the control socket and the metrics port. ``max_requests`` recycling
 and ``refork_after`` rounds run all along. At the end the code changes once more, one reload runs, and
 every slot must answer the new version. It prints the seed; the same seed replays the same schedule.
-Exit 1 on any defect. HAProxy's 503s "no server" in the RELOAD_GAP seconds after one of its reloads are
-counted apart (``reload_gap_503``): HAProxy drops the servers added at run time when it reloads and the
-master puts them back within the bound README states (``WATCH_INTERVAL``).
+The report goes into the run's JSON (``details``); exit 1 on any defect (the JSON's ``failures``).
+HAProxy's 503s "no server" in the RELOAD_GAP seconds after one of its reloads are counted apart
+(``reload_gap_503``): HAProxy drops the servers added at run time when it reloads and the master puts
+them back within the bound README states (``WATCH_INTERVAL``).
 """
 
+import argparse
+import http.client
 import os
-import sys
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import harness
+from bench.harness import REPO_ROOT, Cluster, Load, free_port, free_port_range, nginx_path, pid_alive
+from bench.harness import Proc as Server
+from prefork_waitress.control import ControlError, request
+from prefork_waitress.integrations.haproxy import WATCH_INTERVAL
 
-import argparse  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
-
-from bench._harness import Cluster, Load, pid_alive  # noqa: E402
-from bench.common import REPO_ROOT, Server, free_port, free_port_range, nginx_path  # noqa: E402
-from prefork_waitress.control import ControlError, request  # noqa: E402
-from prefork_waitress.integrations.haproxy import WATCH_INTERVAL  # noqa: E402
+NAME = "chaos"
+HELP = ("a seeded schedule of faults (kills, stops, HUP storms, flaps, max_rss, frontend reloads, fd dips, a full "
+        "log, idle connections) under load through nginx and HAProxy; exit 1 on any defect")
+SMOKE = {"seconds": 5.0, "seed": 2207, "faults": "kill,hup_storm,nginx_reload"}
 
 WORKERS = 3
 STALL_LIMIT = 10.0  # seconds with no request answered: a stuck cluster (a SIGSTOP lasts 2 s at most)
@@ -630,8 +632,7 @@ def summarize(samples: List[Tuple[float, int, int, float]]) -> List[str]:
     return ["the master over time:"] + rows
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=None)
     parser.add_argument("--seconds", type=float, default=None, help="instead of --minutes")
     parser.add_argument("--seed", type=int, default=None, help="replays a schedule (default: a random seed)")
@@ -646,8 +647,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="a metrics scrape or control request refused while idle connections are open is a defect",
     )
     parser.add_argument("--faults", help="only these kinds, comma-separated: which drives a trend")
-    parser.add_argument("--json", help="write the report here as JSON")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """The run's report goes to ``args.details``, its defects to ``args.failures``; rows: per frontend, faults."""
     seconds = args.seconds if args.seconds is not None else 60.0 * (args.minutes if args.minutes is not None else 10.0)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     kinds = [k for k in FAULTS if (k != "fd_dip" or args.fd_dips) and (k != "haproxy_reload" or args.haproxy_reloads)]
@@ -657,10 +660,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         wanted = args.faults.split(",")
         unknown = sorted(set(wanted) - set(FAULTS))
         if unknown:
-            parser.error(f"--faults: unknown kinds {unknown}; known: {', '.join(FAULTS)}")
+            raise SystemExit(f"--faults: unknown kinds {unknown}; known: {', '.join(FAULTS)}")
         kinds = [k for k in kinds if k in wanted]
     plan = schedule(seed, seconds, kinds)
-    print(f"chaos: seed {seed}, {seconds:g} s, {len(plan)} faults of {', '.join(kinds)}", flush=True)
+    harness.progress(f"chaos: seed {seed}, {seconds:g} s, {len(plan)} faults of {', '.join(kinds)}")
     workdir = tempfile.mkdtemp(prefix="prefork-chaos-")
     chaos = Chaos(args, workdir)
     report: Dict[str, Any] = {"seed": seed, "seconds": seconds}
@@ -681,7 +684,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if chaos.cluster.proc.poll() is not None:
                 break
             target = chaos.cluster.current.get(params["slot"])
-            print(f"  {time.monotonic() - began:6.1f} s  {kind} (slot {params['slot']}, pid {target})", flush=True)
+            harness.progress(f"  {time.monotonic() - began:6.1f} s  {kind} (slot {params['slot']}, pid {target})")
             chaos.run_fault(kind, params)
         time.sleep(max(0.0, began + seconds - time.monotonic()))
         report["longest_stall_s"] = stall = sampler.longest_stall()
@@ -739,19 +742,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         chaos.defects += [f"master log: {d}" for d in master_log_defects(chaos.cluster.log_path)]
         report["master_log"] = chaos.cluster.log_path
     report["defects"] = chaos.defects
-    for line in summarize(sampler.samples if sampler else []):
-        print(line)
-    print(json.dumps(report, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+    over_time = summarize(sampler.samples if sampler else [])
+    for line in over_time:
+        harness.progress(line)
     shutil.rmtree(workdir, ignore_errors=True)
+    args.details.update(report)
+    args.details["master_over_time"] = over_time[1:]
     if chaos.defects:
-        print(f"chaos: {len(chaos.defects)} defects; replay with --seed {seed}", flush=True)
-        return 1
-    print(f"chaos: no defect (seed {seed}; {in_flight} requests failed in flight on killed workers)", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        args.failures += chaos.defects + [f"{len(chaos.defects)} defects; replay with --seed {seed}"]
+    else:
+        args.notes.append(f"no defect (seed {seed}; {in_flight} requests failed in flight on killed workers)")
+    title = f"seed {seed}, {seconds:g} s: requests per frontend"
+    rows: List[Dict[str, Any]] = [
+        {"table": title, "frontend": name,
+         **{k: v for k, v in report[name].items() if k != "other_failures_between_s"}}
+        for name in ("nginx", "haproxy") if name in report
+    ]
+    rows += [{"table": "faults run", "fault": kind, "times": count} for kind, count in chaos.done.items()]
+    rows += [{"table": "faults skipped", "fault": kind, "why": why} for kind, why in chaos.skipped.items()]
+    master = {k: report[k] for k in ("longest_stall_s", "master_fds", "master_rss_mib", "master_cpu_s") if k in report}
+    if master:
+        rows.append({"table": "the master (first and last settled moment)",
+                     **{k: (str(v) if isinstance(v, list) else v) for k, v in master.items()},
+                     "defects": len(chaos.defects)})
+    return rows

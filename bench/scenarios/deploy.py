@@ -1,9 +1,9 @@
 """Deploying under load: prefork_waitress ``ctl upgrade`` vs gunicorn's USR2 binary upgrade vs uWSGI's chain reload.
 
-Run from the repo root:  python bench/deploy.py [--rounds 3] [--duration 10] [--at 2] [--conns 32] [--workers 4]
+    python -m bench deploy [--rounds 3] [--duration 10] [--at 2] [--conns 32] [--workers 4]
 
 Each contender serves ``--app`` (default bench.apps:hello) with N workers; one wrk
-run of ``--duration`` seconds (common.run_wrk: prefork's N ports, one port for the
+run of ``--duration`` seconds (harness.run_wrk: prefork's N ports, one port for the
 others) and, ``--at`` seconds into it, the deploy. Failed requests = wrk's
 connect/read/write/timeout errors + non-2xx. Two times, from the trigger:
 "serving" (the new generation serves every worker) and "complete" (the old
@@ -34,7 +34,6 @@ every contender keeps its cluster across rounds (the next round upgrades the
 master the previous round started; the pid files say which one that is).
 """
 
-import argparse
 import os
 import shutil
 import signal
@@ -44,22 +43,26 @@ import tempfile
 import threading
 import time
 
-try:
-    from bench import common
-    from bench._harness import pid_alive
-except ImportError:  # python bench/deploy.py
-    import common
-    from _harness import pid_alive
+from bench import harness
+from bench.harness import pid_alive
+from prefork_waitress.control import request as control_request
 
-sys.path.insert(0, common.REPO_ROOT)
-from prefork_waitress.control import request as control_request  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-POLL = 0.005
+NAME = "deploy"
+HELP = "a new release under wrk load: prefork ctl upgrade vs gunicorn USR2+TERM/QUIT vs uWSGI chain reload"
 CONTENDERS = ("prefork", "gunicorn-term", "gunicorn-quit", "uwsgi-chain")
+SMOKE = {"rounds": 1, "duration": 2, "at": 0.5, "conns": 4, "workers": 2}
+HERE = os.path.join(harness.REPO_ROOT, "bench")
+POLL = 0.005
 
 
-
+def add_arguments(p):
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
+    p.add_argument("--at", type=float, default=2.0, help="seconds into the wrk run to deploy")
+    p.add_argument("--conns", type=int, default=32)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--app", default="bench.apps:hello")
+    p.add_argument("--contenders", type=harness.csv(str), default=list(CONTENDERS), help=", ".join(CONTENDERS))
 
 
 
@@ -104,12 +107,12 @@ class Contender:
 class Prefork(Contender):
     def start(self):
         n = self.args.workers
-        base = common.free_port_range(n)
+        base = harness.free_port_range(n)
         self.ports = list(range(base, base + n))
         self.sock = os.path.join(self.tmp, "ctl.sock")
         argv = [sys.executable, "-m", "prefork_waitress", "--workers", str(n), "--base-port", str(base),
                 "--control-socket", self.sock, "--pid", self.pidfile, "--log-level", "warning", self.args.app]
-        self.server = common.Server(self.name, argv, self.ports)
+        self.server = harness.Proc(self.name, argv, self.ports)
         self.server.wait_ready(timeout=60)
 
     def deploy(self):
@@ -129,12 +132,12 @@ class Gunicorn(Contender):
         self.ready_log = os.path.join(self.tmp, "ready.log")
 
     def start(self):
-        port = common.free_port()
+        port = harness.free_port()
         self.ports = [port]
         argv = [sys.executable, "-m", "gunicorn", "-k", "sync", "-w", str(self.args.workers),
                 "--bind", f"127.0.0.1:{port}", "--pid", self.pidfile, "--log-level", "warning",
                 "-c", os.path.join(HERE, "gunicorn_deploy_conf.py"), self.args.app]
-        self.server = common.Server(self.name, argv, self.ports, env={"DEPLOY_READY_LOG": self.ready_log})
+        self.server = harness.Proc(self.name, argv, self.ports, env={"DEPLOY_READY_LOG": self.ready_log})
         self.server.wait_ready(timeout=60)
 
     def _initialised(self, master):
@@ -143,18 +146,18 @@ class Gunicorn(Contender):
                 ready = {int(line) for line in f.read().split()}
         except OSError:
             return False
-        workers = common.children(master)
+        workers = harness.children(master)
         return len(workers) >= self.args.workers and len(workers & ready) >= self.args.workers
 
     def deploy(self):
         old = read_pid(self.pidfile, time.monotonic() + 10)
-        old_workers = common.children(old)
+        old_workers = harness.children(old)
         start = time.monotonic()
         os.kill(old, signal.SIGUSR2)
         new = None
         while time.monotonic() - start < 120:
             if new is None:
-                fresh = [pid for pid in common.children(old) - old_workers if common.children(pid)]
+                fresh = [pid for pid in harness.children(old) - old_workers if harness.children(pid)]
                 new = fresh[0] if fresh else None
             if new is not None and self._initialised(new):
                 break
@@ -177,24 +180,24 @@ class UwsgiChain(Contender):
         return None
 
     def start(self):
-        port = common.free_port()
+        port = harness.free_port()
         self.ports = [port]
         self.fifo = os.path.join(self.tmp, "master.fifo")
         module, _, attr = self.args.app.partition(":")
         argv = [self.find(), "--http11-socket", f"127.0.0.1:{port}", "--master", "--processes", str(self.args.workers),
                 "--lazy-apps", "--master-fifo", self.fifo, "--pidfile", self.pidfile, "--disable-logging",
-                "--module", f"{module}:{attr}", "--pythonpath", common.REPO_ROOT, "--die-on-term"]
-        self.server = common.Server(self.name, argv, self.ports)
+                "--module", f"{module}:{attr}", "--pythonpath", harness.REPO_ROOT, "--die-on-term"]
+        self.server = harness.Proc(self.name, argv, self.ports)
         self.server.wait_ready(timeout=60)
 
     def deploy(self):
         master = read_pid(self.pidfile, time.monotonic() + 10)
-        old = common.children(master)
+        old = harness.children(master)
         start = time.monotonic()
         with open(self.fifo, "w") as f:
             f.write("c")
         while time.monotonic() - start < 300:
-            now = common.children(master)
+            now = harness.children(master)
             if len(now) >= self.args.workers and not (now & old) and not any(pid_alive(p) for p in old):
                 done = time.monotonic() - start
                 return done, done
@@ -224,25 +227,15 @@ def under_load(contender, args):
 
     thread = threading.Thread(target=trigger)
     thread.start()
-    result = common.run_wrk(contender.ports, args.conns, args.duration)
+    result = harness.run_wrk(contender.ports, args.conns, args.duration)
     thread.join()
     return result, outcome
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=int, default=10)
-    p.add_argument("--at", type=float, default=2.0, help="seconds into the wrk run to deploy")
-    p.add_argument("--conns", type=int, default=32)
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--app", default="bench.apps:hello")
-    p.add_argument("--contenders", default=",".join(CONTENDERS))
-    args = p.parse_args(argv)
-    print(f"# machine: {common.machine_summary()}; shared and noisy")
-    names = [name for name in args.contenders.split(",") if name]
+def run(args):
+    names = list(args.contenders)
     if "uwsgi-chain" in names and UwsgiChain.find() is None:
-        print("# uwsgi-chain: skipped, no uwsgi binary (pip install uwsgi, or the bench extra)")
+        args.notes.append("uwsgi-chain: skipped, no uwsgi binary (pip install uwsgi, or the bench extra)")
         names.remove("uwsgi-chain")
     tmp = tempfile.mkdtemp(prefix="bench-deploy-")
     contenders = [make(name, args, tmp) for name in names]
@@ -251,38 +244,35 @@ def main(argv=None):
         for contender in contenders:
             contender.start()
         for rnd in range(args.rounds):
-            k = rnd % len(contenders)
-            for contender in contenders[k:] + contenders[:k]:
+            for contender in harness.rotated(contenders, rnd):
                 r, outcome = under_load(contender, args)
                 failed = r.error_count + r["non2xx"]
                 results[contender.name].append((r, outcome, failed))
                 times = outcome.get("times")
                 what = (f"serving {times[0]:.3f} s, complete {times[1]:.3f} s" if times
                         else f"DEPLOY FAILED: {outcome['error']}")
-                print(f"  {contender.name} round {rnd + 1}: {what}, {r['requests']} requests, failed {failed} "
-                      f"({r['errors']}, non2xx {r['non2xx']}), {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
+                if not times:
+                    args.notes.append(f"{contender.name} round {rnd + 1}: deploy failed: {outcome['error']}")
+                harness.progress(f"  {contender.name} round {rnd + 1}: {what}, {r['requests']} requests, "
+                                 f"failed {failed} ({r['errors']}, non2xx {r['non2xx']}), {r['rps']:.0f} req/s")
     finally:
         for contender in contenders:
             contender.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\n## deploy under load: N={args.workers}, app {args.app}, c={args.conns}, wrk {args.duration} s, "
-          f"deploy at {args.at} s, {args.rounds} rounds (medians; failed = errors + non-2xx, summed over rounds)")
+    title = (f"deploy under load: N={args.workers}, app {args.app}, c={args.conns}, wrk {args.duration} s, "
+             f"deploy at {args.at} s, {args.rounds} rounds (medians; failed = errors + non-2xx, summed over rounds)")
     rows = []
     for name in names:
         runs = results[name]
         times = [outcome["times"] for _, outcome, _ in runs if "times" in outcome]
-        rows.append([
-            name,
-            statistics.median(t[0] for t in times) * 1000 if times else "-",
-            statistics.median(t[1] for t in times) * 1000 if times else "-",
-            sum(failed for _, _, failed in runs),
-            len(runs) - len(times),
-            sum(r["requests"] for r, _, _ in runs),
-            statistics.median(r["rps"] for r, _, _ in runs),
-        ])
-    common.print_table(["contender", "serving ms", "complete ms", "failed requests", "deploys failed",
-                        "requests", "req/s"], rows)
-
-
-if __name__ == "__main__":
-    main()
+        rows.append({
+            "table": title,
+            "contender": name,
+            "serving ms": statistics.median(t[0] for t in times) * 1000 if times else None,
+            "complete ms": statistics.median(t[1] for t in times) * 1000 if times else None,
+            "failed requests": sum(failed for _, _, failed in runs),
+            "deploys failed": len(runs) - len(times),
+            "requests": sum(r["requests"] for r, _, _ in runs),
+            "req/s": statistics.median(r["rps"] for r, _, _ in runs),
+        })
+    return rows

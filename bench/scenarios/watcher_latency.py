@@ -1,6 +1,6 @@
-"""Measure FileWatcher latency: time from a file write to its fd being readable.
+"""FileWatcher latency: time from a file write to its fd being readable (inotify and polling).
 
-Run from the repository root:  PYTHONPATH=. python bench/watcher_latency.py [--runs 20]
+    python -m bench watcher_latency [--runs 20]
 
 The loop below is what the master does: select() on fileno() with a timeout
 up to next_poll_deadline(), and poll() when that deadline passes.  Writes
@@ -9,7 +9,6 @@ happen at a random phase of the polling schedule, as an editor's would.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import select
@@ -17,7 +16,16 @@ import statistics
 import tempfile
 import time
 
+from bench import harness
 from prefork_waitress.reloading import FileWatcher
+
+NAME = "watcher_latency"
+HELP = "FileWatcher latency, inotify and polling: a file write -> the watcher's fd readable, ms"
+SMOKE = {"runs": 3}
+
+
+def add_arguments(p):
+    p.add_argument("--runs", type=int, default=20, help="writes per mode (default %(default)s)")
 
 
 def wait_readable(watcher: FileWatcher, timeout: float = 5.0) -> float:
@@ -50,21 +58,15 @@ def measure(use_polling: bool, runs: int, directory: str) -> list[float]:
     return latencies
 
 
-def main() -> None:
-    """Print the median (and spread) of both modes."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
+def run(args):
+    """One row per mode: median, min and max of ``--runs`` write-to-readable latencies."""
     random.seed(1)
+    rows = []
     with tempfile.TemporaryDirectory() as directory:
         for use_polling in (False, True):
             ms = measure(use_polling, args.runs, directory)
             name = "polling (0.25 s interval)" if use_polling else "inotify"
-            print(
-                f"{name:26} median {statistics.median(ms):7.2f} ms  "
-                f"min {min(ms):7.2f}  max {max(ms):7.2f}  (n={len(ms)})"
-            )
-
-
-if __name__ == "__main__":
-    main()
+            harness.progress(f"  {name}: {[round(x, 2) for x in ms]}")
+            rows.append({"table": f"write -> fd readable, {args.runs} writes per mode, ms", "mode": name,
+                         "median ms": statistics.median(ms), "min ms": min(ms), "max ms": max(ms), "n": len(ms)})
+    return rows
