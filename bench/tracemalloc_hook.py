@@ -1,5 +1,5 @@
 """Bench-only: find what grows in the master. With PREFORK_TRACEMALLOC=path[,seconds] set, the bench
-master (bench/harness.py's Cluster) traces its allocations and every ``seconds`` (default 30) rewrites ``path``
+master (bench/harness/cluster.py's Cluster) traces its allocations and every ``seconds`` (default 30) rewrites ``path``
 with the allocation sites (by traceback) that grew most since the first snapshot, taken after one
 interval of warm-up. Workers stop tracing right after the fork, so only the master pays for it."""
 

@@ -1,4 +1,4 @@
-"""/proc for the tests: the /proc/<pid>/stat reader is bench/harness.py's (shared with the benchmarks);
+"""/proc for the tests: the /proc/<pid>/stat reader is bench/harness/procfs.py's (shared with the benchmarks);
 threads and tgkill are the tests' own."""
 
 import os

@@ -9,7 +9,7 @@
 
 import importlib
 
-MODULES = ("peers", "throughput", "cpu_per_request", "affinity", "mixed", "profile_worker",
+MODULES = ("peers", "throughput", "cpu_per_request", "affinity", "mixed", "profile_worker", "app_interference",
            # the lifecycle scenarios
            "watcher_latency", "meter_cost", "crash_loop", "soak", "kill_storm", "core", "respawn", "metrics_scrape",
            "faults", "reload", "deploy", "memory", "chaos")

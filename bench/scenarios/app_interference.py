@@ -1,16 +1,14 @@
 """How much an app slows down when other Python code runs between two of its calls (bench/PROFILE.md, "Flask").
 
-Run from the repo root (pinned to one CPU, as the worker is):
-    taskset -c 0 python bench/app_interference.py [--app bench.flask_app:app] [--calls 500] [--batches 20]
+    python -m bench app_interference [--app bench.flask_app:app] [--calls 500] [--batches 20]
 
-The app runs alone in a loop, then with K rounds of unrelated work between two
-calls (a waitress request parse, an HTTP date, a JSON decode, a small sort: the
-kind of code a server runs between two requests). Only the app's calls are
-timed (thread CPU clock), so a rise is the app's own code running slower: the
-caches and predictors it had warm were used by something else.
+The process pins itself to CPU 0, as a worker is. The app runs alone in a loop, then with K rounds
+of unrelated work between two calls (a waitress request parse, an HTTP date, a JSON decode, a small
+sort: the kind of code a server runs between two requests). Only the app's calls are timed (thread
+CPU clock), so a rise is the app's own code running slower: the caches and predictors it had warm
+were used by something else.
 """
 
-import argparse
 import email.utils
 import importlib
 import io
@@ -19,11 +17,15 @@ import os
 import sys
 import time
 
-if not os.environ.get("PYTHONPATH"):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from waitress.adjustments import Adjustments
+from waitress.parser import HTTPRequestParser
 
-from waitress.adjustments import Adjustments  # noqa: E402
-from waitress.parser import HTTPRequestParser  # noqa: E402
+from bench import harness
+
+NAME = "app_interference"
+HELP = "an app's own CPU per call alone and with other Python work between calls (the Flask gap's cause)"
+SMOKE = {"calls": 50, "batches": 2}
+SETTINGS = (0, 1, 3, 10)  # rounds of other work between two calls of the app
 
 ADJ = Adjustments()
 RAW = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
@@ -62,25 +64,25 @@ def app_us(app, calls, rounds):
     return spent / calls / 1000
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--app", default="bench.flask_app:app")
-    p.add_argument("--calls", type=int, default=500, help="calls per batch")
-    p.add_argument("--batches", type=int, default=20, help="batches per setting, the settings alternated")
-    args = p.parse_args()
+def add_arguments(p):
+    p.add_argument("--app", default="bench.flask_app:app", help="MODULE:APP (default %(default)s)")
+    p.add_argument("--calls", type=int, default=500, help="calls per batch (default %(default)s)")
+    p.add_argument("--batches", type=int, default=20,
+                   help="batches per setting, the settings alternated (default %(default)s)")
+
+
+def run(args):
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
     module, _, attr = args.app.partition(":")
     app = getattr(importlib.import_module(module), attr)
     app_us(app, args.calls, 0)  # warm up
-    settings = (0, 1, 3, 10)
-    results = {k: [] for k in settings}
+    results = {k: [] for k in SETTINGS}
     for _ in range(args.batches):  # alternated, so a busy moment of the box hits every setting alike
-        for rounds in settings:
+        for rounds in SETTINGS:
             results[rounds].append(app_us(app, args.calls, rounds))
-    for rounds, xs in results.items():
-        xs.sort()
-        print(f"{rounds:2d} rounds of other work between calls: app {xs[len(xs) // 2]:.1f} us per call "
-              f"(median; {xs[0]:.1f}-{xs[-1]:.1f})")
-
-
-if __name__ == "__main__":
-    main()
+    alone = harness.median(results[0])
+    table = f"{args.app}: the app's CPU per call, µs (medians of {args.batches} batches of {args.calls} calls)"
+    return [{"table": table, "rounds of other work between calls": rounds, "app µs per call": harness.median(xs),
+             "min": min(xs), "max": max(xs), "vs alone": f"{harness.median(xs) / alone:.2f}x"}
+            for rounds, xs in results.items()]
