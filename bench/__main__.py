@@ -86,9 +86,10 @@ def main(argv=None):
         _list()
         return 0
     if command == "report":
-        if not rest:
-            sys.exit("usage: python -m bench report FILE.json...")
-        print(results.report(rest), end="")
+        parser = argparse.ArgumentParser(prog="python -m bench report",
+                                         description="the Markdown of runs, regenerated from their JSON")
+        parser.add_argument("files", nargs="+", metavar="FILE.json", help="written by a run (bench/results/)")
+        print(results.report(parser.parse_args(rest).files), end="")
         return 0
     try:
         module = scenarios.load(command)

@@ -107,6 +107,10 @@ def report(paths):
     """The Markdown of several result files, in the order given."""
     parts = []
     for path in paths:
-        with open(path) as f:
-            parts.append(markdown(json.load(f)))
+        try:
+            with open(path) as f:
+                record = json.load(f)
+            parts.append(markdown(record))
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"{path}: not a result file of python -m bench ({type(exc).__name__}: {exc})") from None
     return "\n".join(parts)
