@@ -28,6 +28,7 @@ setup(
             *("pytest", "pytest-timeout", "pytest-xdist"),  # xdist: tox.ini's parallel pass
             *("hypothesis", "PasteDeploy", "prometheus_client"),
             *("Django", "Flask", "pyramid", "Trac", "setuptools<81"),
+            "gunicorn",  # the reference the bench scenarios' smoke runs (tests/test_bench_smoke.py) start
         ],
         # the bench scenarios (python -m bench peers, profile_worker); uwsgi and bjoern compile C
         # (build-essential python3-dev libev-dev); each is skipped when missing

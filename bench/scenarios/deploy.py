@@ -34,6 +34,7 @@ every contender keeps its cluster across rounds (the next round upgrades the
 master the previous round started; the pid files say which one that is).
 """
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -237,6 +238,11 @@ def run(args):
     if "uwsgi-chain" in names and UwsgiChain.find() is None:
         args.notes.append("uwsgi-chain: skipped, no uwsgi binary (pip install uwsgi, or the bench extra)")
         names.remove("uwsgi-chain")
+    if importlib.util.find_spec("gunicorn") is None:
+        skipped = [n for n in names if n.startswith("gunicorn")]
+        if skipped:
+            args.notes.append(f"{', '.join(skipped)}: skipped, gunicorn not installed (pip install gunicorn)")
+        names = [n for n in names if n not in skipped]
     tmp = tempfile.mkdtemp(prefix="bench-deploy-")
     contenders = [make(name, args, tmp) for name in names]
     results = {name: [] for name in names}

@@ -21,6 +21,7 @@ keep-alive where the server keeps it (gunicorn sync closes every one).
 """
 
 import http.client
+import importlib.util
 import multiprocessing
 import signal
 import sys
@@ -179,6 +180,11 @@ def run(args):
     unknown = [n for n in args.contenders if n not in CONTENDERS]
     if unknown:
         raise SystemExit(f"unknown contenders {unknown}; known: {', '.join(CONTENDERS)}")
+    if importlib.util.find_spec("gunicorn") is None:
+        skipped = [n for n in args.contenders if n.startswith("gunicorn")]
+        if skipped:
+            args.notes.append(f"{', '.join(skipped)}: skipped, gunicorn not installed (pip install gunicorn)")
+        args.contenders = [n for n in args.contenders if n not in skipped]
     results = {}
     with multiprocessing.get_context("fork").Pool(max(args.workers, 1), _client_process) as pool:
         for name in args.contenders:

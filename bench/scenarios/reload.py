@@ -23,6 +23,7 @@ all 4 ports. The master uses inotify on Linux.
 """
 
 import http.client
+import importlib.util
 import os
 import shutil
 import signal
@@ -109,8 +110,12 @@ def reload_under_load(kind, server, ports, duration, at, conns, close):
 def part1(args):
     app = "bench.apps:hello"
     cases = [("prefork", False), ("prefork", True), ("gunicorn", True)]
+    kinds = ["prefork", "gunicorn"]
+    if importlib.util.find_spec("gunicorn") is None:
+        args.notes.append("gunicorn: skipped, not installed (pip install gunicorn)")
+        cases, kinds = cases[:2], kinds[:1]
     servers = {}
-    for kind in ("prefork", "gunicorn"):
+    for kind in kinds:
         s, ports = start_prefork(app) if kind == "prefork" else start_gunicorn(app)
         s.wait_ready(timeout=60)
         servers[kind] = (s, ports)
