@@ -42,6 +42,8 @@ import time
 
 from bench import harness
 
+# cProfile on sys.monitoring (3.12+) allows one active profiler, and it sees every thread.
+ONE_PROFILER = sys.version_info >= (3, 12)
 NAME = "profile_worker"
 HELP = "where a worker spends each µs of a request: the real request path, cProfile or py-spy, by part"
 SMOKE = {"requests": 2000, "conns": 4, "top": 5}
@@ -281,7 +283,7 @@ def serve(args, port, sock):
         app = AppTimer(app)
     profilers = []
 
-    if not args.no_profile:
+    if not args.no_profile and not ONE_PROFILER:
         original = waitress_task.ThreadedTaskDispatcher.handler_thread
 
         def profiled_handler(self, thread_no):
@@ -324,7 +326,7 @@ def serve(args, port, sock):
         started = time.monotonic()
         main_prof = None
         if not args.no_profile:
-            main_prof = cProfile.Profile(time.thread_time)
+            main_prof = cProfile.Profile() if ONE_PROFILER else cProfile.Profile(time.thread_time)
             main_prof.enable()
         server.serve()
         if main_prof is not None:
@@ -507,6 +509,9 @@ def run(args):
         return rows
     if args.py_spy:
         return rows + report_py_spy(args, total_us)
+    if ONE_PROFILER:
+        args.notes.append("Python >= 3.12: cProfile runs on sys.monitoring, one profiler for every thread, so the "
+                          "profile uses the wall clock (a thread's waits count); --py-spy or Python 3.11 for CPU time")
     prof = measure(args, no_profile=False)
     n = prof["served"]
     parts = prof["parts"]
