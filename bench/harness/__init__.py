@@ -26,8 +26,10 @@ from .base import (  # noqa: F401
 )
 from .cluster import (  # noqa: F401
     MASTER_SCRIPT,
+    REPORTING,
     Cluster,
     Load,
+    kill_and_wait,
 )
 from .nginx import (  # noqa: F401
     nginx_200,

@@ -18,6 +18,24 @@ from .procfs import cpu_seconds, pid_alive
 # A prefork master in a subprocess that reports its workers as JSON lines (``Cluster``) and bounded
 # client load that counts what succeeded, failed or was refused (``Load``): the lifecycle scenarios'.
 
+# What a master script for Cluster defines after importing Master: ``say()`` and the ``Reporting`` master
+# whose hooks report each worker as a JSON line (Cluster reads them).
+REPORTING = r"""
+def say(event, **fields):
+    sys.stdout.write(json.dumps(dict(fields, event=event, t=time.monotonic())) + "\n")
+    sys.stdout.flush()
+
+class Reporting(Master):
+    def when_ready(self):
+        say("ready", ports=self.ports, workers=[w.__dict__ for w in self.workers])
+
+    def worker_started(self, info):
+        say("started", info=info.__dict__)
+
+    def worker_exited(self, info, exitcode):
+        say("exited", info=info.__dict__, exitcode=exitcode)
+"""
+
 MASTER_SCRIPT = r"""
 import json, logging, os, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -33,20 +51,7 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
     return [BODY]
 
-def say(event, **fields):
-    sys.stdout.write(json.dumps(dict(fields, event=event, t=time.monotonic())) + "\n")
-    sys.stdout.flush()
-
-class Reporting(Master):
-    def when_ready(self):
-        say("ready", ports=self.ports, workers=[w.__dict__ for w in self.workers])
-
-    def worker_started(self, info):
-        say("started", info=info.__dict__)
-
-    def worker_exited(self, info, exitcode):
-        say("exited", info=info.__dict__, exitcode=exitcode)
-
+""" + REPORTING + r"""
 options = json.loads(sys.argv[2])
 Reporting(options.pop("app", None) or app, **options).start()
 """
@@ -287,3 +292,21 @@ class Load:
                 name = type(exc).__name__
                 self.failures[name] = self.failures.get(name, 0) + 1
             self.failure_log.append((started, time.monotonic(), f"{type(exc).__name__}: {exc}"))
+
+
+def kill_and_wait(port: int, old: int, read_pid: Any, deadline_s: float = 30.0) -> Tuple[float, int, int]:
+    """SIGKILL ``old``, then ask ``port`` (``read_pid(port)``: the answering worker's pid) until another pid
+    answers; return (seconds since the kill, connections refused, other failures)."""
+    refused = failed = 0
+    os.kill(old, signal.SIGKILL)
+    killed = time.perf_counter()
+    while True:
+        if time.perf_counter() - killed > deadline_s:
+            raise TimeoutError(f"no replacement on port {port} after {deadline_s} s")
+        try:
+            if read_pid(port) != old:
+                return time.perf_counter() - killed, refused, failed
+        except ConnectionRefusedError:
+            refused += 1
+        except (OSError, http.client.HTTPException):
+            failed += 1

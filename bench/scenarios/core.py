@@ -9,8 +9,6 @@ seconds over --idle idle seconds.
 """
 
 import http.client
-import os
-import signal
 import statistics
 import time
 
@@ -62,19 +60,12 @@ def respawn_times(mode, rounds, deadline_s=30.0):
         port = cluster.ports[0]
         for _ in range(rounds):
             old = cluster.wait(lambda: cluster.current.get(0))
-            os.kill(old, signal.SIGKILL)
-            killed = time.perf_counter()
-            while True:
-                if time.perf_counter() - killed > deadline_s:
-                    raise TimeoutError(f"{mode}: no replacement on port {port} after {deadline_s} s")
-                try:
-                    if get_pid(port) != old:
-                        break
-                except ConnectionRefusedError:
-                    refused += 1
-                except (ConnectionResetError, http.client.HTTPException, OSError):
-                    pass
-            times.append(time.perf_counter() - killed)
+            try:
+                seconds, refused_now, _ = harness.kill_and_wait(port, old, get_pid, deadline_s)
+            except TimeoutError as exc:
+                raise TimeoutError(f"{mode}: {exc}") from None
+            times.append(seconds)
+            refused += refused_now
             cluster.wait(lambda o=old: cluster.current.get(0) not in (None, o))
         return times, refused
     finally:

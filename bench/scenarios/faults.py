@@ -58,25 +58,12 @@ def hello(environ, start_response):
 def crash(environ, start_response):
     os._exit(3)
 
-def say(event, **fields):
-    sys.stdout.write(json.dumps(dict(fields, event=event, t=time.monotonic())) + "\n")
-    sys.stdout.flush()
-
 class Sleepy(Worker):
     def child_sleep(self, seconds):
         time.sleep(seconds)
         return "slept"
 
-class Reporting(Master):
-    def when_ready(self):
-        say("ready", ports=self.ports, workers=[w.__dict__ for w in self.workers])
-
-    def worker_started(self, info):
-        say("started", info=info.__dict__)
-
-    def worker_exited(self, info, exitcode):
-        say("exited", info=info.__dict__, exitcode=exitcode)
-
+""" + harness.REPORTING + r"""
 class Starving(Reporting):
     # SIGUSR2 uses up the master's fds (a lower limit, filled with /dev/null); SIGUSR2 again gives them back.
 

@@ -20,8 +20,6 @@ number; and the master's CPU over ``--idle`` idle seconds.
 
 import http.client
 import importlib.util
-import os
-import signal
 import statistics
 import sys
 import time
@@ -53,23 +51,6 @@ def answer_pid(port, timeout=10.0):
         return int(body.split()[3])
     finally:
         conn.close()
-
-
-def kill_and_wait(port, old, deadline_s=30.0):
-    """SIGKILL old; return (seconds to a 200 from another pid, refused, other failures)."""
-    refused = failed = 0
-    os.kill(old, signal.SIGKILL)
-    killed = time.perf_counter()
-    while True:
-        if time.perf_counter() - killed > deadline_s:
-            raise TimeoutError(f"no replacement on port {port} after {deadline_s} s")
-        try:
-            if answer_pid(port) != old:
-                return time.perf_counter() - killed, refused, failed
-        except ConnectionRefusedError:
-            refused += 1
-        except (OSError, http.client.HTTPException):
-            failed += 1
 
 
 class PreforkSide:
@@ -114,7 +95,7 @@ def measure(side, rounds, cpu_rounds, idle):
     times, refused, failed = [], 0, 0
     for _ in range(rounds):
         old = side.worker_pid()
-        t, r, f = kill_and_wait(side.port, old)
+        t, r, f = harness.kill_and_wait(side.port, old, answer_pid)
         side.after_kill(old)
         times.append(t)
         refused += r
@@ -122,7 +103,7 @@ def measure(side, rounds, cpu_rounds, idle):
     before = harness.cpu_seconds(side.master_pid)
     for _ in range(cpu_rounds):
         old = side.worker_pid()
-        kill_and_wait(side.port, old)
+        harness.kill_and_wait(side.port, old, answer_pid)
         side.after_kill(old)
     per_respawn = (harness.cpu_seconds(side.master_pid) - before) / cpu_rounds if cpu_rounds else None
     time.sleep(1.0)  # let the last respawn settle before the idle window
