@@ -88,6 +88,9 @@ def test_usr1_reopens_the_output_file_in_master_and_workers(server, tmp_path):
     os.rename(output, tmp_path / "out.log.1")
     s.signal(signal.SIGUSR1)
     wait_until(lambda: output.exists() and "reopened" in output.read_text(), message="the master reopened")
+    # The workers reopen on a command sent after the master's own reopen: until they answer, a worker
+    # still writes to the renamed file.
+    wait_until(lambda: "every worker reopened its files (1)" in output.read_text(), message="the workers' answer")
     get(port, "/print")
     wait_until(lambda: "printed by" in output.read_text(), message="the worker reopened")
 

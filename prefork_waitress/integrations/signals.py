@@ -94,9 +94,13 @@ def reopen_output(master: MasterHandle, own_stdio: bool) -> None:
         log.info("SIGUSR1: the workers reopen their output and access log")
 
     def check(replies: "dict[int, object]") -> None:
+        failed = 0
         for slot, reply in replies.items():
             if isinstance(reply, CommandError):
+                failed += 1
                 log.warning("worker %d did not reopen its files: %s", slot, reply.message)
+        if not failed:
+            log.info("every worker reopened its files (%d)", len(replies))
 
     master.command_async("reopen", path, timeout=REOPEN_TIMEOUT, callback=check)
 
