@@ -16,6 +16,8 @@ from conftest import ENV, ROOT, missing
 
 from bench import scenarios
 
+pytestmark = pytest.mark.bench_smoke
+
 SCENARIOS = [module.NAME for module in scenarios.all_scenarios()]
 
 
