@@ -25,7 +25,7 @@ setup(
         # The frameworks are test dependencies only (tests/test_frameworks.py runs them);
         # Trac 1.6 imports pkg_resources, which setuptools 81 removed.
         "testing": [
-            *("pytest", "pytest-timeout", "pytest-xdist"),  # xdist: tox.ini's parallel pass
+            *("pytest", "pytest-timeout", "pytest-xdist", "pytest-rerunfailures"),  # xdist: tox.ini's parallel pass
             *("hypothesis", "PasteDeploy", "prometheus_client"),
             *("Django", "Flask", "pyramid", "Trac", "setuptools<81"),
             "gunicorn",  # the reference the bench scenarios' smoke runs (tests/test_bench_smoke.py) start

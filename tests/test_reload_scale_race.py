@@ -28,6 +28,9 @@ def app(environ, start_response):
 """
 
 
+# Under CI's parallel load on 3.13 the cluster once did not settle within 60 s (after the keep-alive race,
+# the earlier intermittent failure, was fixed in the load loop): rerun, so a steady failure still fails.
+@pytest.mark.flaky(reruns=2)
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("load", [False, True], ids=["idle", "load-on-the-flapping-slot"])
 def test_reload_racing_a_scale_down_and_up_of_one_slot_reloads_it_and_leaves_one_process(cluster, tmp_path, load):
@@ -53,7 +56,10 @@ def test_reload_racing_a_scale_down_and_up_of_one_slot_reloads_it_and_leaves_one
         # so the end state is asked for once more, through the API.
         assert "error" not in c.order("scale", 3)
         # retiring workers under load drain until their port is quiet, up to half of graceful_timeout (15 s)
-        wait_until(lambda: _settled(c), timeout=60, message="3 slots, one process each, no reload running")
+        try:
+            wait_until(lambda: _settled(c), timeout=60, message="3 slots, one process each, no reload running")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nstatus: {c.order('status')}\n{c.log(tail=None)[-6000:]}") from None
         # A worker of the flapping slot that was still booting got BOOTING_STOP_TIMEOUT: look past it.
         time.sleep(max(0.0, storm_end + BOOTING_STOP_TIMEOUT + 1.0 - time.monotonic()))
         settled = _settled(c)
