@@ -16,6 +16,8 @@ import threading
 import time
 import tracemalloc
 
+from procfs import children_of  # this script's folder is first on sys.path
+
 from prefork_waitress import Master
 
 OURS = [tracemalloc.Filter(True, "*prefork_waitress*")]
@@ -39,20 +41,8 @@ def get(port):
 
 
 def live_children():
-    """The master's children that have not exited (from /proc: every thread's list, zombies left out)."""
-    pids = set()
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/children") as f:
-            pids.update(f.read().split())
-    alive = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    alive.add(pid)
-        except OSError:
-            pass
-    return alive
+    """The master's children that have not exited (zombies left out)."""
+    return {pid for pid, state in children_of(os.getpid()).items() if state != "Z"}
 
 
 def settled(deadline=20.0):

@@ -21,46 +21,35 @@ pytestmark = pytest.mark.bench_smoke
 SCENARIOS = [module.NAME for module in scenarios.all_scenarios()]
 
 
+def _bench(*args, timeout, check):
+    """``python -m bench ARGS`` from the repo root, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_scenario_smoke_run(name, tmp_path):
     if shutil.which("wrk") is None:
         missing("wrk not installed (apt-get install -y wrk)")
-    run = subprocess.run(
-        [sys.executable, "-m", "bench", name, "--smoke", "--results-dir", str(tmp_path)],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = _bench(name, "--smoke", "--results-dir", str(tmp_path), timeout=120, check=False)
     assert run.returncode == 0, f"{name} --smoke failed ({run.returncode}):\n{run.stdout}\n{run.stderr[-4000:]}"
     written = list(tmp_path.glob(f"{name}-*.json"))
     assert len(written) == 1, f"expected one {name}-*.json in {tmp_path}, found {written}"
     record = json.loads(written[0].read_text())
     assert record["scenario"] == name and record["load_before"] and record["load_after"]
     assert record["rows"] or record["notes"], f"{name}: no rows and no note saying why:\n{run.stdout}"
-    report = subprocess.run(
-        [sys.executable, "-m", "bench", "report", str(written[0])],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    report = _bench("report", str(written[0]), timeout=60, check=True)
     assert report.stdout.strip() in run.stdout, "report does not reprint the run's tables"
 
 
 def test_list_names_every_scenario():
-    listed = subprocess.run(
-        [sys.executable, "-m", "bench", "list"],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.split()
+    listed = _bench("list", timeout=60, check=True).stdout.split()
     assert all(name in listed for name in SCENARIOS), listed
