@@ -1,6 +1,9 @@
 """Every benchmark scenario runs for a few seconds (``python -m bench NAME --smoke``), so the tool cannot rot.
 
-Not marked serial: it runs in the parallel pass. It checks that a scenario does not crash (the
+Marked serial: a smoke run starts servers and wrk that take both of CI's cores, and beside the parallel
+pass it starved other tests' processes for 20 s (a CLI that had printed its error took that long to exit).
+Alone, after the parallel pass, the 20 runs take ~130 s on 3.13. ``list`` runs in the parallel pass on
+every Python: it imports every scenario. It checks that a scenario does not crash (the
 servers it started are stopped by its harness at exit), that its JSON is written and that
 ``python -m bench report`` prints the same tables from it; the figures themselves mean nothing on
 a loaded box. Contenders that are not installed are skipped by the scenario, with a note.
@@ -15,8 +18,6 @@ import pytest
 from conftest import ENV, ROOT, missing
 
 from bench import scenarios
-
-pytestmark = pytest.mark.bench_smoke
 
 SCENARIOS = [module.NAME for module in scenarios.all_scenarios()]
 
@@ -34,6 +35,7 @@ def _bench(*args, timeout, check):
     )
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_scenario_smoke_run(name, tmp_path):
