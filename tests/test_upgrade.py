@@ -18,6 +18,7 @@ import pytest
 from clitools import ctl
 from conftest import InThread, free_port, get, pid_alive, wait_until
 from frontload import FrontendLoad
+from procfs import children_of
 from test_haproxy import haproxy  # noqa: F401  (the fixture)
 from test_systemd import NotifySocket
 from test_upstream import nginx  # noqa: F401  (the fixture)
@@ -109,14 +110,6 @@ def served_by(sock):
 
 def upgrade(sock, timeout=90):
     return ctl(str(sock), "upgrade", timeout=timeout)
-
-
-def children_of(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
 
 
 @pytest.mark.timeout(180)
