@@ -3,7 +3,7 @@
 - ``procfs``: ``stat_fields``, ``process_state``, ``cpu_seconds``, ``children``, ``tree_cpu``, ``pid_alive``:
   the one parser of /proc
 - ``processes``: ``Proc`` (own process group, killed as a group on stop and at exit),
-  ``stop_process_group``, ``wait_http_200``, ``free_port``, ``free_port_range``, ``port_free``
+  ``stop_process_group``, ``http_get``, ``wait_http_200``, ``free_port``, ``free_port_range``, ``port_free``
 - ``nginx``: ``nginx_conf`` (the one config writer), ``nginx_front`` (proxy_pass or uwsgi_pass), ``nginx_200``
 - ``wrk``: ``run_wrk`` (one wrk over one or more ports, exact merged percentiles), ``parse_wrk_text``
 - ``cluster``: ``Cluster`` (a prefork master subprocess whose hooks report each worker as JSON lines:
@@ -42,6 +42,7 @@ from .processes import (  # noqa: F401
     Proc,
     free_port,
     free_port_range,
+    http_get,
     install_exit_handlers,
     port_free,
     port_is_free,

@@ -143,6 +143,17 @@ def install_exit_handlers():
         signal.signal(signum, _on_signal)
 
 
+def http_get(port, path="/", timeout=10.0, host=HOST):
+    """One GET on a new connection: (status, body bytes). Raises OSError or http.client.HTTPException."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
 def wait_http_200(port, deadline, path="/", host=HOST, proc=None):
     """Poll until GET path answers 200, or raise at ``deadline`` (time.monotonic()); fail at once if proc dies."""
     pause = 0.005
@@ -150,18 +161,13 @@ def wait_http_200(port, deadline, path="/", host=HOST, proc=None):
     while True:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before port {port} answered")
-        conn = http.client.HTTPConnection(host, port, timeout=1.0)
         try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            resp.read()
-            if resp.status == 200:
+            status, _ = http_get(port, path, timeout=1.0, host=host)
+            if status == 200:
                 return
-            last = f"HTTP {resp.status}"
+            last = f"HTTP {status}"
         except OSError as exc:
             last = repr(exc)
-        finally:
-            conn.close()
         if time.monotonic() >= deadline:
             raise TimeoutError(f"port {port} did not answer 200 in time ({last})")
         time.sleep(pause)

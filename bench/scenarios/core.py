@@ -26,14 +26,11 @@ def add_arguments(p):
 
 
 def get_pid(port, timeout=10.0):
-    """The pid examples.hello's body names (its 4th word)."""
-    conn = http.client.HTTPConnection(harness.HOST, port, timeout=timeout)
-    try:
-        conn.request("GET", "/")
-        body = conn.getresponse().read().decode()
-        return int(body.split()[3])
-    finally:
-        conn.close()
+    """The pid examples.hello's body names (its 4th word); HTTPException on another status than 200."""
+    status, body = harness.http_get(port, timeout=timeout)
+    if status != 200:
+        raise http.client.HTTPException(f"HTTP {status}")
+    return int(body.decode().split()[3])
 
 
 def start(mode):

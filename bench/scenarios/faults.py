@@ -141,14 +141,10 @@ class Master(harness.Cluster):
 
 
 def serves(port: int, timeout: float = 0.5) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", "/")
-        return conn.getresponse().status == 200
+        return harness.http_get(port, timeout=timeout)[0] == 200
     except (OSError, http.client.HTTPException):
         return False
-    finally:
-        conn.close()
 
 
 def respawn_and_status(path: str, work: str, command_seconds: float) -> Dict[str, float]:

@@ -9,7 +9,6 @@ reports the master's utime+stime per scrape (from /proc; 10 ms ticks, hence
 many scrapes), the median and max wall time of one scrape, and the body size.
 """
 
-import http.client
 import sys
 import time
 
@@ -30,16 +29,10 @@ def cpu(pid):
 
 
 def scrape(port):
-    conn = http.client.HTTPConnection(harness.HOST, port, timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        response = conn.getresponse()
-        body = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"/metrics answered {response.status}")
-        return body
-    finally:
-        conn.close()
+    status, body = harness.http_get(port, "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    return body
 
 
 def measure(n, scrapes):

@@ -22,7 +22,6 @@ time from the write to the first 200 with the new body on any port, and on
 all 4 ports. The master uses inotify on Linux.
 """
 
-import http.client
 import importlib.util
 import os
 import shutil
@@ -160,16 +159,11 @@ def app(environ, start_response):
 
 
 def body_of(port):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("GET", "/")
-        resp = conn.getresponse()
-        data = resp.read().decode()
-        return data if resp.status == 200 else None
+        status, body = harness.http_get(port, timeout=5)
     except OSError:
         return None
-    finally:
-        conn.close()
+    return body.decode() if status == 200 else None
 
 
 def part2(args):

@@ -18,7 +18,6 @@ Then ``--cpu-rounds`` more kills, and the master's (arbiter's) CPU time
 number; and the master's CPU over ``--idle`` idle seconds.
 """
 
-import http.client
 import importlib.util
 import statistics
 import sys
@@ -38,19 +37,6 @@ def add_arguments(p):
                    help="kills for the master CPU per respawn (default %(default)s)")
     p.add_argument("--idle", type=float, default=30.0, help="seconds of idle master CPU (default %(default)s)")
     p.add_argument("--contenders", type=harness.csv(str), default=["lazy", "preload", "gunicorn"])
-
-
-def answer_pid(port, timeout=10.0):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/")
-        resp = conn.getresponse()
-        body = resp.read().decode()
-        if resp.status != 200:
-            raise http.client.HTTPException(f"HTTP {resp.status}")
-        return int(body.split()[3])
-    finally:
-        conn.close()
 
 
 class PreforkSide:
@@ -82,7 +68,7 @@ class GunicornSide:
         self.master_pid = self.server.pid
 
     def worker_pid(self):
-        return answer_pid(self.port)
+        return core.get_pid(self.port)
 
     def after_kill(self, old):
         pass
@@ -95,7 +81,7 @@ def measure(side, rounds, cpu_rounds, idle):
     times, refused, failed = [], 0, 0
     for _ in range(rounds):
         old = side.worker_pid()
-        t, r, f = harness.kill_and_wait(side.port, old, answer_pid)
+        t, r, f = harness.kill_and_wait(side.port, old, core.get_pid)
         side.after_kill(old)
         times.append(t)
         refused += r
@@ -103,7 +89,7 @@ def measure(side, rounds, cpu_rounds, idle):
     before = harness.cpu_seconds(side.master_pid)
     for _ in range(cpu_rounds):
         old = side.worker_pid()
-        harness.kill_and_wait(side.port, old, answer_pid)
+        harness.kill_and_wait(side.port, old, core.get_pid)
         side.after_kill(old)
     per_respawn = (harness.cpu_seconds(side.master_pid) - before) / cpu_rounds if cpu_rounds else None
     time.sleep(1.0)  # let the last respawn settle before the idle window
