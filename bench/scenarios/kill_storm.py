@@ -15,12 +15,11 @@ connection was refused.
 import argparse
 import math
 import random
-import re
 import subprocess
 import time
 from typing import Optional
 
-from bench.harness import Cluster, Load, wrk_path
+from bench.harness import Cluster, Load, parse_wrk_text, wrk_path
 
 NAME = "kill_storm"
 HELP = "throughput while serving workers are SIGKILLed (30 in 6 s) against no kills; ratio must stay > 0.5"
@@ -57,14 +56,29 @@ def wrk_phase(cluster: Cluster, args: argparse.Namespace, kills: int, rng: rando
         for port in cluster.ports
     ]
     _, done = phase(cluster, None, args.seconds, kills, rng)
-    rate, errors = 0.0, {}
+    rate, errors = 0.0, dict.fromkeys(("connect", "read", "write", "timeout"), 0)
     for client in clients:
         out = client.communicate(timeout=args.seconds + 30)[0]
-        rate += float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-        found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        for kind, value in zip(("connect", "read", "write", "timeout"), found.groups() if found else ()):
-            errors[kind] = errors.get(kind, 0) + int(value)
+        if client.returncode != 0:
+            raise RuntimeError(f"wrk failed ({client.returncode}): {out.strip()}")
+        result = parse_wrk_text(out)
+        rate += result["rps"]
+        for kind, count in result["errors"].items():
+            errors[kind] += count
     return rate, done, errors
+
+
+def settle(cluster: Cluster, args: argparse.Namespace, kills: int) -> None:
+    """Wait until every slot serves again and every kill was replaced."""
+    cluster.wait(lambda: cluster.all_serving() and cluster.count("started") >= args.workers + kills)
+
+
+def storm_ratio(args: argparse.Namespace, normal: float, storm: float) -> float:
+    """Requests/s under the storm over requests/s without it; a failure at or under --min-ratio."""
+    ratio = storm / normal
+    if ratio <= args.min_ratio:
+        args.failures.append(f"ratio {ratio:.2f} under the storm, must be > {args.min_ratio:g}")
+    return ratio
 
 
 def run(args: argparse.Namespace) -> list:
@@ -79,12 +93,10 @@ def run(args: argparse.Namespace) -> list:
         normal, _ = phase(cluster, load, args.seconds, 0, rng)
         storm, kills = phase(cluster, load, args.seconds, args.kills, rng)
         load.stop()
-        cluster.wait(lambda: cluster.all_serving() and cluster.count("started") >= args.workers + kills)
+        settle(cluster, args, kills)
     finally:
         cluster.close()
-    ratio = storm / normal
-    if ratio <= args.min_ratio:
-        args.failures.append(f"ratio {ratio:.2f} under the storm, must be > {args.min_ratio:g}")
+    ratio = storm_ratio(args, normal, storm)
     if load.refused:
         args.failures.append(f"{load.refused} connections refused (must be 0)")
     title = f"{args.workers} workers, {args.threads} client threads, {args.seconds:g} s per phase"
@@ -100,12 +112,10 @@ def run_wrk(args: argparse.Namespace) -> list:
         cluster.wait_ready()
         normal, _, quiet_errors = wrk_phase(cluster, args, 0, rng)
         storm, kills, errors = wrk_phase(cluster, args, args.kills, rng)
-        cluster.wait(lambda: cluster.all_serving() and cluster.count("started") >= args.workers + kills)
+        settle(cluster, args, kills)
     finally:
         cluster.close()
-    ratio = storm / normal
-    if ratio <= args.min_ratio:
-        args.failures.append(f"ratio {ratio:.2f} under the storm, must be > {args.min_ratio:g}")
+    ratio = storm_ratio(args, normal, storm)
     if errors.get("connect"):
         args.failures.append(f"{errors['connect']} wrk connect errors (must be 0)")
     title = f"wrk: {args.workers} workers, wrk -c{args.threads} per port, {args.seconds:g} s per phase"
